@@ -1,0 +1,7 @@
+"""modman — modular manifolds for PyTorch: msign, manifolds, update rules and optimizers."""
+
+from . import functional, manifolds, optim, rules
+from .msign import msign
+
+__all__ = ["msign", "functional", "manifolds", "optim", "rules"]
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Experiments: data, models and training runs built on modman's optimizers."""

@@ -1,0 +1,82 @@
+"""The seed's update functions (seed 003), same signatures and defaults: ``W_new = retract(W − ηA)``.
+
+Each takes a weight W and its gradient G and returns the new weight; none writes its arguments.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import torch
+
+from .manifolds import SpectralBall, Sphere
+from .msign import msign
+from .rules import hyperspherical_direction, manifold_muon_direction, muon_direction
+
+__all__ = ["hyperspherical_descent", "manifold_muon", "muon", "spectral_descent"]
+
+
+@torch.no_grad()
+def hyperspherical_descent(W: torch.Tensor, G: torch.Tensor, eta: float = 0.1) -> torch.Tensor:
+    """``W ← (W − ηA)/‖W − ηA‖`` with ``A = T/‖T‖``, ``T = G − W⟨W, G⟩`` (the whole tensor on the unit sphere).
+
+    With ``eta=0`` and a zero G this is the seed's projection onto the sphere.
+    """
+    sphere = Sphere(1.0)
+    A, _ = hyperspherical_direction(W, G, sphere)
+    return sphere.retract(W - eta * A)
+
+
+@torch.no_grad()
+def manifold_muon(
+    W: torch.Tensor,
+    G: torch.Tensor,
+    eta: float = 0.1,
+    alpha: float = 0.01,
+    steps: int = 100,
+    tol: float = 1e-6,
+    *,
+    solver: str = "dual_ascent",
+    return_info: bool = False,
+    multiplier: torch.Tensor | None = None,
+    msign_steps: int = 10,
+    msign_method: str = "polar_express",
+    msign_dtype: torch.dtype | None = None,
+):
+    """``W ← msign(W − ηA)`` with A the manifold Muon direction (W on the unit Stiefel manifold).
+
+    ``solver="dual_ascent"`` is the seed's algorithm; ``msign_dtype=torch.bfloat16`` reproduces the
+    seed's half-precision msign exactly (the default computes msign in float32). With ``eta=0`` and
+    a zero G this is the seed's projection onto Stiefel.
+
+    Returns:
+        The new weight, or ``(new_W, info)`` with ``return_info=True``; info has ``msign_calls``
+        (solver calls plus the retraction), ``iterations``, ``residual`` (RMS of WᵀA + AᵀW),
+        ``direction`` (A, in W's orientation) and ``multiplier`` (Λ, n×n with n = min(m, n)).
+    """
+    msign_fn = partial(msign, steps=msign_steps, method=msign_method, dtype=msign_dtype)
+    A, info = manifold_muon_direction(
+        W, G, alpha=alpha, steps=steps, tol=tol, solver=solver, multiplier=multiplier, msign_fn=msign_fn
+    )
+    new_W = msign_fn(W - eta * A)
+    if not return_info:
+        return new_W
+    info["msign_calls"] += 1
+    info["direction"] = A
+    return new_W, info
+
+
+@torch.no_grad()
+def muon(W: torch.Tensor, G: torch.Tensor, eta: float = 0.02, *, msign_steps: int | None = None,
+         msign_method: str = "polar_express") -> torch.Tensor:
+    """``W ← W − η·msign(G)`` (no momentum; see ``modman.optim.Muon`` for the optimizer)."""
+    A, _ = muon_direction(G, msign_fn=partial(msign, steps=msign_steps, method=msign_method))
+    return W - eta * A
+
+
+@torch.no_grad()
+def spectral_descent(W: torch.Tensor, G: torch.Tensor, eta: float = 0.1, radius: float = 1.0, *,
+                     msign_steps: int | None = None, msign_method: str = "polar_express") -> torch.Tensor:
+    """``W ← clip_r(W − η·msign(G))``: Muon's step, then singular values clipped to at most r."""
+    A, _ = muon_direction(G, msign_fn=partial(msign, steps=msign_steps, method=msign_method))
+    return SpectralBall(radius).retract(W - eta * A)

@@ -1,0 +1,9 @@
+"""Constraint sets for weights: ``Euclidean``, ``Sphere``, ``Stiefel``, ``SpectralBall``."""
+
+from .base import Manifold
+from .euclidean import Euclidean
+from .spectral_ball import SpectralBall
+from .sphere import Sphere
+from .stiefel import Stiefel
+
+__all__ = ["Manifold", "Euclidean", "Sphere", "Stiefel", "SpectralBall"]

@@ -1,0 +1,115 @@
+"""The matrix sign function: the polar factor ``U Vᵀ`` of ``G = U Σ Vᵀ``.
+
+``msign(G) = U sign(Σ) Vᵀ``: every non-zero singular value is snapped to one and zero singular values
+stay zero (so ``msign(0) == 0``). It is the steepest-descent direction under the spectral norm (Muon),
+the retraction onto the Stiefel manifold and the inner step of manifold Muon's dual solver.
+
+Three methods:
+
+* ``"polar_express"`` — odd quintic polynomials with one coefficient triple per step, from
+  Amsel, Persson, Musco & Gower, *The Polar Express* (arXiv:2505.16932), as listed in the modular
+  manifolds reference code (seed 003, ``msign.py``), with its 1.01 safety factor.
+* ``"newton_schulz"`` — Muon's fixed quintic (3.4445, −4.7750, 2.0315) from Keller Jordan's Muon; it
+  does not converge to ``U Vᵀ``: singular values end up spread over roughly [0.7, 1.2].
+* ``"exact"`` — float64 SVD; singular values below a rank tolerance count as zero.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["msign", "METHODS", "DEFAULT_STEPS", "POLAR_EXPRESS_COEFFICIENTS", "NEWTON_SCHULZ_COEFFICIENTS"]
+
+# Polar Express, degree-5 polynomials optimised for singular values in [1e-3, 1] (seed 003, msign.py;
+# arXiv:2505.16932). The last triple is the classical quintic 15/8, -10/8, 3/8 it converges to.
+POLAR_EXPRESS_COEFFICIENTS: tuple[tuple[float, float, float], ...] = (
+    (8.28721201814563, -23.595886519098837, 17.300387312530933),
+    (4.107059111542203, -2.9478499167379106, 0.5448431082926601),
+    (3.9486908534822946, -2.908902115962949, 0.5518191394370137),
+    (3.3184196573706015, -2.488488024314874, 0.51004894012372),
+    (2.300652019954817, -1.6689039845747493, 0.4188073119525673),
+    (1.891301407787398, -1.2679958271945868, 0.37680408948524835),
+    (1.8750014808534479, -1.2500016453999487, 0.3750001645474248),
+    (1.875, -1.25, 0.375),
+)
+_SAFETY = 1.01
+# The seed divides every polynomial but the last by the safety factor (p(x/1.01) scaled back), so that
+# rounding cannot push a singular value past the polynomial's stable range.
+_POLAR_EXPRESS_STABLE = tuple(
+    (a / _SAFETY, b / _SAFETY**3, c / _SAFETY**5) for (a, b, c) in POLAR_EXPRESS_COEFFICIENTS[:-1]
+) + (POLAR_EXPRESS_COEFFICIENTS[-1],)
+
+# Keller Jordan's Muon quintic, also torch.optim.Muon's default.
+NEWTON_SCHULZ_COEFFICIENTS: tuple[float, float, float] = (3.4445, -4.7750, 2.0315)
+
+METHODS = ("polar_express", "newton_schulz", "exact")
+DEFAULT_STEPS = {"polar_express": 10, "newton_schulz": 5, "exact": 0}
+
+
+@torch.no_grad()
+def msign(
+    G: torch.Tensor,
+    *,
+    steps: int | None = None,
+    method: str = "polar_express",
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """Polar factor ``msign(G) = U sign(Σ) Vᵀ`` of a matrix or a batch of matrices.
+
+    Args:
+        G: tensor of shape ``(..., m, n)``; tall, wide or square; leading dims are a batch.
+        steps: polynomial iterations (default 10 for Polar Express, 5 for Newton–Schulz; ignored by
+            ``"exact"``). Polar Express steps past the table repeat its last polynomial.
+        method: ``"polar_express"``, ``"newton_schulz"`` or ``"exact"``.
+        dtype: compute dtype of the iterative methods. Default float32 (float64 when G is float64);
+            ``torch.bfloat16`` reproduces the seed's half-precision iteration.
+
+    Returns:
+        A new tensor of G's shape, dtype and device. ``G`` itself is never written.
+    """
+    if not isinstance(G, torch.Tensor) or G.ndim < 2:
+        shape = tuple(G.shape) if isinstance(G, torch.Tensor) else type(G).__name__
+        raise ValueError(f"msign needs a tensor with >= 2 dims (..., m, n); got {shape}")
+    if method not in METHODS:
+        raise ValueError(f"msign: unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    if steps is None:
+        steps = DEFAULT_STEPS[method]
+    if not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"msign: steps must be an int >= 0; got {steps!r}")
+    if method == "exact":
+        return _msign_exact(G).to(G.dtype)
+    if dtype is None:
+        dtype = torch.float64 if G.dtype == torch.float64 else torch.float32
+    wide = G.size(-2) <= G.size(-1)
+    # Iterate on the wide orientation so that the Gram matrix X Xᵀ is the small one.
+    X = G.to(dtype) if wide else G.mT.to(dtype)
+    norm = X.norm(dim=(-2, -1), keepdim=True).clamp_min(torch.finfo(dtype).tiny)
+    if method == "polar_express":
+        X = X / (norm * _SAFETY)
+        for k in range(steps):
+            X = _odd_quintic(X, *_POLAR_EXPRESS_STABLE[min(k, len(_POLAR_EXPRESS_STABLE) - 1)])
+    else:
+        X = X / norm
+        for _ in range(steps):
+            X = _odd_quintic(X, *NEWTON_SCHULZ_COEFFICIENTS)
+    X = X if wide else X.mT
+    return X.to(G.dtype)
+
+
+def _odd_quintic(X: torch.Tensor, a: float, b: float, c: float) -> torch.Tensor:
+    """One step ``X ← (a I + b S + c S²) X`` with ``S = X Xᵀ`` (the seed's order of operations)."""
+    S = X @ X.mT
+    Y = c * S
+    Y.diagonal(dim1=-2, dim2=-1).add_(b)
+    Y = Y @ S
+    Y.diagonal(dim1=-2, dim2=-1).add_(a)
+    return Y @ X
+
+
+def _msign_exact(G: torch.Tensor) -> torch.Tensor:
+    """Float64 SVD polar factor; singular values under ``max(m, n)·eps·σ_max`` are treated as zero."""
+    G64 = G.to(torch.float64)
+    U, S, Vh = torch.linalg.svd(G64, full_matrices=False)
+    tol = max(G.shape[-2:]) * torch.finfo(torch.float64).eps * S.amax(dim=-1, keepdim=True)
+    keep = (S > tol).to(torch.float64)
+    return (U * keep.unsqueeze(-2)) @ Vh

@@ -1,0 +1,223 @@
+"""The step loop every modman optimizer shares: validation, bad-gradient handling, reshaping, momentum.
+
+Concrete optimizers only say how one matrix moves (``_update``) and where it starts (``_init_param``);
+the math lives in ``modman.rules`` and ``modman.manifolds``.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+from typing import Any, Callable
+
+import torch
+from torch.optim import Optimizer
+
+from ..msign import METHODS, msign
+from ..rules import SOLVERS
+from ..rules.muon import ADJUST_LR_FNS
+
+__all__ = ["ManifoldOptimizer", "param_name", "matrix_shape", "nonfinite_grads", "guard_gradients"]
+
+
+def _finite_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+# name -> (predicate, what a valid value is). Checked for every param group that has the key.
+_HYPERPARAMETER_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "lr": (lambda v: _finite_number(v) and v >= 0, "a finite number >= 0"),
+    "momentum": (lambda v: _finite_number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "weight_decay": (lambda v: _finite_number(v) and v >= 0, "a finite number >= 0"),
+    "nesterov": (lambda v: isinstance(v, bool), "True or False"),
+    "radius": (lambda v: _finite_number(v) and v > 0, "a finite number > 0"),
+    "alpha": (lambda v: _finite_number(v) and v >= 0, "a finite number >= 0"),
+    "steps": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "an int >= 1"),
+    "tol": (lambda v: _finite_number(v) and v >= 0, "a finite number >= 0"),
+    "solver": (lambda v: v in SOLVERS, f"one of {sorted(SOLVERS)}"),
+    "warm_start": (lambda v: isinstance(v, bool), "True or False"),
+    "msign_method": (lambda v: v in METHODS, f"one of {list(METHODS)}"),
+    "msign_steps": (lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 0),
+                    "None or an int >= 0"),
+    "msign_dtype": (lambda v: v is None or v in (torch.float32, torch.float64, torch.bfloat16, torch.float16),
+                    "None or a torch floating dtype"),
+    "adjust_lr_fn": (lambda v: v in ADJUST_LR_FNS, f"one of {list(ADJUST_LR_FNS)}"),
+}
+
+
+def check_hyperparameters(owner: str, group: dict) -> None:
+    """Raise ValueError naming the first hyperparameter of ``group`` that is out of range."""
+    for key, (valid, requirement) in _HYPERPARAMETER_RULES.items():
+        if key in group and not valid(group[key]):
+            raise ValueError(f"{owner}: invalid {key}={group[key]!r}; it must be {requirement}")
+
+
+def param_name(group: dict, index: int, group_index: int) -> str:
+    """The parameter's name when the optimizer got named parameters, else its position."""
+    names = group.get("param_names")
+    if names is not None and index < len(names):
+        return repr(names[index])
+    return f"param_groups[{group_index}]['params'][{index}]"
+
+
+def matrix_shape(p: torch.Tensor) -> tuple[int, int]:
+    """(out, rest): a conv kernel (out, in, kh, kw) is treated as the matrix (out, in·kh·kw)."""
+    return p.shape[0], p.numel() // p.shape[0] if p.shape[0] else 0
+
+
+def nonfinite_grads(named: list[tuple[str, torch.Tensor]]) -> list[str]:
+    """Names whose gradient holds NaN or Inf, with one host sync per device."""
+    by_device: dict[torch.device, list[int]] = {}
+    for i, (_, g) in enumerate(named):
+        by_device.setdefault(g.device, []).append(i)
+    bad: list[str] = []
+    for idx in by_device.values():
+        flags = torch.stack([torch.isfinite(named[i][1]).all() for i in idx])
+        if not bool(flags.all()):
+            bad += [named[i][0] for i, ok in zip(idx, flags.tolist()) if not ok]
+    return bad
+
+
+def guard_gradients(opt, named: list[tuple[str, torch.Tensor]]) -> bool:
+    """True when every gradient is finite. Otherwise count a skipped step and return False when
+    ``opt.skip_nonfinite``, else raise ValueError naming the parameters (before any weight changes)."""
+    bad = nonfinite_grads(named) if named else []
+    if not bad:
+        return True
+    if opt.skip_nonfinite:
+        opt.nonfinite_skips += 1
+        return False
+    raise ValueError(
+        f"{type(opt).__name__}: non-finite gradient (NaN or Inf) in {', '.join(bad)}; no weight was changed. "
+        "Lower the learning rate or loss scale, or pass skip_nonfinite=True to skip such steps."
+    )
+
+
+class ManifoldOptimizer(Optimizer):
+    """Base class: ``step`` validates every gradient, then calls ``_update`` on each parameter.
+
+    Subclasses set ``matrix_only`` and implement ``_update(W, G, state, group)``, which must write the
+    new weight into ``W`` in place (W is a view of the parameter, reshaped to (out, rest) for matrix
+    optimizers), and optionally ``_init_param(W, group)`` (e.g. projection onto the manifold).
+
+    Args:
+        skip_nonfinite: if True a step whose gradients hold NaN/Inf changes nothing and is counted in
+            ``nonfinite_skips``; if False (default) it raises ValueError naming the parameters.
+    """
+
+    matrix_only = True
+    diagnostic_keys = ("step", "msign_calls", "iterations", "residual")
+
+    def __init__(self, params, defaults: dict, *, skip_nonfinite: bool = False):
+        check_hyperparameters(type(self).__name__, defaults)
+        self.skip_nonfinite = bool(skip_nonfinite)
+        self.nonfinite_skips = 0
+        super().__init__(params, defaults)
+
+    # ---------------------------------------------------------------- parameter groups
+    def add_param_group(self, param_group: dict) -> None:
+        super().add_param_group(param_group)
+        group, gi = self.param_groups[-1], len(self.param_groups) - 1
+        try:
+            check_hyperparameters(type(self).__name__, group)
+            for i, p in enumerate(group["params"]):
+                self._check_param(p, param_name(group, i, gi))
+        except (ValueError, TypeError):
+            self.param_groups.pop()
+            raise
+        with torch.no_grad():
+            for p in group["params"]:
+                W, writeback = self._as_update_view(p)
+                self._init_param(W, group)
+                writeback()
+
+    def _check_param(self, p: torch.Tensor, name: str) -> None:
+        if self.matrix_only and p.ndim < 2:
+            raise ValueError(
+                f"{type(self).__name__} got {name} of shape {tuple(p.shape)}: it updates matrices (>= 2-D "
+                "tensors; >2-D ones are treated as (out, rest)). Give vectors and scalars to torch.optim.AdamW, "
+                "or put a vector on a sphere with modman.optim.HypersphericalDescent."
+            )
+        if not self.matrix_only and p.ndim < 1:
+            raise ValueError(f"{type(self).__name__} got {name}, a 0-D tensor: give scalars to torch.optim.AdamW.")
+        if p.is_complex():
+            raise TypeError(f"{type(self).__name__} got {name} with complex dtype {p.dtype}; only real tensors")
+
+    def _init_param(self, W: torch.Tensor, group: dict) -> None:
+        """Called once per parameter when its group is added (no-op by default)."""
+
+    def _as_update_view(self, p: torch.Tensor):
+        """A writable tensor the update acts on, and a callable that writes it back into ``p``."""
+        shape = matrix_shape(p) if self.matrix_only else tuple(p.shape)
+        if p.is_contiguous():
+            return p.view(shape), lambda: None
+        W = p.reshape(shape).clone()
+        return W, lambda: p.copy_(W.view_as(p))
+
+    # ---------------------------------------------------------------- the step
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None):
+        """One update of every parameter with a gradient; returns the closure's loss (if any)."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        work = [
+            (group, p, param_name(group, i, gi))
+            for gi, group in enumerate(self.param_groups)
+            for i, p in enumerate(group["params"])
+            if p.grad is not None
+        ]
+        for _, p, name in work:
+            if p.grad.is_sparse:
+                raise TypeError(f"{type(self).__name__}: {name} has a sparse gradient, which is not supported")
+        if not guard_gradients(self, [(name, p.grad) for _, p, name in work]):
+            return loss
+        for group, p, _ in work:
+            state = self.state[p]
+            W, writeback = self._as_update_view(p)
+            self._update(W, p.grad.reshape(W.shape), state, group)
+            writeback()
+            state["step"] = state.get("step", 0) + 1
+        return loss
+
+    def _update(self, W: torch.Tensor, G: torch.Tensor, state: dict, group: dict) -> None:
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------- helpers for subclasses
+    @staticmethod
+    def _momentum(G: torch.Tensor, state: dict, group: dict) -> torch.Tensor:
+        """``B ← μB + (1−μ)G``; returns ``(1−μ)G + μB`` with Nesterov, else B (G when μ = 0)."""
+        mu = group["momentum"]
+        if mu == 0:
+            return G
+        buf = state.get("momentum_buffer")
+        if buf is None:
+            buf = state["momentum_buffer"] = torch.zeros_like(G, memory_format=torch.contiguous_format)
+        buf.lerp_(G, 1 - mu)
+        return G.lerp(buf, mu) if group["nesterov"] else buf
+
+    @staticmethod
+    def _msign_fn(group: dict) -> Callable[[torch.Tensor], torch.Tensor]:
+        return partial(msign, method=group["msign_method"], steps=group["msign_steps"], dtype=group["msign_dtype"])
+
+    # ---------------------------------------------------------------- state and diagnostics
+    def diagnostics(self) -> dict[str, dict[str, Any]]:
+        """Per-parameter numbers from the last step (steps taken, msign calls, solver residual...)."""
+        out: dict[str, dict[str, Any]] = {}
+        for gi, group in enumerate(self.param_groups):
+            for i, p in enumerate(group["params"]):
+                state = self.state.get(p, {})
+                out[param_name(group, i, gi).strip("'")] = {k: state[k] for k in self.diagnostic_keys if k in state}
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        sd = super().state_dict()
+        sd["modman"] = {"nonfinite_skips": self.nonfinite_skips}
+        return sd
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state_dict = dict(state_dict)
+        extra = state_dict.pop("modman", {})
+        super().load_state_dict(state_dict)
+        self.nonfinite_skips = int(extra.get("nonfinite_skips", 0))

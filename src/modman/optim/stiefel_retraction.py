@@ -1,0 +1,103 @@
+"""Seed 002's Stiefel wrapper: step any optimizer, then retract its matrices onto the Stiefel manifold."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+from torch.optim import Optimizer
+
+from ..manifolds import Stiefel
+from .base import guard_gradients, matrix_shape, param_name
+
+__all__ = ["StiefelRetraction"]
+
+
+class StiefelRetraction(Optimizer):
+    r"""``W ← r·msign(step_base(W))`` for each retracted matrix; everything else as the base optimizer.
+
+    Wraps a built optimizer (e.g. ``torch.optim.AdamW``) and shares its ``param_groups`` and ``state``,
+    so lr schedulers, ``zero_grad`` and ``state_dict`` act on the base. Every parameter of >= 2 dims in
+    the base optimizer is retracted (or only ``params`` when given); conv kernels as (out, rest).
+    The retracted weights are projected onto Stiefel (exact polar factor) when the wrapper is built.
+
+    Args:
+        base_optimizer: the optimizer that takes the Euclidean step.
+        params: the tensors to keep on Stiefel (default: every >= 2-D parameter of the base).
+        radius: the common singular value r.
+        retraction, retraction_steps: msign method and steps of the retraction (see ``Stiefel``).
+        skip_nonfinite: skip (and count) a step with NaN/Inf gradients instead of raising ValueError.
+    """
+
+    def __init__(self, base_optimizer: Optimizer, params=None, *, radius: float = 1.0,
+                 retraction: str = "polar_express", retraction_steps: int | None = None,
+                 skip_nonfinite: bool = False):
+        if not isinstance(base_optimizer, Optimizer):
+            raise TypeError(f"StiefelRetraction needs a torch.optim.Optimizer to wrap; got {type(base_optimizer)!r}")
+        self.manifold = Stiefel(radius, retraction, retraction_steps)  # validates radius and method
+        names = {id(p): param_name(g, i, gi) for gi, g in enumerate(base_optimizer.param_groups)
+                 for i, p in enumerate(g["params"])}
+        if params is None:
+            retracted = [p for g in base_optimizer.param_groups for p in g["params"] if p.ndim >= 2]
+        else:
+            retracted = list(params)
+            for p in retracted:
+                if id(p) not in names:
+                    raise ValueError(f"StiefelRetraction: a tensor of shape {tuple(p.shape)} in params is not "
+                                     "optimized by the base optimizer; pass only the base's parameters")
+                if p.ndim < 2:
+                    raise ValueError(f"StiefelRetraction: {names[id(p)]} has shape {tuple(p.shape)}; Stiefel needs "
+                                     ">= 2-D tensors. Leave vectors to the base optimizer (omit them from params).")
+        self.base_optimizer = base_optimizer
+        self.retracted = retracted
+        self._names = names
+        self.skip_nonfinite = bool(skip_nonfinite)
+        self.nonfinite_skips = 0
+        self._msign_calls: dict[int, int] = {}
+        super().__init__(base_optimizer.param_groups, base_optimizer.defaults)
+        # Share the base's groups and state: schedulers and state_dict then act on the base directly.
+        self.param_groups = base_optimizer.param_groups
+        self.state = base_optimizer.state
+        with torch.no_grad():
+            for p in retracted:
+                p.copy_(self.manifold.project(p.reshape(matrix_shape(p))).view_as(p))
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        with_grad = [(self._names[id(p)], p) for g in self.param_groups for p in g["params"] if p.grad is not None]
+        if not guard_gradients(self, [(n, p.grad) for n, p in with_grad]):
+            return loss
+        # A weight the base step leaves untouched keeps its exact bits: snapshot the zero-gradient ones.
+        targets = [p for p in self.retracted if p.grad is not None]
+        idle = {id(p): p.clone() for p in targets if not bool(p.grad.any())}
+        self.base_optimizer.step()
+        for p in targets:
+            before = idle.get(id(p))
+            if before is not None and torch.equal(before, p):
+                self._msign_calls[id(p)] = 0
+                continue
+            p.copy_(self.manifold.retract(p.reshape(matrix_shape(p))).view_as(p))
+            self._msign_calls[id(p)] = 1
+        return loss
+
+    def diagnostics(self) -> dict[str, dict[str, Any]]:
+        """msign calls of the last step per retracted matrix."""
+        return {self._names[id(p)].strip("'"): {"msign_calls": self._msign_calls.get(id(p), 0)} for p in self.retracted}
+
+    def state_dict(self) -> dict[str, Any]:
+        sd = self.base_optimizer.state_dict()
+        sd["modman"] = {"nonfinite_skips": self.nonfinite_skips}
+        return sd
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state_dict = dict(state_dict)
+        extra = state_dict.pop("modman", {})
+        self.base_optimizer.load_state_dict(state_dict)
+        # The base rebinds its groups and state on load; share the new ones.
+        self.param_groups = self.base_optimizer.param_groups
+        self.state = self.base_optimizer.state
+        self.nonfinite_skips = int(extra.get("nonfinite_skips", 0))

@@ -1,0 +1,94 @@
+"""Manifold Muon: steepest descent under the spectral norm inside the tangent space of Stiefel.
+
+For W with WᵀW = I (tall; a wide W is solved transposed):
+
+    A* = argmax ⟨G, A⟩  s.t.  ‖A‖_op ≤ 1,  WᵀA + AᵀW = 0,
+
+and by Lagrange duality ``A(Λ) = msign(G + 2WΛ)`` for the symmetric multiplier Λ minimising the dual
+``‖G + 2WΛ‖_*`` (Bernstein, *Modular Manifolds*, Thinking Machines Lab 2025; seed 003 manifold_muon.py).
+Solvers are registered in ``SOLVERS``; each returns the direction and its certificate.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+
+from ..manifolds.stiefel import as_tall
+from ..msign import msign
+
+__all__ = ["manifold_muon_direction", "dual_ascent", "tangent_residual", "SOLVERS"]
+
+MsignFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+def tangent_residual(W: torch.Tensor, A: torch.Tensor) -> float:
+    """RMS of ``WᵀA + AᵀW`` (tall orientation): how far A is from the tangent space (seed's stop rule)."""
+    H = W.mT @ A + A.mT @ W
+    return float(torch.linalg.vector_norm(H) / math.sqrt(H.numel()))
+
+
+def dual_ascent(W, G, *, Lambda, alpha, steps, tol, msign_fn: MsignFn):
+    """The seed's dual (sub)gradient iteration, step for step, for tall W.
+
+    ``Λ₀ = −¼(WᵀG + GᵀW)``; repeat ``A = msign(G + 2WΛ)``, ``H = WᵀA + AᵀW``, stop when
+    ``RMS(H) < tol``, else ``Λ ← Λ − α(1 − k/steps)H``.
+    Returns ``(A, Λ, info)`` with info keys msign_calls, iterations, residual.
+    """
+    Lambda = -0.25 * (W.T @ G + G.T @ W) if Lambda is None else Lambda.clone()
+    for step in range(steps):
+        A = msign_fn(G + 2 * W @ Lambda)
+        H = W.T @ A + A.T @ W
+        residual = float(torch.norm(H) / math.sqrt(H.numel()))
+        if residual < tol:
+            break
+        Lambda -= alpha * (1 - step / steps) * H
+    return A, Lambda, {"msign_calls": step + 1, "iterations": step + 1, "residual": residual}
+
+
+SOLVERS = {"dual_ascent": dual_ascent}
+
+
+def manifold_muon_direction(
+    W: torch.Tensor,
+    G: torch.Tensor,
+    *,
+    alpha: float = 0.01,
+    steps: int = 100,
+    tol: float = 1e-6,
+    solver: str = "dual_ascent",
+    multiplier: torch.Tensor | None = None,
+    msign_fn: MsignFn = msign,
+):
+    """Solve for the manifold Muon direction at W (``WᵀW = I`` or ``WWᵀ = I``).
+
+    Args:
+        W, G: (m, n) weight on the unit Stiefel manifold and the gradient (or momentum).
+        alpha, steps, tol: the dual solver's step size, iteration cap and stopping tolerance.
+        solver: a key of ``SOLVERS``.
+        multiplier: warm start Λ (n×n with n = min(m, n)); None starts from the seed's guess.
+        msign_fn: the matrix sign function to use.
+
+    Returns:
+        ``(A, info)``: A in W's orientation with ``‖A‖_op ≤ 1``; info has ``msign_calls``,
+        ``iterations``, ``residual`` (RMS of WᵀA + AᵀW) and ``multiplier`` (Λ, n×n).
+    """
+    if solver not in SOLVERS:
+        raise ValueError(f"manifold_muon: unknown solver {solver!r}; choose one of {', '.join(SOLVERS)}")
+    if W.ndim != 2 or W.shape != G.shape:
+        raise ValueError(
+            f"manifold_muon needs 2-D W and G of the same shape; got {tuple(W.shape)} and {tuple(G.shape)}"
+        )
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"manifold_muon: steps must be an int >= 1; got {steps!r}")
+    Wt, wide = as_tall(W)
+    Gt = G.mT if wide else G
+    n = Wt.shape[1]
+    if multiplier is not None and tuple(multiplier.shape) != (n, n):
+        raise ValueError(f"manifold_muon: multiplier must be {n}x{n} for W of shape {tuple(W.shape)}; "
+                         f"got {tuple(multiplier.shape)}")
+    A, Lambda, info = SOLVERS[solver](Wt, Gt, Lambda=multiplier, alpha=alpha, steps=steps, tol=tol, msign_fn=msign_fn)
+    info["multiplier"] = Lambda
+    return (A.mT if wide else A), info
