@@ -382,3 +382,26 @@ def test_cuda_matches_cpu(name):
     train(gpu, opt_g, [(x.cuda(), y.cuda()) for x, y in data])
     for a, b in zip(cpu.parameters(), gpu.parameters()):
         assert torch.allclose(a, b.cpu(), atol=1e-4)
+
+
+@pytest.mark.parametrize("name", FACTORIES)
+def test_bfloat16_parameters_train_and_keep_their_dtype(name):
+    model = make_model().to(torch.bfloat16)
+    opt = build(name, model)
+    data = [(x.to(torch.bfloat16), y) for x, y in batches(3)]
+    train(model, opt, data)
+    assert all(p.dtype == torch.bfloat16 and torch.isfinite(p).all() for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", ["Muon", "ManifoldMuon", "HypersphericalDescent"])
+def test_non_contiguous_parameter_gets_the_same_update(name):
+    base = torch.randn(16, 24)
+    W_contig = nn.Parameter(base.t().contiguous())
+    W_strided = nn.Parameter(base.clone().t())  # same values, transposed strides
+    assert not W_strided.is_contiguous()
+    opts = [FACTORIES[name]([W]) for W in (W_contig, W_strided)]
+    G = torch.randn(24, 16)
+    for W, opt in zip((W_contig, W_strided), opts):
+        W.grad = G.clone()
+        opt.step()
+    assert torch.allclose(W_contig, W_strided, atol=1e-6)
