@@ -67,7 +67,7 @@ def test_dual_ascent_reproduces_seed_bit_for_bit_in_bf16(shape, eta):
 def test_dual_ascent_reproduces_seed_iteration_in_float32(shape):
     W = on_stiefel(*shape, seed=7)
     G = gaussian(*shape, seed=8)
-    ours = manifold_muon(W, G, eta=0.2, steps=30)
+    ours = manifold_muon(W, G, eta=0.2, steps=30, solver="dual_ascent")
     seed = seed_reference.manifold_muon(W, G, eta=0.2, steps=30, msign_dtype=torch.float32)
     assert torch.equal(ours, seed)
 
@@ -76,7 +76,7 @@ def test_dual_ascent_reproduces_seed_iteration_in_float32(shape):
 def test_manifold_muon_stays_on_stiefel_and_reports_info(shape):
     W = on_stiefel(*shape, seed=9)
     G = gaussian(*shape, seed=10)
-    new, info = manifold_muon(W, G, eta=0.1, return_info=True)
+    new, info = manifold_muon(W, G, eta=0.1, return_info=True, solver="dual_ascent")
     assert Stiefel().violation(new) < 1e-5
     A, Lam = info["direction"], info["multiplier"]
     n = min(shape)
@@ -99,9 +99,10 @@ def test_manifold_muon_eta_zero_zero_grad_is_the_seeds_projection():
 def test_warm_start_from_a_solved_multiplier_needs_fewer_iterations():
     W = on_stiefel(64, 16, seed=12)
     G = gaussian(64, 16, seed=13)
-    _, cold = manifold_muon_direction(W, G, alpha=1.0, steps=100, tol=1e-6)
+    _, cold = manifold_muon_direction(W, G, alpha=1.0, steps=100, tol=1e-6, solver="dual_ascent")
     assert cold["residual"] < 1e-6 and cold["iterations"] > 5
-    _, warm = manifold_muon_direction(W, G, alpha=1.0, steps=100, tol=1e-6, multiplier=cold["multiplier"])
+    _, warm = manifold_muon_direction(W, G, alpha=1.0, steps=100, tol=1e-6, multiplier=cold["multiplier"],
+                                      solver="dual_ascent")
     assert warm["iterations"] <= 2 and warm["residual"] < 1e-6
 
 

@@ -281,12 +281,36 @@ def test_manifold_muon_warm_starts_from_multiplier_in_state(warm, monkeypatch):
 
 def test_diagnostics_name_parameters_and_report_solver_numbers():
     model = make_model()
-    opt = ManifoldMuon(model.named_parameters(), lr=0.1, steps=7, tol=0.0)
+    opt = ManifoldMuon(model.named_parameters(), lr=0.1, steps=7, tol=0.0, solver="dual_ascent")
     train(model, opt, batches(1))
     diag = opt.diagnostics()
     assert set(diag) == {"0.weight", "2.weight", "4.weight"}
     for d in diag.values():
         assert d["iterations"] == 7 and d["msign_calls"] == 8 and d["residual"] > 0 and d["step"] == 1
+        assert d["solver"] == "dual_ascent"
+
+
+def test_default_solver_is_closed_form_for_square_and_fixed_point_otherwise():
+    model = make_model()  # 24x12 (tall), 24x24 (square), 5x24 (wide)
+    opt = ManifoldMuon(model.named_parameters(), lr=0.1)
+    train(model, opt, batches(1))
+    diag = opt.diagnostics()
+    assert diag["2.weight"]["solver"] == "closed_form" and diag["2.weight"]["msign_calls"] == 1
+    # tall layer, full-rank gradient: no msign at all (n×n eigh, then the exact cheap retraction)
+    assert diag["0.weight"]["solver"] == "fixed_point" and diag["0.weight"]["msign_calls"] == 0
+    assert diag["0.weight"]["residual"] < 1e-6
+    # the 5-class head's gradient has rank 4 (softmax gradients sum to zero): the fixed point stalls,
+    # the direction is repaired onto the tangent space and retracted with one msign
+    assert diag["4.weight"]["solver"] == "fixed_point" and diag["4.weight"]["msign_calls"] == 1
+    assert diag["4.weight"]["residual"] < 1e-6
+
+
+def test_cheap_retraction_does_not_drift_over_many_steps():
+    model = make_model()
+    opt = ManifoldMuon(model.parameters(), lr=0.2, momentum=0.9, nesterov=True)
+    train(model, opt, batches(60))
+    for p in model.parameters():
+        assert Stiefel().violation(p) < 2e-6
 
 
 @pytest.mark.parametrize("cls", [Muon, SpectralDescent, ManifoldMuon])

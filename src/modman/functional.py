@@ -36,7 +36,7 @@ def manifold_muon(
     steps: int = 100,
     tol: float = 1e-6,
     *,
-    solver: str = "dual_ascent",
+    solver: str = "auto",
     return_info: bool = False,
     multiplier: torch.Tensor | None = None,
     msign_steps: int = 10,
@@ -45,8 +45,9 @@ def manifold_muon(
 ):
     """``W ← msign(W − ηA)`` with A the manifold Muon direction (W on the unit Stiefel manifold).
 
-    ``solver="dual_ascent"`` is the seed's algorithm; ``msign_dtype=torch.bfloat16`` reproduces the
-    seed's half-precision msign exactly (the default computes msign in float32). With ``eta=0`` and
+    ``solver="dual_ascent"`` is the seed's algorithm; the default ``"auto"`` is the closed form for
+    square W and the reduced fixed point otherwise (``modman.rules.manifold_muon_solvers``).
+    With the seed's solver, ``msign_dtype=torch.bfloat16`` reproduces the seed's half-precision msign exactly (the default computes msign in float32). With ``eta=0`` and
     a zero G this is the seed's projection onto Stiefel.
 
     Returns:
@@ -62,6 +63,7 @@ def manifold_muon(
     if not return_info:
         return new_W
     info["msign_calls"] += 1
+    info.pop("gram", None)
     info["direction"] = A
     return new_W, info
 

@@ -61,6 +61,38 @@ class Stiefel(Manifold):
         require_matrix(W, "Stiefel")
         return self.radius * msign(W, method=self.retraction, steps=self.retraction_steps)
 
+    def retract_step(self, W: torch.Tensor, A: torch.Tensor, eta: float,
+                     gram: torch.Tensor | None = None) -> tuple[torch.Tensor, bool]:
+        """The polar factor of ``W − ηA`` for a tangent A with ``‖A‖_op <= 1``, mostly without msign.
+
+        With Ŵ = W/r on the unit manifold, ``WᵀA`` skew and ``Π = AᵀA`` a projector (A a partial
+        isometry, as every msign output is), ``(Ŵ − η̂A)ᵀ(Ŵ − η̂A) = I + η̂²Π``, so the polar factor is
+        ``(Ŵ − η̂A)(I − cΠ)`` with ``c = 1 − 1/sqrt(1 + η̂²)``, η̂ = η/r — exact, at the cost of one
+        (m×n)(n×n) product. One Newton–Schulz step ``X(3I − XᵀX)/2`` then removes rounding and solver
+        error quadratically. When the result is more than 1e-3 off the manifold (A not a partial
+        isometry), it falls back to ``r·msign(W − ηA)``.
+
+        Args:
+            gram: ``AᵀA`` (tall orientation) when the solver already has it; computed otherwise.
+
+        Returns:
+            ``(new_W, used_msign)``.
+        """
+        require_matrix(W, "Stiefel")
+        Wt, wide = as_tall(W / self.radius)
+        At = A.mT if wide else A
+        e = eta / self.radius
+        if gram is None:
+            gram = At.mT @ At
+        eye = torch.eye(Wt.shape[-1], dtype=Wt.dtype, device=Wt.device)
+        X = (Wt - e * At) @ (eye - (1 - (1 + e * e) ** -0.5) * gram.to(Wt.dtype))
+        S = X.mT @ X
+        if float((S - eye).abs().max()) > 1e-3:
+            return self.retract(W - eta * A), True
+        X = X @ (1.5 * eye - 0.5 * S)
+        X = self.radius * X
+        return (X.mT if wide else X), False
+
     @torch.no_grad()
     def violation(self, W: torch.Tensor) -> float:
         """``max_i |σ_i(W)/r − 1|`` (float64)."""

@@ -14,7 +14,7 @@ import torch
 from torch.optim import Optimizer
 
 from ..msign import METHODS, msign
-from ..rules import SOLVERS
+from ..rules import SOLVER_NAMES
 from ..rules.muon import ADJUST_LR_FNS
 
 __all__ = ["ManifoldOptimizer", "param_name", "matrix_shape", "nonfinite_grads", "guard_gradients"]
@@ -34,8 +34,9 @@ _HYPERPARAMETER_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "alpha": (lambda v: _finite_number(v) and v >= 0, "a finite number >= 0"),
     "steps": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "an int >= 1"),
     "tol": (lambda v: _finite_number(v) and v >= 0, "a finite number >= 0"),
-    "solver": (lambda v: v in SOLVERS, f"one of {sorted(SOLVERS)}"),
+    "solver": (lambda v: v in SOLVER_NAMES, f"one of {list(SOLVER_NAMES)}"),
     "warm_start": (lambda v: isinstance(v, bool), "True or False"),
+    "retraction": (lambda v: v in ("auto", "msign"), "'auto' or 'msign'"),
     "msign_method": (lambda v: v in METHODS, f"one of {list(METHODS)}"),
     "msign_steps": (lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 0),
                     "None or an int >= 0"),
@@ -106,7 +107,7 @@ class ManifoldOptimizer(Optimizer):
     """
 
     matrix_only = True
-    diagnostic_keys = ("step", "msign_calls", "iterations", "residual")
+    diagnostic_keys = ("step", "msign_calls", "iterations", "residual", "solver")
 
     def __init__(self, params, defaults: dict, *, skip_nonfinite: bool = False):
         check_hyperparameters(type(self).__name__, defaults)

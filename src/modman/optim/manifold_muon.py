@@ -6,17 +6,21 @@ import torch
 
 from ..manifolds import Stiefel
 from ..rules import manifold_muon_direction
+from ..rules.manifold_muon import resolve_solver
 from .base import ManifoldOptimizer
 
 __all__ = ["ManifoldMuon"]
 
 
 class ManifoldMuon(ManifoldOptimizer):
-    r"""``W ← r·msign(W − ηA)``, ``A = argmax{⟨M, A⟩ : ‖A‖_op ≤ 1, WᵀA + AᵀW = 0}`` on ``WᵀW = r²I``.
+    r"""``W ← r·polar(W − ηA)``, ``A = argmax{⟨M, A⟩ : ‖A‖_op ≤ 1, WᵀA + AᵀW = 0}`` on ``WᵀW = r²I``.
 
-    M is the gradient or its (Nesterov) momentum. The direction comes from ``solver`` (seed 003's dual
-    ascent by default) and the dual multiplier Λ is kept in the state to warm-start the next step
-    (``warm_start=True``). Weights are projected onto the Stiefel manifold (exact polar factor) when
+    M is the gradient or its (Nesterov) momentum. The direction comes from ``solver``: ``"auto"`` (the
+    closed form for square matrices, the reduced fixed point otherwise), ``"fixed_point"``,
+    ``"closed_form"`` or seed 003's ``"dual_ascent"``; the dual multiplier Λ is kept in the state to
+    warm-start the next step (``warm_start=True``). ``retraction="auto"`` takes the exact polar factor
+    from n×n algebra when the solver provides AᵀA (``Stiefel.retract_step``), ``"msign"`` always calls
+    msign (the seed's retraction). Weights are projected onto the Stiefel manifold (exact polar factor) when
     the optimizer is built, as the seed does before training; ``step`` never re-projects. Conv kernels
     are treated as (out, in·kh·kw) matrices. Diagnostics: ``residual`` (RMS of WᵀA + AᵀW),
     ``iterations`` and ``msign_calls`` (solver + retraction) of the last step.
@@ -24,11 +28,13 @@ class ManifoldMuon(ManifoldOptimizer):
 
     def __init__(self, params, lr: float = 0.1, momentum: float = 0.0, nesterov: bool = False,
                  radius: float = 1.0, alpha: float = 0.01, steps: int = 100, tol: float = 1e-6,
-                 solver: str = "dual_ascent", warm_start: bool = True, msign_method: str = "polar_express",
+                 solver: str = "auto", warm_start: bool = True, retraction: str = "auto",
+                 msign_method: str = "polar_express",
                  msign_steps: int | None = 10, msign_dtype: torch.dtype | None = None, *,
                  skip_nonfinite: bool = False):
         defaults = dict(lr=lr, momentum=momentum, nesterov=nesterov, radius=radius, alpha=alpha, steps=steps,
-                        tol=tol, solver=solver, warm_start=warm_start, msign_method=msign_method,
+                        tol=tol, solver=solver, warm_start=warm_start, retraction=retraction,
+                        msign_method=msign_method,
                         msign_steps=msign_steps, msign_dtype=msign_dtype)
         super().__init__(params, defaults, skip_nonfinite=skip_nonfinite)
 
@@ -47,6 +53,12 @@ class ManifoldMuon(ManifoldOptimizer):
             W.to(compute) / r, M.to(compute), alpha=group["alpha"], steps=group["steps"], tol=group["tol"],
             solver=group["solver"], multiplier=None if warm is None else warm.to(compute), msign_fn=msign_fn,
         )
-        W.copy_(r * msign_fn(W.to(compute) - group["lr"] * A))
+        stiefel = Stiefel(r, group["msign_method"], group["msign_steps"])
+        if group["retraction"] == "auto" and "gram" in info:
+            new_W, used_msign = stiefel.retract_step(W.to(compute), A, group["lr"], gram=info["gram"])
+        else:
+            new_W, used_msign = r * msign_fn(W.to(compute) - group["lr"] * A), True
+        W.copy_(new_W)
         state["multiplier"] = info["multiplier"].to(W.dtype)
-        state.update(msign_calls=info["msign_calls"] + 1, iterations=info["iterations"], residual=info["residual"])
+        state.update(msign_calls=info["msign_calls"] + int(used_msign), iterations=info["iterations"],
+                     residual=info["residual"], solver=resolve_solver(group["solver"], W.shape))

@@ -5,7 +5,7 @@ the ball's retraction.
 """
 
 from .hyperspherical import hyperspherical_direction
-from .manifold_muon import SOLVERS, manifold_muon_direction, tangent_residual
+from .manifold_muon import SOLVER_NAMES, SOLVERS, duality_gap, manifold_muon_direction, tangent_residual
 from .muon import muon_direction, shape_scale
 
 __all__ = [
@@ -15,4 +15,6 @@ __all__ = [
     "shape_scale",
     "tangent_residual",
     "SOLVERS",
+    "SOLVER_NAMES",
+    "duality_gap",
 ]

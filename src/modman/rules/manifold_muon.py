@@ -18,8 +18,10 @@ import torch
 
 from ..manifolds.stiefel import as_tall
 from ..msign import msign
+from .manifold_muon_solvers import closed_form, fixed_point
 
-__all__ = ["manifold_muon_direction", "dual_ascent", "tangent_residual", "SOLVERS"]
+__all__ = ["manifold_muon_direction", "dual_ascent", "tangent_residual", "duality_gap", "SOLVERS", "SOLVER_NAMES",
+           "resolve_solver"]
 
 MsignFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -48,7 +50,35 @@ def dual_ascent(W, G, *, Lambda, alpha, steps, tol, msign_fn: MsignFn):
     return A, Lambda, {"msign_calls": step + 1, "iterations": step + 1, "residual": residual}
 
 
-SOLVERS = {"dual_ascent": dual_ascent}
+SOLVERS = {"dual_ascent": dual_ascent, "closed_form": closed_form, "fixed_point": fixed_point}
+SOLVER_NAMES = ("auto",) + tuple(SOLVERS)
+
+
+def resolve_solver(solver: str, shape) -> str:
+    """``"auto"`` is the closed form for square matrices and the fixed point otherwise."""
+    if solver == "auto":
+        return "closed_form" if shape[-1] == shape[-2] else "fixed_point"
+    return solver
+
+
+@torch.no_grad()
+def duality_gap(W: torch.Tensor, G: torch.Tensor, A: torch.Tensor, multiplier: torch.Tensor) -> dict:
+    """Certificate of a manifold Muon direction, in float64 (W on unit Stiefel, any orientation).
+
+    ``dual = ‖G + 2WΛ‖_*`` bounds the optimum from above; ``primal = ⟨G, Ã⟩`` with Ã the tangent
+    projection of A scaled into the unit spectral ball bounds it from below. Returns dual, primal,
+    gap = dual − primal (>= 0 up to rounding) and relative_gap = gap/dual.
+    """
+    Wt, wide = as_tall(W.to(torch.float64))
+    Gt, At = (G.mT, A.mT) if wide else (G, A)
+    Gt, At = Gt.to(torch.float64), At.to(torch.float64)
+    dual = float(torch.linalg.svdvals(Gt + 2 * Wt @ multiplier.to(torch.float64)).sum())
+    S = Wt.mT @ At
+    tangent = At - Wt @ (0.5 * (S + S.mT))
+    tangent = tangent / max(1.0, float(torch.linalg.matrix_norm(tangent, ord=2)))
+    primal = float((Gt * tangent).sum())
+    gap = dual - primal
+    return {"dual": dual, "primal": primal, "gap": gap, "relative_gap": gap / dual if dual > 0 else 0.0}
 
 
 def manifold_muon_direction(
@@ -58,7 +88,7 @@ def manifold_muon_direction(
     alpha: float = 0.01,
     steps: int = 100,
     tol: float = 1e-6,
-    solver: str = "dual_ascent",
+    solver: str = "auto",
     multiplier: torch.Tensor | None = None,
     msign_fn: MsignFn = msign,
 ):
@@ -67,16 +97,18 @@ def manifold_muon_direction(
     Args:
         W, G: (m, n) weight on the unit Stiefel manifold and the gradient (or momentum).
         alpha, steps, tol: the dual solver's step size, iteration cap and stopping tolerance.
-        solver: a key of ``SOLVERS``.
+        solver: ``"auto"`` (closed form when square, fixed point otherwise) or a key of ``SOLVERS``:
+            ``"dual_ascent"`` (the seed's), ``"closed_form"`` (square only), ``"fixed_point"``.
         multiplier: warm start Λ (n×n with n = min(m, n)); None starts from the seed's guess.
         msign_fn: the matrix sign function to use.
 
     Returns:
         ``(A, info)``: A in W's orientation with ``‖A‖_op ≤ 1``; info has ``msign_calls``,
-        ``iterations``, ``residual`` (RMS of WᵀA + AᵀW) and ``multiplier`` (Λ, n×n).
+        ``iterations``, ``residual`` (RMS of WᵀA + AᵀW) and ``multiplier`` (Λ, n×n); the fast solvers
+        also give ``gram`` (AᵀA, n×n) for the cheap retraction.
     """
-    if solver not in SOLVERS:
-        raise ValueError(f"manifold_muon: unknown solver {solver!r}; choose one of {', '.join(SOLVERS)}")
+    if solver not in SOLVER_NAMES:
+        raise ValueError(f"manifold_muon: unknown solver {solver!r}; choose one of {', '.join(SOLVER_NAMES)}")
     if W.ndim != 2 or W.shape != G.shape:
         raise ValueError(
             f"manifold_muon needs 2-D W and G of the same shape; got {tuple(W.shape)} and {tuple(G.shape)}"
@@ -89,6 +121,7 @@ def manifold_muon_direction(
     if multiplier is not None and tuple(multiplier.shape) != (n, n):
         raise ValueError(f"manifold_muon: multiplier must be {n}x{n} for W of shape {tuple(W.shape)}; "
                          f"got {tuple(multiplier.shape)}")
-    A, Lambda, info = SOLVERS[solver](Wt, Gt, Lambda=multiplier, alpha=alpha, steps=steps, tol=tol, msign_fn=msign_fn)
+    A, Lambda, info = SOLVERS[resolve_solver(solver, W.shape)](
+        Wt, Gt, Lambda=multiplier, alpha=alpha, steps=steps, tol=tol, msign_fn=msign_fn)
     info["multiplier"] = Lambda
     return (A.mT if wide else A), info

@@ -1,0 +1,173 @@
+"""Faster solvers for the manifold Muon direction (tall W with WᵀW = I; see ``manifold_muon.py``).
+
+* ``closed_form`` — square W: the tangent space is ``{WK : K = −Kᵀ}`` and ``‖WK‖_op = ‖K‖_op``, so
+  ``A = W·msign(skew(WᵀG))`` exactly, with one msign call.
+* ``fixed_point`` — Jianlin Su's fixed point (*Steepest descent on manifolds 3: Muon + Stiefel*,
+  kexue.fm/archives/11221) on the n×n reduced problem. With ``A = msign(G + WX)`` (X = 2Λ symmetric),
+  ``P = WᵀG`` and ``C = GᵀG − PᵀP``, the Gram matrix is ``M = (P+X)ᵀ(P+X) + C`` and ``WᵀA = (P+X)M^{-1/2}``,
+  so every iteration works on n×n matrices only: one float64 ``eigh(M)`` gives ``Σ = M^{1/2}``, the
+  residual, and the Lyapunov solve ``ΣX + XΣ = −(ΣP + PᵀΣ)`` for the next X. Anderson acceleration
+  mixes the last iterates. The m×n work is two Gram products before and ``A = (G + WX)M^{-1/2}`` after:
+  no m×n msign at all, and A has orthonormal columns whenever M is non-singular.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = ["closed_form", "fixed_point", "reduced_problem", "reduced_direction"]
+
+
+def closed_form(W, G, *, Lambda, alpha, steps, tol, msign_fn):
+    """Square W: ``A = W msign(skew(WᵀG))``, ``Λ = −sym(WᵀG)/2``. One msign call, zero residual."""
+    if W.shape[0] != W.shape[1]:
+        raise ValueError(f"manifold_muon: solver 'closed_form' needs a square W; got {tuple(W.shape)}. "
+                         "Use solver='fixed_point' (or 'auto') for tall or wide matrices.")
+    P = W.mT @ G
+    K = msign_fn(0.5 * (P - P.mT))  # skew, like its argument
+    A = W @ K
+    H = W.mT @ A + A.mT @ W
+    residual = float(torch.linalg.vector_norm(H) / math.sqrt(H.numel()))
+    info = {"msign_calls": 1, "iterations": 1, "residual": residual, "gram": K.mT @ K}
+    return A, -0.25 * (P + P.mT), info
+
+
+def reduced_problem(W: torch.Tensor, G: torch.Tensor):
+    """``(P, C, scale)`` in float64: ``P = WᵀĜ``, ``C = ĜᵀĜ − PᵀP`` with ``Ĝ = G/‖G‖_F`` (scale-free)."""
+    scale = float(torch.linalg.vector_norm(G))
+    Gn = G.to(torch.float64) / (scale if scale > 0 else 1.0)
+    P = W.to(torch.float64).mT @ Gn
+    C = Gn.mT @ Gn - P.mT @ P
+    return P, 0.5 * (C + C.mT), scale
+
+
+def _gram_eig(P, C, X):
+    """Eigen-decomposition of ``M = (P+X)ᵀ(P+X) + C``: ``(V, s)`` with s = sqrt(eigenvalues) >= 0."""
+    Z = P + X
+    lam, V = torch.linalg.eigh(Z.mT @ Z + C)
+    return V, lam.clamp_min(0).sqrt()
+
+
+def _inv_sqrt(V, s):
+    """``M^{-1/2}`` as a pseudo-inverse: directions with s below n·eps·s_max are dropped (msign(0) = 0)."""
+    cutoff = s.shape[-1] * torch.finfo(s.dtype).eps * s.max().clamp_min(torch.finfo(s.dtype).tiny)
+    inv = torch.where(s > cutoff, 1.0 / s.clamp_min(torch.finfo(s.dtype).tiny), torch.zeros_like(s))
+    return (V * inv) @ V.mT
+
+
+def _lyapunov_step(P, V, s):
+    """Solve ``ΣX + XΣ = −(ΣP + PᵀΣ)`` for symmetric X in the eigenbasis of ``Σ = V diag(s) Vᵀ``."""
+    Sigma = (V * s) @ V.mT
+    rhs = V.mT @ (Sigma @ P + P.mT @ Sigma) @ V
+    den = s[:, None] + s[None, :]
+    X = V @ (-rhs / torch.where(den > 0, den, torch.ones_like(den))) @ V.mT
+    return 0.5 * (X + X.mT)
+
+
+def _certificate(P, C, X, V, s, E, with_gap: bool):
+    """Residual RMS(WᵀA + AᵀW) and, when asked, the certified relative duality gap, in n×n algebra.
+
+    For ``A = (Ĝ + WX)M^{-1/2}``: dual ``‖Ĝ + WX‖_* = Σ s``; primal ``⟨Ĝ, Ã⟩`` for the feasible
+    ``Ã = (A − W·sym(WᵀA)) / max(1, ‖A − W·sym(WᵀA)‖_op)``, whose Gram matrix and inner product with Ĝ
+    need only ``T = WᵀA``, ``AᵀA`` and ``ĜᵀĜ = C + PᵀP`` (the same quantity as ``duality_gap``).
+    """
+    Z = P + X
+    T = Z @ E  # = WᵀA
+    H = T + T.mT
+    residual = float(torch.linalg.vector_norm(H) / T.shape[-1])
+    if not with_gap:
+        return residual, math.inf
+    S = 0.5 * H
+    gram = E @ (Z.mT @ Z + C) @ E  # AᵀA
+    proj_gram = gram - S @ T - T.mT @ S + S @ S  # (A − WS)ᵀ(A − WS)
+    op = float(torch.linalg.eigvalsh(0.5 * (proj_gram + proj_gram.mT)).max().clamp_min(0).sqrt())
+    GtA = ((C + P.mT @ P + P.mT @ X) * E).sum()  # ⟨Ĝ, A⟩ = tr(Ĝᵀ(Ĝ + WX)E)
+    primal = float(GtA - (P * S).sum()) / max(1.0, op)
+    dual = float(s.sum())
+    return residual, (dual - primal) / dual if dual > 0 else 0.0
+
+
+def fixed_point(W, G, *, Lambda, alpha, steps, tol, msign_fn, memory: int = 10):
+    """Su's fixed point with Anderson(``memory``) acceleration, on the reduced float64 problem.
+
+    Stops when both the residual RMS(WᵀA + AᵀW) and the certified relative duality gap are below
+    ``tol`` (see ``_certificate``; the gap is only evaluated once the residual is small). ``Lambda`` warm-starts the
+    iteration (the seed's multiplier, in G's units); ``alpha`` and ``msign_fn`` are unused (the iteration
+    has no step size and needs no msign).
+    """
+    P, C, scale = reduced_problem(W, G)
+    n = P.shape[-1]
+    if scale == 0:  # nothing to follow
+        zero = torch.zeros_like(P)
+        return torch.zeros_like(G), zero.to(G.dtype), {"msign_calls": 0, "iterations": 0, "residual": 0.0,
+                                                       "gap": 0.0, "gram": zero.to(G.dtype)}
+    # A rank-deficient G leaves the dual degenerate (M singular): solve the problem whose complement
+    # Gram is C + εI instead. Its A is still exactly tangent and inside the unit ball, and its objective
+    # differs from the optimum by O(sqrt(ε)); ε = 1e-14 (G is normalised to ‖G‖_F = 1).
+    C_reg = C + 1e-14 * torch.eye(n, dtype=C.dtype, device=C.device)
+    X = -0.5 * (P + P.mT) if Lambda is None else 2.0 * Lambda.to(torch.float64) / (scale if scale > 0 else 1.0)
+    xs: list[torch.Tensor] = []
+    fs: list[torch.Tensor] = []
+    best = (math.inf, X, None, math.inf, math.inf)
+    for k in range(steps):
+        V, s = _gram_eig(P, C_reg, X)
+        E = _inv_sqrt(V, s)
+        residual, gap = _certificate(P, C, X, V, s, E, with_gap=False)
+        if residual < tol:
+            residual, gap = _certificate(P, C, X, V, s, E, with_gap=True)
+        if residual < best[0]:
+            best = (residual, X, E, residual, gap)
+        if residual < tol and gap < tol:
+            break
+        f = (_lyapunov_step(P, V, s) - X).reshape(-1)
+        xs.append(X.reshape(-1))
+        fs.append(f)
+        if len(xs) > memory + 1:
+            xs.pop(0)
+            fs.pop(0)
+        X = _anderson_mix(xs, fs).reshape(n, n)
+        X = 0.5 * (X + X.mT)
+    _, X, E, residual, gap = best
+    A = reduced_direction(W, G, X * scale, E / (scale if scale > 0 else 1.0))
+    info = {"msign_calls": 0, "iterations": k + 1, "residual": residual, "gap": gap}
+    if residual > tol:
+        # Not converged (a degenerate dual, e.g. a rank-deficient G): project A onto the tangent space and
+        # scale it into the unit ball, so the step is exactly tangent and feasible whatever happened.
+        A = _repair(W, A)
+        info["residual"] = float(torch.linalg.vector_norm(W.mT @ A + A.mT @ W) / A.shape[-1])
+        info["repaired"] = True
+    else:
+        Z = P + X
+        info["gram"] = (E @ (Z.mT @ Z + C) @ E).to(A.dtype)  # AᵀA, the projector on A's row space
+    return A, 0.5 * scale * X.to(G.dtype), info
+
+
+def _repair(W, A):
+    """``(A − W·sym(WᵀA)) / max(1, ‖A − W·sym(WᵀA)‖_op)``: the nearest tangent direction, made feasible."""
+    S = W.mT @ A
+    T = A - W @ (0.5 * (S + S.mT))
+    op = float(torch.linalg.matrix_norm(T.to(torch.float64), ord=2))
+    return T / max(1.0, op)
+
+
+def _anderson_mix(xs, fs):
+    """Type-II Anderson: ``x + f − (ΔX + ΔF)γ`` with γ the least-squares fit of f by ΔF."""
+    x, f = xs[-1], fs[-1]
+    if len(xs) == 1:
+        return x + f
+    dF = torch.stack([b - a for a, b in zip(fs[:-1], fs[1:])], dim=1)
+    dX = torch.stack([b - a for a, b in zip(xs[:-1], xs[1:])], dim=1)
+    # Regularised normal equations: tiny (memory x memory), and the same code on every device.
+    gram = dF.mT @ dF
+    ridge = 1e-12 * gram.diagonal().sum().clamp_min(torch.finfo(gram.dtype).tiny)
+    gamma = torch.linalg.solve(gram + ridge * torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device),
+                               dF.mT @ f)
+    return x + f - (dX + dF) @ gamma
+
+
+def reduced_direction(W, G, X, E):
+    """``A = (G + WX)M^{-1/2}`` in G's dtype, from float64 n×n factors X and ``E = M^{-1/2}``."""
+    dtype = torch.promote_types(G.dtype, torch.float32)
+    return G.to(dtype) @ E.to(dtype) + W.to(dtype) @ (X @ E).to(dtype)
