@@ -71,3 +71,16 @@ def test_zero_steps_is_an_error(capsys):
 def test_python_dash_m_help_runs():
     proc = subprocess.run([sys.executable, "-m", "modman", "--help"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "demo" in proc.stdout
+
+
+def test_bench_outside_a_checkout_says_where_to_run_it(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["bench", "solvers"]) == 2
+    err = capsys.readouterr().err
+    assert "source checkout" in err and "Traceback" not in err
+
+
+def test_bench_unknown_name_is_rejected(capsys):
+    with pytest.raises(SystemExit):
+        main(["bench", "nonsense"])
+    assert "invalid choice" in capsys.readouterr().err

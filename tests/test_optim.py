@@ -6,7 +6,6 @@ import pytest
 import torch
 from torch import nn
 
-import modman.optim.manifold_muon as manifold_muon_module
 from modman import msign
 from modman.manifolds import SpectralBall, Sphere, Stiefel
 from modman.optim import HypersphericalDescent, ManifoldMuon, Muon, SpectralDescent, StiefelRetraction
@@ -184,7 +183,7 @@ def test_lr_scheduler_drives_the_step_size(name):
 
 def test_muon_lr_is_spectral_norm_of_update_and_follows_schedule():
     W = nn.Parameter(torch.randn(32, 16))
-    opt = Muon([W], lr=0.1, momentum=0.0, adjust_lr_fn=None, msign_steps=10)
+    opt = Muon([W], lr=0.1, momentum=0.0, adjust_lr_fn=None, msign_steps=10, msign_dtype=None)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
     for expected in (0.1, 0.05):
         before = W.detach().clone()
@@ -201,7 +200,7 @@ def test_muon_shape_scaling_and_weight_decay():
     before = W.detach().clone()
     W.grad = G.clone()
     opt.step()
-    expected = before * (1 - 0.1 * 0.5) - 0.1 * 2.0 * msign(G, steps=5)  # sqrt(64/16) = 2
+    expected = before * (1 - 0.1 * 0.5) - 0.1 * 2.0 * msign(G, steps=5, dtype=torch.bfloat16)  # sqrt(64/16) = 2
     assert torch.allclose(W.detach(), expected, atol=1e-6)
 
 
@@ -214,7 +213,7 @@ def test_muon_nesterov_momentum_matches_torch_recurrence():
         W.grad = g.clone()
         opt.step()
         buf = 0.9 * buf + 0.1 * g
-        ref = ref - 0.1 * msign(0.1 * g + 0.9 * buf, steps=5)
+        ref = ref - 0.1 * msign(0.1 * g + 0.9 * buf, steps=5, dtype=torch.bfloat16)
     assert torch.allclose(W.detach(), ref, atol=1e-5)
 
 
@@ -241,76 +240,8 @@ def test_conv_kernels_are_treated_as_out_by_rest_matrices():
     opt2 = Muon([conv2.weight], lr=0.1, momentum=0.0, adjust_lr_fn=None)
     conv2.weight.grad = G
     opt2.step()
-    expected = before - 0.1 * msign(G.reshape(8, 27), steps=5).reshape(8, 3, 3, 3)
+    expected = before - 0.1 * msign(G.reshape(8, 27), steps=5, dtype=torch.bfloat16).reshape(8, 3, 3, 3)
     assert torch.allclose(conv2.weight.detach(), expected, atol=1e-6)
-
-
-def test_manifold_muon_projects_at_construction_never_inside_step():
-    model = make_model()
-    opt = ManifoldMuon(model.parameters(), lr=0.1)
-    with torch.no_grad():
-        model[0].weight.mul_(2.0)  # user moves it off the manifold afterwards
-    off = model[0].weight.detach().clone()
-    model[0].weight.grad = torch.zeros_like(off)
-    opt.step()
-    assert torch.equal(model[0].weight, off)
-
-
-@pytest.mark.parametrize("warm", [True, False])
-def test_manifold_muon_warm_starts_from_multiplier_in_state(warm, monkeypatch):
-    W = nn.Parameter(torch.randn(24, 8))
-    opt = ManifoldMuon([W], lr=0.1, warm_start=warm, steps=5)
-    W.grad = torch.randn(24, 8)
-    opt.step()
-    stored = opt.state[W]["multiplier"]
-    assert stored.shape == (8, 8)
-    seen = []
-    original = manifold_muon_module.manifold_muon_direction
-
-    def spy(*args, **kwargs):
-        seen.append(kwargs["multiplier"])
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(manifold_muon_module, "manifold_muon_direction", spy)
-    W.grad = torch.randn(24, 8)
-    opt.step()
-    assert (seen[0] is None) != warm
-    if warm:
-        assert torch.equal(seen[0], stored)
-
-
-def test_diagnostics_name_parameters_and_report_solver_numbers():
-    model = make_model()
-    opt = ManifoldMuon(model.named_parameters(), lr=0.1, steps=7, tol=0.0, solver="dual_ascent")
-    train(model, opt, batches(1))
-    diag = opt.diagnostics()
-    assert set(diag) == {"0.weight", "2.weight", "4.weight"}
-    for d in diag.values():
-        assert d["iterations"] == 7 and d["msign_calls"] == 8 and d["residual"] > 0 and d["step"] == 1
-        assert d["solver"] == "dual_ascent"
-
-
-def test_default_solver_is_closed_form_for_square_and_fixed_point_otherwise():
-    model = make_model()  # 24x12 (tall), 24x24 (square), 5x24 (wide)
-    opt = ManifoldMuon(model.named_parameters(), lr=0.1)
-    train(model, opt, batches(1))
-    diag = opt.diagnostics()
-    assert diag["2.weight"]["solver"] == "closed_form" and diag["2.weight"]["msign_calls"] == 1
-    # tall layer, full-rank gradient: no msign at all (n×n eigh, then the exact cheap retraction)
-    assert diag["0.weight"]["solver"] == "fixed_point" and diag["0.weight"]["msign_calls"] == 0
-    assert diag["0.weight"]["residual"] < 1e-6
-    # the 5-class head's gradient has rank 4 (softmax gradients sum to zero): the fixed point stalls,
-    # the direction is repaired onto the tangent space and retracted with one msign
-    assert diag["4.weight"]["solver"] == "fixed_point" and diag["4.weight"]["msign_calls"] == 1
-    assert diag["4.weight"]["residual"] < 1e-6
-
-
-def test_cheap_retraction_does_not_drift_over_many_steps():
-    model = make_model()
-    opt = ManifoldMuon(model.parameters(), lr=0.2, momentum=0.9, nesterov=True)
-    train(model, opt, batches(60))
-    for p in model.parameters():
-        assert Stiefel().violation(p) < 2e-6
 
 
 @pytest.mark.parametrize("cls", [Muon, SpectralDescent, ManifoldMuon])

@@ -57,7 +57,28 @@ def build_parser() -> argparse.ArgumentParser:
                                       "with each optimizer from the same start, and print a comparison table.")
     add_dataclass_arguments(demo, DemoConfig)
     demo.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
+    bench = sub.add_parser("bench", help="run a benchmark from a source checkout (python -m benchmarks.NAME)",
+                           description="Run benchmarks/NAME.py of a modman source checkout (the current "
+                                       "folder); options after NAME go to the benchmark (--device, --quick, ...).")
+    bench.add_argument("name", choices=BENCHMARKS + ("all",))
+    bench.add_argument("options", nargs=argparse.REMAINDER)
     return parser
+
+
+BENCHMARKS = ("msign_accuracy", "solvers", "optimizer_step")
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    import importlib
+
+    if not (Path.cwd() / "benchmarks" / "__init__.py").is_file():
+        raise ValueError(f"no benchmarks/ folder in {Path.cwd()}: run 'modman bench' from a modman source "
+                         "checkout (git clone, then cd into it)")
+    sys.path.insert(0, str(Path.cwd()))
+    for name in BENCHMARKS if args.name == "all" else (args.name,):
+        print(f"== benchmarks.{name}", flush=True)
+        importlib.import_module(f"benchmarks.{name}").main(args.options)
+    return 0
 
 
 def _run_demo(args: argparse.Namespace) -> int:
@@ -86,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        return {"demo": _run_demo}[args.command](args)
+        return {"demo": _run_demo, "bench": _run_bench}[args.command](args)
     except (ValueError, OSError) as e:  # DataError is a ValueError: one line, no traceback
         print(f"modman {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -174,13 +174,25 @@ class ManifoldOptimizer(Optimizer):
                 raise TypeError(f"{type(self).__name__}: {name} has a sparse gradient, which is not supported")
         if not guard_gradients(self, [(name, p.grad) for _, p, name in work]):
             return loss
+        # Same-shape matrices of a group are updated together, so subclasses can batch their msign.
+        buckets: dict[tuple, list[torch.Tensor]] = {}
         for group, p, _ in work:
-            state = self.state[p]
-            W, writeback = self._as_update_view(p)
-            self._update(W, p.grad.reshape(W.shape), state, group)
-            writeback()
-            state["step"] = state.get("step", 0) + 1
+            key = (id(group), tuple(p.shape), p.dtype, p.device)
+            buckets.setdefault(key, [group]).append(p)
+        for group, *params in buckets.values():
+            views = [self._as_update_view(p) for p in params]
+            Ws = [W for W, _ in views]
+            Gs = [p.grad.reshape(W.shape) for p, W in zip(params, Ws)]
+            self._update_many(Ws, Gs, [self.state[p] for p in params], group)
+            for p, (_, writeback) in zip(params, views):
+                writeback()
+                self.state[p]["step"] = self.state[p].get("step", 0) + 1
         return loss
+
+    def _update_many(self, Ws: list[torch.Tensor], Gs: list[torch.Tensor], states: list[dict], group: dict) -> None:
+        """Update several same-shape parameters of one group; by default one at a time."""
+        for W, G, state in zip(Ws, Gs, states):
+            self._update(W, G, state, group)
 
     def _update(self, W: torch.Tensor, G: torch.Tensor, state: dict, group: dict) -> None:
         raise NotImplementedError

@@ -41,6 +41,31 @@ class ManifoldMuon(ManifoldOptimizer):
     def _init_param(self, W, group):
         W.copy_(Stiefel(group["radius"]).project(W))
 
+    def _update_many(self, Ws, Gs, states, group):
+        """Square matrices under the closed form share one batched msign; the rest go one by one."""
+        square = Ws[0].shape[0] == Ws[0].shape[1]
+        if len(Ws) == 1 or not square or resolve_solver(group["solver"], Ws[0].shape) != "closed_form":
+            return super()._update_many(Ws, Gs, states, group)
+        Ms = [self._momentum(G, state, group) for G, state in zip(Gs, states)]
+        moving = [i for i, M in enumerate(Ms) if bool(M.any())]
+        for i in set(range(len(Ws))) - set(moving):
+            states[i].update(msign_calls=0, iterations=0, residual=0.0)
+        if not moving:
+            return
+        r, compute = group["radius"], torch.promote_types(Ws[0].dtype, torch.float32)
+        W = torch.stack([Ws[i].to(compute) for i in moving]) / r
+        P = W.mT @ torch.stack([Ms[i].to(compute) for i in moving])
+        K = self._msign_fn(group)(0.5 * (P - P.mT))  # batched: one call for the whole bucket
+        A = W @ K
+        H = W.mT @ A + A.mT @ W
+        stiefel = Stiefel(r, group["msign_method"], group["msign_steps"])
+        for j, i in enumerate(moving):
+            new_W, used_msign = stiefel.retract_step(r * W[j], A[j], group["lr"], gram=K[j].mT @ K[j])
+            Ws[i].copy_(new_W)
+            states[i]["multiplier"] = (-0.25 * (P[j] + P[j].mT)).to(Ws[i].dtype)
+            states[i].update(msign_calls=1 + int(used_msign), iterations=1, solver="closed_form",
+                             residual=float(torch.linalg.vector_norm(H[j]) / H.shape[-1]))
+
     def _update(self, W, G, state, group):
         M = self._momentum(G, state, group)
         if not bool(M.any()):  # nothing to follow: keep W bit for bit (no retraction rounding)

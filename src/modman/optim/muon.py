@@ -17,25 +17,31 @@ class Muon(ManifoldOptimizer):
     lr (η) is the spectral norm of the update times the shape factor s (``adjust_lr_fn``, torch's
     names: "original" = sqrt(max(1, out/in)), "match_rms_adamw" = 0.2·sqrt(max(out, in)), None = 1).
     Weight decay λ is decoupled. Conv kernels are orthogonalized as (out, in·kh·kw) matrices.
-    Keller Jordan, *Muon* (2024); torch.optim.Muon; msign by Polar Express (5 steps) by default.
+    Keller Jordan, *Muon* (2024); torch.optim.Muon. msign: Polar Express, 5 steps, computed in bfloat16
+    by default like torch.optim.Muon and Keller's Muon (an update direction needs no more; measured in
+    BENCHMARKS.md); pass ``msign_dtype=None`` for float32.
     """
 
     def __init__(self, params, lr: float = 0.02, momentum: float = 0.95, nesterov: bool = True,
                  weight_decay: float = 0.0, adjust_lr_fn: str | None = "original",
                  msign_method: str = "polar_express", msign_steps: int | None = 5,
-                 msign_dtype: torch.dtype | None = None, *, skip_nonfinite: bool = False):
+                 msign_dtype: torch.dtype | None = torch.bfloat16, *, skip_nonfinite: bool = False):
         defaults = dict(lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
                         adjust_lr_fn=adjust_lr_fn, msign_method=msign_method, msign_steps=msign_steps,
                         msign_dtype=msign_dtype)
         super().__init__(params, defaults, skip_nonfinite=skip_nonfinite)
 
-    def _update(self, W, G, state, group):
-        A, info = muon_direction(self._momentum(G, state, group), msign_fn=self._msign_fn(group))
+    def _update_many(self, Ws, Gs, states, group):
+        """All same-shape matrices of the group share one batched msign call."""
+        M = torch.stack([self._momentum(G, state, group) for G, state in zip(Gs, states)])
+        A, _ = muon_direction(M, msign_fn=self._msign_fn(group))
         lr, wd = group["lr"], group["weight_decay"]
-        if wd:
-            W.mul_(1 - lr * wd)
-        W.add_(A, alpha=-lr * shape_scale(W.shape, group["adjust_lr_fn"]))
-        state["msign_calls"] = info["msign_calls"]
+        scale = -lr * shape_scale(Ws[0].shape, group["adjust_lr_fn"])
+        for W, A_i, state in zip(Ws, A.unbind(0), states):
+            if wd:
+                W.mul_(1 - lr * wd)
+            W.add_(A_i, alpha=scale)
+            state["msign_calls"] = 1  # one orthogonalization per matrix (computed in a batched call)
 
 
 class SpectralDescent(ManifoldOptimizer):

@@ -110,15 +110,15 @@ def fixed_point(W, G, *, Lambda, alpha, steps, tol, msign_fn, memory: int = 10):
     X = -0.5 * (P + P.mT) if Lambda is None else 2.0 * Lambda.to(torch.float64) / (scale if scale > 0 else 1.0)
     xs: list[torch.Tensor] = []
     fs: list[torch.Tensor] = []
-    best = (math.inf, X, None, math.inf, math.inf)
+    best = ((math.inf, math.inf), X, None, math.inf, math.inf)
     for k in range(steps):
         V, s = _gram_eig(P, C_reg, X)
         E = _inv_sqrt(V, s)
         residual, gap = _certificate(P, C, X, V, s, E, with_gap=False)
         if residual < tol:
             residual, gap = _certificate(P, C, X, V, s, E, with_gap=True)
-        if residual < best[0]:
-            best = (residual, X, E, residual, gap)
+        if (gap, residual) < best[0]:  # the certified gap decides once known, the residual before that
+            best = ((gap, residual), X, E, residual, gap)
         if residual < tol and gap < tol:
             break
         f = (_lyapunov_step(P, V, s) - X).reshape(-1)

@@ -1,0 +1,1 @@
+"""Benchmarks: accuracy and timing tables, run by hand (``python -m benchmarks.<name>``) or ``modman bench``."""

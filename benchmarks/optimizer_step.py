@@ -1,0 +1,68 @@
+"""(c) Optimizer step time on the matrices of one model, side by side in one run.
+
+The parameters are the hidden matrices of a small LLaMA-style stack (per layer: q, k, v, o of d×d,
+SwiGLU w1, w3 of 4d×d and w2 of d×4d). Every optimizer steps the same tensors with the same fixed
+gradients; the table gives the median step time and its ratio to torch.optim.Muon.
+
+    python -m benchmarks.optimizer_step [--device cuda] [--quick] [--width D] [--layers L]
+"""
+
+from __future__ import annotations
+
+import torch
+
+from modman.optim import HypersphericalDescent, ManifoldMuon, Muon
+
+from .common import finish, parser, timeit
+
+
+def model_matrices(width: int, layers: int, device: str, seed: int) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    shapes = [(width, width)] * 4 + [(4 * width, width)] * 2 + [(width, 4 * width)]
+    return [torch.randn(*s, generator=g).div_(s[1] ** 0.5).to(device) for _ in range(layers) for s in shapes]
+
+
+OPTIMIZERS = {
+    "AdamW": lambda ps: torch.optim.AdamW(ps, lr=1e-3),
+    "torch.optim.Muon": lambda ps: torch.optim.Muon(ps, lr=0.02, weight_decay=0.0),
+    "modman Muon (PE 5, bf16; default)": lambda ps: Muon(ps, lr=0.02),
+    "modman Muon (PE 5, fp32)": lambda ps: Muon(ps, lr=0.02, msign_dtype=None),
+    "modman Muon (NS 5, bf16)": lambda ps: Muon(ps, lr=0.02, msign_method="newton_schulz", msign_dtype=torch.bfloat16),
+    "HypersphericalDescent": lambda ps: HypersphericalDescent(ps, lr=0.1),
+    "ManifoldMuon auto": lambda ps: ManifoldMuon(ps, lr=0.05, momentum=0.95, nesterov=True),
+    "ManifoldMuon fixed_point": lambda ps: ManifoldMuon(ps, lr=0.05, momentum=0.95, nesterov=True, solver="fixed_point"),
+    "ManifoldMuon dual_ascent (seed)": lambda ps: ManifoldMuon(ps, lr=0.05, momentum=0.95, nesterov=True,
+                                                               solver="dual_ascent", retraction="msign"),
+}
+
+
+def main(argv=None):
+    p = parser(__doc__)
+    p.add_argument("--width", type=int, default=None)
+    p.add_argument("--layers", type=int, default=None)
+    args = p.parse_args(argv)
+    width = args.width or (64 if args.quick else 256)
+    layers = args.layers or (1 if args.quick else 2)
+    base = model_matrices(width, layers, args.device, args.seed)
+    g = torch.Generator().manual_seed(args.seed + 1)
+    grads = [torch.randn(w.shape, generator=g).to(args.device) for w in base]
+    rows = []
+    for name, make in OPTIMIZERS.items():
+        params = [torch.nn.Parameter(w.clone()) for w in base]
+        opt = make(params)
+        for prm, grad in zip(params, grads):
+            prm.grad = grad.clone()
+        repeat = 1 if "dual_ascent" in name else 5
+        seconds = timeit(opt.step, args.device, repeat=repeat, warmup=1)
+        diag = opt.diagnostics() if hasattr(opt, "diagnostics") else {}
+        calls = sum(d.get("msign_calls", 0) for d in diag.values()) if diag else None
+        rows.append({"optimizer": name, "ms_per_step": 1000 * seconds, "msign_calls_per_step": calls})
+    ref = next(r["ms_per_step"] for r in rows if r["optimizer"] == "torch.optim.Muon")
+    for r in rows:
+        r["vs_torch_muon"] = r["ms_per_step"] / ref
+    finish("optimizer_step", args, rows, ["optimizer", "ms_per_step", "vs_torch_muon", "msign_calls_per_step"],
+           extra={"width": width, "layers": layers, "shapes": [list(w.shape) for w in base]})
+
+
+if __name__ == "__main__":
+    main()
