@@ -7,6 +7,7 @@ import torch
 from ..manifolds import Stiefel
 from ..rules import manifold_muon_direction
 from ..rules.manifold_muon import resolve_solver
+from ..rules.manifold_muon_solvers import closed_form_batch
 from .base import ManifoldOptimizer
 
 __all__ = ["ManifoldMuon"]
@@ -54,17 +55,15 @@ class ManifoldMuon(ManifoldOptimizer):
             return
         r, compute = group["radius"], torch.promote_types(Ws[0].dtype, torch.float32)
         W = torch.stack([Ws[i].to(compute) for i in moving]) / r
-        P = W.mT @ torch.stack([Ms[i].to(compute) for i in moving])
-        K = self._msign_fn(group)(0.5 * (P - P.mT))  # batched: one call for the whole bucket
-        A = W @ K
-        H = W.mT @ A + A.mT @ W
+        M = torch.stack([Ms[i].to(compute) for i in moving])
+        A, Lambda, gram, residual = closed_form_batch(W, M, self._msign_fn(group))  # one msign call
         stiefel = Stiefel(r, group["msign_method"], group["msign_steps"])
         for j, i in enumerate(moving):
-            new_W, used_msign = stiefel.retract_step(r * W[j], A[j], group["lr"], gram=K[j].mT @ K[j])
+            new_W, used_msign = stiefel.retract_step(r * W[j], A[j], group["lr"], gram=gram[j])
             Ws[i].copy_(new_W)
-            states[i]["multiplier"] = (-0.25 * (P[j] + P[j].mT)).to(Ws[i].dtype)
+            states[i]["multiplier"] = Lambda[j].to(Ws[i].dtype)
             states[i].update(msign_calls=1 + int(used_msign), iterations=1, solver="closed_form",
-                             residual=float(torch.linalg.vector_norm(H[j]) / H.shape[-1]))
+                             residual=float(residual[j]))
 
     def _update(self, W, G, state, group):
         M = self._momentum(G, state, group)

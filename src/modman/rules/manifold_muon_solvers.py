@@ -17,7 +17,7 @@ import math
 
 import torch
 
-__all__ = ["closed_form", "fixed_point", "reduced_problem", "reduced_direction"]
+__all__ = ["closed_form", "closed_form_batch", "fixed_point", "reduced_problem", "reduced_direction"]
 
 
 def closed_form(W, G, *, Lambda, alpha, steps, tol, msign_fn):
@@ -25,13 +25,21 @@ def closed_form(W, G, *, Lambda, alpha, steps, tol, msign_fn):
     if W.shape[0] != W.shape[1]:
         raise ValueError(f"manifold_muon: solver 'closed_form' needs a square W; got {tuple(W.shape)}. "
                          "Use solver='fixed_point' (or 'auto') for tall or wide matrices.")
+    A, Lambda, gram, residual = closed_form_batch(W, G, msign_fn)
+    return A, Lambda, {"msign_calls": 1, "iterations": 1, "residual": float(residual), "gram": gram}
+
+
+def closed_form_batch(W, G, msign_fn):
+    """The closed form over a batch (..., n, n) with one msign call.
+
+    Returns ``(A, Λ, AᵀA, residual)``; the residual RMS(WᵀA + AᵀW) has one entry per matrix.
+    """
     P = W.mT @ G
     K = msign_fn(0.5 * (P - P.mT))  # skew, like its argument
     A = W @ K
     H = W.mT @ A + A.mT @ W
-    residual = float(torch.linalg.vector_norm(H) / math.sqrt(H.numel()))
-    info = {"msign_calls": 1, "iterations": 1, "residual": residual, "gram": K.mT @ K}
-    return A, -0.25 * (P + P.mT), info
+    residual = torch.linalg.vector_norm(H, dim=(-2, -1)) / H.shape[-1]
+    return A, -0.25 * (P + P.mT), K.mT @ K, residual
 
 
 def reduced_problem(W: torch.Tensor, G: torch.Tensor):
