@@ -47,8 +47,9 @@ def manifold_muon(
 
     ``solver="dual_ascent"`` is the seed's algorithm; the default ``"auto"`` is the closed form for
     square W and the reduced fixed point otherwise (``modman.rules.manifold_muon_solvers``).
-    With the seed's solver, ``msign_dtype=torch.bfloat16`` reproduces the seed's half-precision msign exactly (the default computes msign in float32). With ``eta=0`` and
-    a zero G this is the seed's projection onto Stiefel.
+    With the seed's solver, ``msign_dtype=torch.bfloat16`` reproduces the seed's half-precision msign
+    exactly (the default computes msign in float32). With ``eta=0`` and a zero G this is the seed's
+    projection onto Stiefel.
 
     Returns:
         The new weight, or ``(new_W, info)`` with ``return_info=True``; info has ``msign_calls``

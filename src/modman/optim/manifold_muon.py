@@ -71,17 +71,17 @@ class ManifoldMuon(ManifoldOptimizer):
             state.update(msign_calls=0, iterations=0, residual=0.0)
             return
         r, msign_fn = group["radius"], self._msign_fn(group)
-        compute = torch.promote_types(W.dtype, torch.float32)
+        Wc = W.to(torch.promote_types(W.dtype, torch.float32))
         warm = state.get("multiplier") if group["warm_start"] else None
         A, info = manifold_muon_direction(
-            W.to(compute) / r, M.to(compute), alpha=group["alpha"], steps=group["steps"], tol=group["tol"],
-            solver=group["solver"], multiplier=None if warm is None else warm.to(compute), msign_fn=msign_fn,
+            Wc / r, M.to(Wc.dtype), alpha=group["alpha"], steps=group["steps"], tol=group["tol"],
+            solver=group["solver"], multiplier=None if warm is None else warm.to(Wc.dtype), msign_fn=msign_fn,
         )
-        stiefel = Stiefel(r, group["msign_method"], group["msign_steps"])
         if group["retraction"] == "auto" and "gram" in info:
-            new_W, used_msign = stiefel.retract_step(W.to(compute), A, group["lr"], gram=info["gram"])
+            stiefel = Stiefel(r, group["msign_method"], group["msign_steps"])
+            new_W, used_msign = stiefel.retract_step(Wc, A, group["lr"], gram=info["gram"])
         else:
-            new_W, used_msign = r * msign_fn(W.to(compute) - group["lr"] * A), True
+            new_W, used_msign = r * msign_fn(Wc - group["lr"] * A), True
         W.copy_(new_W)
         state["multiplier"] = info["multiplier"].to(W.dtype)
         state.update(msign_calls=info["msign_calls"] + int(used_msign), iterations=info["iterations"],

@@ -18,7 +18,7 @@ import torch
 
 from ..manifolds.stiefel import as_tall
 from ..msign import msign
-from .manifold_muon_solvers import closed_form, fixed_point
+from .manifold_muon_solvers import closed_form, feasible_tangent, fixed_point
 
 __all__ = ["manifold_muon_direction", "dual_ascent", "tangent_residual", "duality_gap", "SOLVERS", "SOLVER_NAMES",
            "resolve_solver"]
@@ -73,10 +73,7 @@ def duality_gap(W: torch.Tensor, G: torch.Tensor, A: torch.Tensor, multiplier: t
     Gt, At = (G.mT, A.mT) if wide else (G, A)
     Gt, At = Gt.to(torch.float64), At.to(torch.float64)
     dual = float(torch.linalg.svdvals(Gt + 2 * Wt @ multiplier.to(torch.float64)).sum())
-    S = Wt.mT @ At
-    tangent = At - Wt @ (0.5 * (S + S.mT))
-    tangent = tangent / max(1.0, float(torch.linalg.matrix_norm(tangent, ord=2)))
-    primal = float((Gt * tangent).sum())
+    primal = float((Gt * feasible_tangent(Wt, At)).sum())
     gap = dual - primal
     return {"dual": dual, "primal": primal, "gap": gap, "relative_gap": gap / dual if dual > 0 else 0.0}
 

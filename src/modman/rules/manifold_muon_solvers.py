@@ -17,7 +17,9 @@ import math
 
 import torch
 
-__all__ = ["closed_form", "closed_form_batch", "fixed_point", "reduced_problem", "reduced_direction"]
+from ..manifolds import Stiefel
+
+__all__ = ["feasible_tangent", "closed_form", "closed_form_batch", "fixed_point", "reduced_problem", "reduced_direction"]
 
 
 def closed_form(W, G, *, Lambda, alpha, steps, tol, msign_fn):
@@ -143,7 +145,7 @@ def fixed_point(W, G, *, Lambda, alpha, steps, tol, msign_fn, memory: int = 10):
     if residual > tol:
         # Not converged (a degenerate dual, e.g. a rank-deficient G): project A onto the tangent space and
         # scale it into the unit ball, so the step is exactly tangent and feasible whatever happened.
-        A = _repair(W, A)
+        A = feasible_tangent(W, A)
         info["residual"] = float(torch.linalg.vector_norm(W.mT @ A + A.mT @ W) / A.shape[-1])
         info["repaired"] = True
     else:
@@ -152,12 +154,10 @@ def fixed_point(W, G, *, Lambda, alpha, steps, tol, msign_fn, memory: int = 10):
     return A, 0.5 * scale * X.to(G.dtype), info
 
 
-def _repair(W, A):
-    """``(A − W·sym(WᵀA)) / max(1, ‖A − W·sym(WᵀA)‖_op)``: the nearest tangent direction, made feasible."""
-    S = W.mT @ A
-    T = A - W @ (0.5 * (S + S.mT))
-    op = float(torch.linalg.matrix_norm(T.to(torch.float64), ord=2))
-    return T / max(1.0, op)
+def feasible_tangent(W, A):
+    """``(A − W·sym(WᵀA)) / max(1, ‖A − W·sym(WᵀA)‖_op)`` for tall W: the nearest tangent direction, made feasible."""
+    T = Stiefel().tangent(W, A)
+    return T / max(1.0, float(torch.linalg.matrix_norm(T.to(torch.float64), ord=2)))
 
 
 def _anderson_mix(xs, fs):
