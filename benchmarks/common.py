@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from modman.cli import write_json_atomic
+from modman.experiments.runlog import write_json_atomic
 
 
 def parser(description: str) -> argparse.ArgumentParser:

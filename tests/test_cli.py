@@ -84,3 +84,74 @@ def test_bench_unknown_name_is_rejected(capsys):
     with pytest.raises(SystemExit):
         main(["bench", "nonsense"])
     assert "invalid choice" in capsys.readouterr().err
+
+
+TRAIN = ["train", "--preset", "tiny", "--batch-size", "4", "--eval-batches", "1", "--log-every", "2",
+         "--eval-every", "3", "--warmup-steps", "1", "--no-progress"]
+
+
+def test_train_all_prints_a_summary_row_per_experiment_and_resume_skips_finished(tmp_path, capsys):
+    from modman.optim import EXPERIMENTS
+
+    assert main(TRAIN + ["--all", "--max_steps", "3", "--out", str(tmp_path)]) == 0  # the seed's spelling works
+    table = capsys.readouterr().out
+    for name in EXPERIMENTS:
+        assert name in table and (tmp_path / name / "summary.json").is_file()
+    before = (tmp_path / "baseline" / "metrics.jsonl").read_text()
+    assert main(TRAIN + ["--all", "--max-steps", "3", "--out", str(tmp_path), "--resume"]) == 0
+    assert (tmp_path / "baseline" / "metrics.jsonl").read_text() == before
+    assert main(TRAIN + ["--exp", "baseline", "--max-steps", "3", "--out", str(tmp_path)]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+
+
+def test_train_config_file_sets_values_and_flags_override(tmp_path, capsys):
+    conf = tmp_path / "run.json"
+    conf.write_text(json.dumps({"exp": "muon_ffn", "max-steps": 2, "preset": "tiny", "batch_size": 4}))
+    assert main(TRAIN + ["--config", str(conf), "--max-steps", "3", "--out", str(tmp_path)]) == 0
+    summary = json.loads((tmp_path / "muon_ffn" / "summary.json").read_text())
+    assert summary["steps"] == 3 and summary["config"]["exp"] == "muon_ffn"
+    toml = tmp_path / "run.toml"
+    toml.write_text('exp = "baseline"\nmax_steps = 2\nrole_lr = {attention = 0.01}\n')
+    assert main(TRAIN + ["--config", str(toml), "--out", str(tmp_path / "t")]) == 0
+    assert json.loads((tmp_path / "t" / "baseline" / "summary.json").read_text())["config"]["role_lr"] == \
+        {"attention": 0.01}
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["--exp", "nope"], "unknown experiment 'nope'; choose one of: baseline, muon_all"),
+    (["--preset", "huge"], "unknown preset 'huge'"),
+    (["--max-steps", "0"], "--max-steps must be an integer >= 1"),
+    (["--device", "cuda:0"] if not __import__("torch").cuda.is_available() else ["--device", "tpu"], "--device"),
+    (["--config", "/nonexistent.json"], "does not exist"),
+])
+def test_train_bad_options_are_one_line_errors(tmp_path, capsys, argv, match):
+    assert main(TRAIN + ["--out", str(tmp_path)] + argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and match in err[0]
+
+
+@pytest.mark.parametrize("content,match", [(None, "does not exist"), (b"", "is empty"), (b"\x00\x01bin", "binary"),
+                                           (b"short text", "too short")])
+def test_train_bad_data_file_names_the_file(tmp_path, capsys, content, match):
+    path = tmp_path / "data.txt"
+    if content is not None:
+        path.write_bytes(content)
+    assert main(TRAIN + ["--max-steps", "2", "--data", str(path), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert match in err and "data.txt" in err
+
+
+@pytest.mark.parametrize("content,match", [("{not json", "not valid JSON"), ('{"stepz": 3}', "unknown setting"),
+                                           ("[1, 2]", "one object")])
+def test_train_bad_config_file(tmp_path, capsys, content, match):
+    conf = tmp_path / "c.json"
+    conf.write_text(content)
+    assert main(TRAIN + ["--config", str(conf), "--out", str(tmp_path)]) == 2
+    assert match in capsys.readouterr().err
+
+
+def test_roles_command_prints_the_table(capsys):
+    assert main(["roles", "--preset", "tiny", "--exp", "muon_attention"]) == 0
+    out = capsys.readouterr().out
+    assert "layers.0.attention.q.weight" in out and "muon" in out and "lm_head.weight" in out
+    assert main(["roles", "--exp", "nope"]) == 2

@@ -8,7 +8,8 @@ from torch import nn
 
 from modman import msign
 from modman.manifolds import SpectralBall, Sphere, Stiefel
-from modman.optim import HypersphericalDescent, ManifoldMuon, Muon, SpectralDescent, StiefelRetraction
+from modman.optim import (HypersphericalDescent, ManifoldMuon, Muon, SpectralDescent, SpectralRetraction,
+                          StiefelRetraction)
 
 FACTORIES = {
     "Muon": lambda ps, **kw: Muon(ps, lr=0.02, **kw),
@@ -18,6 +19,8 @@ FACTORIES = {
     "ManifoldMuon+nesterov": lambda ps, **kw: ManifoldMuon(ps, lr=0.1, steps=20, momentum=0.9, nesterov=True, **kw),
     "StiefelRetraction(AdamW)": lambda ps, **kw: StiefelRetraction(
         torch.optim.AdamW(ps, lr=1e-2, weight_decay=0.0), **kw),
+    "SpectralRetraction(AdamW)": lambda ps, **kw: SpectralRetraction(
+        torch.optim.AdamW(ps, lr=1e-2, weight_decay=0.0), **kw),
 }
 MANIFOLD_OF = {
     "SpectralDescent": SpectralBall(),
@@ -25,6 +28,7 @@ MANIFOLD_OF = {
     "ManifoldMuon": Stiefel(),
     "ManifoldMuon+nesterov": Stiefel(),
     "StiefelRetraction(AdamW)": Stiefel(),
+    "SpectralRetraction(AdamW)": SpectralBall(),
 }
 
 

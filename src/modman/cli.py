@@ -4,47 +4,50 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import os
 import sys
-import tempfile
 import typing
 from pathlib import Path
 
 __all__ = ["main", "build_parser", "add_dataclass_arguments"]
 
 
-def add_dataclass_arguments(parser: argparse.ArgumentParser, cls) -> None:
-    """One ``--flag`` per field of the config dataclass ``cls`` (lists are comma-separated)."""
+def _parse_dict(text: str) -> dict[str, float]:
+    """``"attention=0.01,ffn=0.02"`` → ``{"attention": 0.01, "ffn": 0.02}``."""
+    out = {}
+    for item in filter(None, text.split(",")):
+        key, sep, value = item.partition("=")
+        try:
+            out[key.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise argparse.ArgumentTypeError(f"{item!r} is not KEY=NUMBER (e.g. attention=0.01,ffn=0.02)")
+    return out
+
+
+def add_dataclass_arguments(parser: argparse.ArgumentParser, cls, *, suppress_defaults: bool = False) -> None:
+    """One ``--flag`` per field of the config dataclass ``cls`` (lists comma-separated, dicts ``k=v,...``).
+
+    ``--snake_case`` spellings are accepted too. With ``suppress_defaults`` a flag that is not given is
+    absent from the parsed namespace (so a ``--config`` file can supply it).
+    """
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        flag = "--" + f.name.replace("_", "-")
+        flags = ["--" + f.name.replace("_", "-")] + (["--" + f.name] if "_" in f.name else [])
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        shown = ",".join(default) if isinstance(default, list) else default
+        kw = {"dest": f.name, "default": argparse.SUPPRESS if suppress_defaults else default,
+              "help": f"default: {shown}"}
         hint = hints[f.name]
         if typing.get_origin(hint) is list:
-            parser.add_argument(flag, dest=f.name, default=default, metavar="A,B,...",
-                                type=lambda s: [x for x in s.split(",") if x], help=f"default: {','.join(default)}")
+            parser.add_argument(*flags, metavar="A,B,...", type=lambda s: [x for x in s.split(",") if x], **kw)
+        elif typing.get_origin(hint) is dict:
+            parser.add_argument(*flags, metavar="K=V,...", type=_parse_dict, **kw)
         elif hint is bool:
-            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=default)
+            parser.add_argument(*flags, action=argparse.BooleanOptionalAction, **kw)
         else:
             kind = next((t for t in (int, float, str) if t is hint or t in typing.get_args(hint)), str)
-            parser.add_argument(flag, dest=f.name, type=kind, default=default, help=f"default: {default}")
-
-
-def write_json_atomic(path: str | Path, obj) -> None:
-    """Write JSON to a temporary file in the same folder, then rename it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(obj, fh, indent=2)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+            parser.add_argument(*flags, type=kind, **kw)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,6 +60,22 @@ def build_parser() -> argparse.ArgumentParser:
                                       "with each optimizer from the same start, and print a comparison table.")
     add_dataclass_arguments(demo, DemoConfig)
     demo.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
+    from .experiments.train import TrainConfig
+    from .optim import EXPERIMENTS
+
+    train = sub.add_parser("train", help="train the LLaMA-style decoder with one of seed 002's experiments",
+                           description="Train the byte-level LLaMA-style decoder on the embedded Shakespeare text "
+                                       "(or --data) with one experiment's per-role optimizers; writes "
+                                       "OUT/EXP/{metrics.jsonl,spectra.jsonl,summary.json,checkpoint.pt,tensorboard/}. "
+                                       f"Experiments: {', '.join(EXPERIMENTS)}.")
+    add_dataclass_arguments(train, TrainConfig, suppress_defaults=True)
+    train.add_argument("--all", action="store_true", help="run every experiment, one after the other")
+    train.add_argument("--resume", action="store_true",
+                       help="continue OUT/EXP from its last checkpoint (finished runs are skipped)")
+    train.add_argument("--config", metavar="FILE", help="a JSON or TOML file of settings; flags override it")
+    roles = sub.add_parser("roles", help="print each parameter's role and the rule an experiment gives it")
+    roles.add_argument("--preset", default="small", help="model preset (default: small)")
+    roles.add_argument("--exp", default="baseline", help="experiment whose rules to show (default: baseline)")
     bench = sub.add_parser("bench", help="run a benchmark from a source checkout (python -m benchmarks.NAME)",
                            description="Run benchmarks/NAME.py of a modman source checkout (the current "
                                        "folder); options after NAME go to the benchmark (--device, --quick, ...).")
@@ -85,6 +104,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     import torch
 
     from .experiments.demo import DemoConfig, format_table, run_demo
+    from .experiments.runlog import write_json_atomic
 
     fields = {f.name for f in dataclasses.fields(DemoConfig)}
     cfg = DemoConfig(**{k: v for k, v in vars(args).items() if k in fields})
@@ -100,6 +120,31 @@ def _run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_train(args: argparse.Namespace) -> int:
+    from .experiments.runner import format_summaries, load_config_file, run_experiments
+    from .experiments.train import TrainConfig
+
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    settings = load_config_file(args.config) if args.config else {}
+    settings.update({k: v for k, v in vars(args).items() if k in fields})
+    if args.all and "exp" in settings and not args.config:
+        raise ValueError("give either --exp NAME or --all, not both")
+    summaries, failed = run_experiments(settings, run_all=args.all, resume=args.resume)
+    print(format_summaries(summaries))
+    return 3 if failed else 0
+
+
+def _run_roles(args: argparse.Namespace) -> int:
+    from .experiments.model import PRESETS, Transformer
+    from .optim import ModularOptimizer, roles_table
+
+    if args.preset not in PRESETS:
+        raise ValueError(f"--preset: unknown preset {args.preset!r}; choose one of: {', '.join(PRESETS)}")
+    model = Transformer(PRESETS[args.preset])
+    print(roles_table(model, ModularOptimizer(model, args.exp).assignment))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -107,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        return {"demo": _run_demo, "bench": _run_bench}[args.command](args)
+        return {"demo": _run_demo, "bench": _run_bench, "train": _run_train, "roles": _run_roles}[args.command](args)
     except (ValueError, OSError) as e:  # DataError is a ValueError: one line, no traceback
         print(f"modman {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -3,7 +3,11 @@
 from .base import ManifoldOptimizer
 from .hyperspherical import HypersphericalDescent
 from .manifold_muon import ManifoldMuon
+from .modular import EXPERIMENTS, ModularOptimizer
 from .muon import Muon, SpectralDescent
-from .stiefel_retraction import StiefelRetraction
+from .retraction import ManifoldRetraction, SpectralRetraction, StiefelRetraction
+from .roles import ROLES, classify_parameters, roles_table
 
-__all__ = ["ManifoldOptimizer", "Muon", "SpectralDescent", "HypersphericalDescent", "ManifoldMuon", "StiefelRetraction"]
+__all__ = ["ManifoldOptimizer", "Muon", "SpectralDescent", "HypersphericalDescent", "ManifoldMuon",
+           "ManifoldRetraction", "StiefelRetraction", "SpectralRetraction", "ModularOptimizer", "EXPERIMENTS",
+           "ROLES", "classify_parameters", "roles_table"]

@@ -17,7 +17,7 @@ from ..msign import METHODS, msign
 from ..rules import SOLVER_NAMES
 from ..rules.muon import ADJUST_LR_FNS
 
-__all__ = ["ManifoldOptimizer", "param_name", "matrix_shape", "nonfinite_grads", "guard_gradients"]
+__all__ = ["ManifoldOptimizer", "param_name", "matrix_shape", "nonfinite_grads", "guard_gradients", "run_closure"]
 
 
 def _finite_number(v: Any) -> bool:
@@ -77,6 +77,14 @@ def nonfinite_grads(named: list[tuple[str, torch.Tensor]]) -> list[str]:
         if not bool(flags.all()):
             bad += [named[i][0] for i, ok in zip(idx, flags.tolist()) if not ok]
     return bad
+
+
+def run_closure(closure: Callable[[], Any] | None):
+    """torch.optim's closure convention: re-evaluate the loss with gradients enabled; None without a closure."""
+    if closure is None:
+        return None
+    with torch.enable_grad():
+        return closure()
 
 
 def guard_gradients(opt, named: list[tuple[str, torch.Tensor]]) -> bool:
@@ -159,10 +167,7 @@ class ManifoldOptimizer(Optimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None):
         """One update of every parameter with a gradient; returns the closure's loss (if any)."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = run_closure(closure)
         work = [
             (group, p, param_name(group, i, gi))
             for gi, group in enumerate(self.param_groups)

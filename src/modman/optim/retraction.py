@@ -1,4 +1,4 @@
-"""Seed 002's Stiefel wrapper: step any optimizer, then retract its matrices onto the Stiefel manifold."""
+"""Seed 002's constraint wrappers: step any optimizer, then retract its matrices onto a manifold."""
 
 from __future__ import annotations
 
@@ -7,34 +7,36 @@ from typing import Any, Callable
 import torch
 from torch.optim import Optimizer
 
-from ..manifolds import Stiefel
-from .base import guard_gradients, matrix_shape, param_name
+from ..manifolds import Manifold, SpectralBall, Stiefel
+from .base import guard_gradients, run_closure, matrix_shape, param_name
 
-__all__ = ["StiefelRetraction"]
+__all__ = ["ManifoldRetraction", "StiefelRetraction", "SpectralRetraction"]
 
 
-class StiefelRetraction(Optimizer):
-    r"""``W ← r·msign(step_base(W))`` for each retracted matrix; everything else as the base optimizer.
+class ManifoldRetraction(Optimizer):
+    r"""``W ← retract(step_base(W))`` for each retracted matrix; everything else as the base optimizer.
 
     Wraps a built optimizer (e.g. ``torch.optim.AdamW``) and shares its ``param_groups`` and ``state``,
     so lr schedulers, ``zero_grad`` and ``state_dict`` act on the base. Every parameter of >= 2 dims in
     the base optimizer is retracted (or only ``params`` when given); conv kernels as (out, rest).
-    The retracted weights are projected onto Stiefel (exact polar factor) when the wrapper is built.
+    The retracted weights are projected onto the manifold when the wrapper is built.
 
     Args:
         base_optimizer: the optimizer that takes the Euclidean step.
-        params: the tensors to keep on Stiefel (default: every >= 2-D parameter of the base).
-        radius: the common singular value r.
-        retraction, retraction_steps: msign method and steps of the retraction (see ``Stiefel``).
+        manifold: where the retracted matrices live (``Stiefel``, ``SpectralBall``, ...).
+        params: the tensors to keep on the manifold (default: every >= 2-D parameter of the base).
         skip_nonfinite: skip (and count) a step with NaN/Inf gradients instead of raising ValueError.
     """
 
-    def __init__(self, base_optimizer: Optimizer, params=None, *, radius: float = 1.0,
-                 retraction: str = "polar_express", retraction_steps: int | None = None,
-                 skip_nonfinite: bool = False):
+    msign_per_retraction = 0
+
+    def __init__(self, base_optimizer: Optimizer, manifold: Manifold, params=None, *, skip_nonfinite: bool = False):
+        owner = type(self).__name__
         if not isinstance(base_optimizer, Optimizer):
-            raise TypeError(f"StiefelRetraction needs a torch.optim.Optimizer to wrap; got {type(base_optimizer)!r}")
-        self.manifold = Stiefel(radius, retraction, retraction_steps)  # validates radius and method
+            raise TypeError(f"{owner} needs a torch.optim.Optimizer to wrap; got {type(base_optimizer)!r}")
+        if not isinstance(manifold, Manifold):
+            raise TypeError(f"{owner}: manifold must be a modman.manifolds.Manifold; got {type(manifold)!r}")
+        self.manifold = manifold
         names = {id(p): param_name(g, i, gi) for gi, g in enumerate(base_optimizer.param_groups)
                  for i, p in enumerate(g["params"])}
         if params is None:
@@ -43,10 +45,10 @@ class StiefelRetraction(Optimizer):
             retracted = list(params)
             for p in retracted:
                 if id(p) not in names:
-                    raise ValueError(f"StiefelRetraction: a tensor of shape {tuple(p.shape)} in params is not "
+                    raise ValueError(f"{owner}: a tensor of shape {tuple(p.shape)} in params is not "
                                      "optimized by the base optimizer; pass only the base's parameters")
                 if p.ndim < 2:
-                    raise ValueError(f"StiefelRetraction: {names[id(p)]} has shape {tuple(p.shape)}; Stiefel needs "
+                    raise ValueError(f"{owner}: {names[id(p)]} has shape {tuple(p.shape)}; {manifold!r} needs "
                                      ">= 2-D tensors. Leave vectors to the base optimizer (omit them from params).")
         self.base_optimizer = base_optimizer
         self.retracted = retracted
@@ -64,10 +66,7 @@ class StiefelRetraction(Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = run_closure(closure)
         with_grad = [(self._names[id(p)], p) for g in self.param_groups for p in g["params"] if p.grad is not None]
         if not guard_gradients(self, [(n, p.grad) for n, p in with_grad]):
             return loss
@@ -81,7 +80,7 @@ class StiefelRetraction(Optimizer):
                 self._msign_calls[id(p)] = 0
                 continue
             p.copy_(self.manifold.retract(p.reshape(matrix_shape(p))).view_as(p))
-            self._msign_calls[id(p)] = 1
+            self._msign_calls[id(p)] = self.msign_per_retraction
         return loss
 
     def diagnostics(self) -> dict[str, dict[str, Any]]:
@@ -101,3 +100,28 @@ class StiefelRetraction(Optimizer):
         self.param_groups = self.base_optimizer.param_groups
         self.state = self.base_optimizer.state
         self.nonfinite_skips = int(extra.get("nonfinite_skips", 0))
+
+
+class StiefelRetraction(ManifoldRetraction):
+    r"""``W ← r·msign(step_base(W))``: seed 002's ``StiefelOptimizer`` (``stiefel_*`` experiments).
+
+    Args:
+        base_optimizer, params, skip_nonfinite: as ``ManifoldRetraction``.
+        radius: the common singular value r.
+        retraction, retraction_steps: msign method and steps of the retraction (see ``Stiefel``).
+    """
+
+    msign_per_retraction = 1
+
+    def __init__(self, base_optimizer: Optimizer, params=None, *, radius: float = 1.0,
+                 retraction: str = "polar_express", retraction_steps: int | None = None,
+                 skip_nonfinite: bool = False):
+        super().__init__(base_optimizer, Stiefel(radius, retraction, retraction_steps), params,
+                         skip_nonfinite=skip_nonfinite)
+
+
+class SpectralRetraction(ManifoldRetraction):
+    r"""``W ← clip_r(step_base(W))``, singular values capped at r (seed 002's ``spectral_all``)."""
+
+    def __init__(self, base_optimizer: Optimizer, params=None, *, radius: float = 1.0, skip_nonfinite: bool = False):
+        super().__init__(base_optimizer, SpectralBall(radius), params, skip_nonfinite=skip_nonfinite)

@@ -1,0 +1,268 @@
+"""``modman train``: train the LLaMA-style decoder on byte tokens with one of seed 002's experiments.
+
+A run lives in ``OUT/<exp>/``: ``metrics.jsonl``, ``spectra.jsonl``, TensorBoard event files,
+``checkpoint.pt`` and, when it ends, ``summary.json``. Batches are a pure function of (seed, step), so
+a run resumed from a checkpoint — also after SIGKILL — takes exactly the steps of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+
+from ..optim import EXPERIMENTS, ModularOptimizer
+from ..optim.roles import ROLES
+from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .data import DataError, load_text_bytes, sha256, split_tokens
+from .model import PRESETS, Transformer
+from .trainlog import RunLogger
+
+__all__ = ["TrainConfig", "TrainingDiverged", "train", "batch_at", "eval_batches", "lr_factor", "RESUME_FREE"]
+
+# Fields that do not change the trajectory: they may differ when a run is resumed.
+RESUME_FREE = ("out", "device", "checkpoint_every", "progress")
+
+
+@dataclass
+class TrainConfig:
+    """Settings of one run (``modman train`` flags map onto these one to one; ``--config FILE`` sets them too)."""
+
+    exp: str = "baseline"
+    max_steps: int = 400
+    preset: str = "small"
+    batch_size: int = 16
+    lr: float | None = None
+    adamw_lr: float = 3e-3
+    role_lr: dict[str, float] = field(default_factory=dict)
+    weight_decay: float = 0.1
+    momentum: float = 0.95
+    warmup_steps: int = 20
+    min_lr_ratio: float = 0.1
+    seed: int = 0
+    data: str | None = None
+    out: str = "runs"
+    eval_every: int = 50
+    eval_batches: int = 8
+    log_every: int = 10
+    checkpoint_every: int = 100
+    device: str = "auto"
+    progress: bool = True
+
+    def __post_init__(self):
+        if self.exp not in EXPERIMENTS:
+            raise ValueError(f"--exp: unknown experiment {self.exp!r}; choose one of: {', '.join(EXPERIMENTS)}")
+        if self.preset not in PRESETS:
+            raise ValueError(f"--preset: unknown preset {self.preset!r}; choose one of: {', '.join(PRESETS)}")
+        for name in ("max_steps", "batch_size", "eval_every", "eval_batches", "log_every", "checkpoint_every"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be an integer >= 1; got {getattr(self, name)!r}")
+        if not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
+            raise ValueError(f"--warmup-steps must be an integer >= 0; got {self.warmup_steps!r}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError(f"--min-lr-ratio must be in [0, 1]; got {self.min_lr_ratio!r}")
+        unknown = [r for r in self.role_lr if r not in ROLES]
+        if unknown:
+            raise ValueError(f"--role-lr: unknown role(s) {', '.join(unknown)}; roles are {', '.join(ROLES)}")
+
+    def resolved_device(self) -> torch.device:
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        try:
+            device = torch.device(self.device)
+        except RuntimeError:
+            raise ValueError(f"--device: {self.device!r} is not a device; use cpu, cuda, cuda:N or auto") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"--device {self.device}: CUDA is not available on this machine; use --device cpu")
+        return device
+
+
+class TrainingDiverged(ValueError):
+    """The loss became NaN/Inf; the message gives the step and the checkpoint that was kept."""
+
+
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """Linear warmup over ``warmup_steps``, then cosine decay to ``min_lr_ratio`` at ``max_steps``."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
+    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def batch_at(tokens: torch.Tensor, step: int, cfg: TrainConfig, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The global batch of ``step``: ``batch_size`` random windows drawn from a generator seeded by (seed, step)."""
+    gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+    starts = torch.randint(0, len(tokens) - seq_len - 1, (cfg.batch_size,), generator=gen)
+    seq = tokens[starts[:, None] + torch.arange(seq_len + 1)]  # (B, T+1)
+    return seq[:, :-1], seq[:, 1:]
+
+
+def eval_batches(tokens: torch.Tensor, cfg: TrainConfig, seq_len: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``eval_batches`` fixed batches of windows spread evenly over the validation text."""
+    n = cfg.eval_batches * cfg.batch_size
+    starts = torch.linspace(0, len(tokens) - seq_len - 1, n).long()
+    seq = tokens[starts[:, None] + torch.arange(seq_len + 1)]
+    return [(s[:, :-1], s[:, 1:]) for s in seq.split(cfg.batch_size)]
+
+
+def _load_tokens(cfg: TrainConfig, seq_len: int) -> tuple[torch.Tensor, torch.Tensor, str]:
+    raw = load_text_bytes(cfg.data)
+    train_tokens, val_tokens = split_tokens(raw)
+    if len(val_tokens) < seq_len + 2:
+        where = repr(cfg.data) if cfg.data else "the embedded corpus"
+        raise DataError(f"data file {where} is too short: its validation part (the last 10%) has {len(val_tokens)} "
+                        f"bytes and preset {cfg.preset!r} needs windows of {seq_len + 1}; give a text of at least "
+                        f"{10 * (seq_len + 2)} bytes")
+    return train_tokens, val_tokens, sha256(raw)
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, batches, device: torch.device) -> float:
+    model.eval()
+    total = sum(F.cross_entropy(model(x.to(device)).flatten(0, 1), y.to(device).flatten()).item() for x, y in batches)
+    model.train()
+    return total / len(batches)
+
+
+def _check_resume(saved: dict[str, Any], cfg: TrainConfig, data_sha: str, run_dir: Path) -> None:
+    now = dataclasses.asdict(cfg)
+    differ = [k for k, v in saved["config"].items() if k not in RESUME_FREE and now.get(k) != v]
+    if differ:
+        detail = ", ".join(f"{k}={saved['config'][k]!r} (now {now.get(k)!r})" for k in differ)
+        raise ValueError(f"--resume: the run in {run_dir} was started with {detail}; resume with the same settings "
+                         "or start a new run with another --out")
+    if saved["data_sha256"] != data_sha:
+        raise ValueError(f"--resume: the data differs from the run in {run_dir} (sha256 {saved['data_sha256'][:12]}… "
+                         f"vs {data_sha[:12]}…); resume with the same --data")
+
+
+def _build(cfg: TrainConfig, device: torch.device):
+    torch.manual_seed(cfg.seed)
+    model = Transformer(PRESETS[cfg.preset]).to(device)
+    opt = ModularOptimizer(model, cfg.exp, cfg.lr, adamw_lr=cfg.adamw_lr, role_lr=cfg.role_lr,
+                           weight_decay=cfg.weight_decay, momentum=cfg.momentum)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
+    return model, opt, sched
+
+
+def _new_window() -> dict[str, float]:
+    """The losses and timings since the last log line."""
+    return {"loss_sum": 0.0, "count": 0, "tokens": 0, "seconds": 0.0}
+
+
+def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = None,
+          on_step: Callable[[int, float], None] | None = None) -> dict[str, Any]:
+    """Run (or continue) one experiment; returns its summary. ``stop_after`` ends early (tests, interrupts)."""
+    device = cfg.resolved_device()
+    seq_len = PRESETS[cfg.preset].seq_len
+    train_tokens, val_tokens, data_sha = _load_tokens(cfg, seq_len)
+    run_dir = Path(cfg.out) / cfg.exp
+    saved = load_checkpoint(run_dir)
+    if saved is not None and not resume:
+        raise ValueError(f"{run_dir} already holds a run (checkpoint at step {saved['step']}); pass --resume to "
+                         "continue it, or choose another --out")
+    if saved is not None:
+        _check_resume(saved, cfg, data_sha, run_dir)
+        summary_path = run_dir / "summary.json"
+        if saved["step"] >= cfg.max_steps and summary_path.is_file():
+            return json.loads(summary_path.read_text())  # finished: nothing to do
+
+    model, opt, sched = _build(cfg, device)
+    logger = RunLogger(run_dir, cfg, opt, device)
+    start, window = 0, _new_window()
+    progress = {"train_seconds": 0.0, "wall": 0.0, "last_train": None, "last_val": None}
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        sched.load_state_dict(saved["scheduler"])
+        set_rng_state(saved["rng"])
+        start, window, progress = saved["step"], saved["window"], saved["progress"]
+    logger.open(start)
+    evals = eval_batches(val_tokens, cfg, seq_len)
+    if start == 0:
+        progress["last_val"] = evaluate(model, evals, device)
+        logger.log_eval(0, progress["last_val"], model)
+    began = time.perf_counter()
+
+    def elapsed() -> float:
+        return progress["wall"] + time.perf_counter() - began
+
+    def checkpoint(step: int) -> None:
+        logger.flush()  # the logs reach the checkpoint's step before the checkpoint names it
+        save_checkpoint(run_dir, {"step": step, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                                  "scheduler": sched.state_dict(), "rng": rng_state(), "data_position": step,
+                                  "window": dict(window), "progress": dict(progress, wall=elapsed()),
+                                  "config": dataclasses.asdict(cfg), "data_sha256": data_sha})
+        logger.last_checkpoint = step
+
+    bar = logger.progress(start)
+    step = start
+    try:
+        for step in range(start, cfg.max_steps):
+            t0 = time.perf_counter()
+            x, y = batch_at(train_tokens, step, cfg, seq_len)
+            loss = F.cross_entropy(model(x.to(device)).flatten(0, 1), y.to(device).flatten())
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(f"{cfg.exp}: the training loss is {loss.item()} at step {step + 1}; the run "
+                                       f"stopped there and {run_dir / 'checkpoint.pt'} keeps the last good state "
+                                       f"(step {logger.last_checkpoint}). Lower the learning rate (--lr) and start a "
+                                       "new run (another --out).")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            done = step + 1
+            logging = done % cfg.log_every == 0 or done == cfg.max_steps
+            grad_norms = logger.grad_norms(model) if logging else None
+            lrs = _lrs_by_role(opt)
+            opt.step()
+            sched.step()
+            loss_value = loss.item()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            seconds = time.perf_counter() - t0
+            progress["train_seconds"] += seconds
+            window["loss_sum"] += loss_value
+            window["count"] += 1
+            window["tokens"] += x.numel()
+            window["seconds"] += seconds
+            if logging:
+                progress["last_train"] = window["loss_sum"] / window["count"]
+                logger.log_train(done, window, lrs, grad_norms)
+                window = _new_window()
+            if done % cfg.eval_every == 0 or done == cfg.max_steps:
+                progress["last_val"] = evaluate(model, evals, device)
+                logger.log_eval(done, progress["last_val"], model)
+            if done % cfg.checkpoint_every == 0 or done == cfg.max_steps:
+                checkpoint(done)
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_value:.3f}", val=f"{progress['last_val']:.3f}")
+            if on_step is not None:
+                on_step(done, loss_value)
+            if stop_after is not None and stop_after <= done < cfg.max_steps:
+                logger.flush()
+                return {"experiment": cfg.exp, "steps": done, "status": "stopped"}
+    except TrainingDiverged:
+        logger.flush()
+        logger.write_summary(step, progress["last_train"], progress["last_val"], progress["train_seconds"],
+                             elapsed(), status="diverged")
+        raise
+    finally:
+        bar.close()
+        logger.close()
+    return logger.write_summary(cfg.max_steps, progress["last_train"], progress["last_val"],
+                                progress["train_seconds"], elapsed(), status="finished")
+
+
+def _lrs_by_role(opt: ModularOptimizer) -> dict[str, float]:
+    """Current lr of each role (of its matrices when the role has both matrices and vectors)."""
+    lrs: dict[str, float] = {}
+    for g in opt.param_groups:
+        if g["role"] not in lrs or g["params"][0].ndim >= 2:
+            lrs[g["role"]] = g["lr"]
+    return lrs

@@ -1,0 +1,127 @@
+"""The metrics of a training run: ``metrics.jsonl``, ``spectra.jsonl``, TensorBoard, ``summary.json``, progress bar."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .runlog import JsonlLog, matrix_spectrum, run_versions, write_json_atomic
+
+__all__ = ["RunLogger"]
+
+
+class RunLogger:
+    """Collects a run's records and writes them atomically; resumes by dropping what came after the checkpoint."""
+
+    def __init__(self, run_dir: Path, cfg, optimizer, device: torch.device):
+        self.run_dir = Path(run_dir)
+        self.cfg = cfg
+        self.optimizer = optimizer
+        self.device = device
+        self.metrics = JsonlLog(self.run_dir / "metrics.jsonl")
+        self.spectra = JsonlLog(self.run_dir / "spectra.jsonl")
+        self.writer = None
+        self.last_checkpoint = 0
+
+    def open(self, start: int) -> None:
+        """Start at step ``start``: keep the logs up to it (a resumed run) or start them empty."""
+        for log in (self.metrics, self.spectra):
+            if start > 0:
+                log.read_existing()
+                log.keep_until(start)
+            else:
+                log.records = []
+        self.last_checkpoint = start
+        from torch.utils.tensorboard import SummaryWriter
+
+        # purge_step hides events a killed run wrote after its checkpoint.
+        self.writer = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=start + 1 if start else None)
+        if start == 0:
+            self.writer.add_text("config", f"```\n{dataclasses.asdict(self.cfg)}\n```", 0)
+
+    def progress(self, start: int):
+        from tqdm.auto import tqdm
+
+        return tqdm(total=self.cfg.max_steps, initial=start, desc=self.cfg.exp, unit="step", file=sys.stderr,
+                    disable=not self.cfg.progress, dynamic_ncols=True, leave=False)
+
+    @torch.no_grad()
+    def grad_norms(self, model: nn.Module) -> dict[str, float]:
+        """Euclidean norm of the gradient of each role's parameters (one host sync)."""
+        squares: dict[str, list[torch.Tensor]] = {}
+        for name, p in model.named_parameters():
+            if p.grad is not None:
+                squares.setdefault(self.optimizer.roles[name], []).append(p.grad.float().square().sum())
+        roles = list(squares)
+        values = torch.stack([torch.stack(squares[r]).sum() for r in roles]).sqrt().tolist() if roles else []
+        return dict(zip(roles, values))
+
+    def _record(self, step: int) -> dict:
+        if self.metrics.records and self.metrics.records[-1].get("step") == step:
+            return self.metrics.records[-1]
+        self.metrics.append({"step": step})
+        return self.metrics.records[-1]
+
+    def log_train(self, step: int, window: dict, lrs: dict[str, float], grad_norms: dict[str, float]) -> None:
+        loss = window["loss_sum"] / max(1, window["count"])
+        tps = window["tokens"] / window["seconds"] if window["seconds"] > 0 else float("nan")
+        self._record(step).update(train_loss=loss, lr=lrs, tokens_per_sec=tps, grad_norm=grad_norms)
+        self.writer.add_scalar("train/loss", loss, step)
+        self.writer.add_scalar("perf/tokens_per_sec", tps, step)
+        for role, value in lrs.items():
+            self.writer.add_scalar(f"lr/{role}", value, step)
+        for role, value in grad_norms.items():
+            self.writer.add_scalar(f"grad_norm/{role}", value, step)
+
+    def log_eval(self, step: int, val_loss: float, model: nn.Module) -> None:
+        ppl = math.exp(val_loss) if val_loss < 700 else float("inf")
+        self._record(step).update(val_loss=val_loss, val_ppl=ppl)
+        self.writer.add_scalar("val/loss", val_loss, step)
+        self.writer.add_scalar("val/ppl", ppl, step)
+        for name, p in model.named_parameters():
+            if p.ndim < 2:
+                continue
+            spec = matrix_spectrum(p)
+            self.spectra.append({"step": step, "name": name, "role": self.optimizer.roles[name],
+                                 "rule": self.optimizer.assignment[name], "shape": list(p.shape), **spec})
+            self.writer.add_scalar(f"condition_number/{name}", spec["condition_number"], step)
+            self.writer.add_scalar(f"fro_norm/{name}", spec["fro_norm"], step)
+        self.flush()
+
+    def flush(self) -> None:
+        self.metrics.flush()
+        self.spectra.flush()
+        if self.writer is not None:
+            self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+    def write_summary(self, steps: int, train_loss: float | None, val_loss: float | None, train_seconds: float,
+                      wall_seconds: float, status: str) -> dict[str, Any]:
+        """Write ``summary.json`` (atomically) and return it. tokens/s counts training steps only (no eval)."""
+        model_tokens = steps * self.cfg.batch_size * _seq_len(self.cfg)
+        summary = {
+            "experiment": self.cfg.exp, "status": status, "steps": steps,
+            "final_train_loss": train_loss, "final_val_loss": val_loss,
+            "final_val_ppl": math.exp(val_loss) if val_loss is not None and val_loss < 700 else None,
+            "tokens_per_sec": model_tokens / train_seconds if train_seconds > 0 else None,
+            "train_seconds": train_seconds, "wall_seconds": wall_seconds,
+            "config": dataclasses.asdict(self.cfg), "versions": run_versions(self.device),
+        }
+        write_json_atomic(self.run_dir / "summary.json", summary)
+        return summary
+
+
+def _seq_len(cfg) -> int:
+    from .model import PRESETS
+
+    return PRESETS[cfg.preset].seq_len

@@ -1,0 +1,163 @@
+"""Seed 002's modular optimizer: a different optimizer per parameter role, behind one torch.optim interface."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from torch.optim import Optimizer
+
+from .base import guard_gradients, run_closure
+from .manifold_muon import ManifoldMuon
+from .muon import Muon
+from .retraction import SpectralRetraction, StiefelRetraction
+from .roles import ROLES, classify_parameters
+
+__all__ = ["ModularOptimizer", "EXPERIMENTS", "RULES", "MATRIX_ROLES", "DEFAULT_LR", "rule_assignment"]
+
+RULES = ("adamw", "muon", "stiefel", "spectral", "manifold_muon")
+MATRIX_ROLES = ("attention", "ffn")
+
+# Seed 002, section 4: the rule of the attention and FFN matrices per experiment. Embeddings, head, norms,
+# anything else and every vector (gains, biases) get AdamW in every experiment.
+EXPERIMENTS: dict[str, dict[str, str]] = {
+    "baseline": {"attention": "adamw", "ffn": "adamw"},
+    "muon_all": {"attention": "muon", "ffn": "muon"},
+    "muon_attention": {"attention": "muon", "ffn": "adamw"},
+    "muon_ffn": {"attention": "adamw", "ffn": "muon"},
+    "stiefel_all": {"attention": "stiefel", "ffn": "stiefel"},
+    "stiefel_attention": {"attention": "stiefel", "ffn": "adamw"},
+    "stiefel_ffn": {"attention": "adamw", "ffn": "stiefel"},
+    "spectral_all": {"attention": "spectral", "ffn": "spectral"},
+    "manifold_muon": {"attention": "manifold_muon", "ffn": "manifold_muon"},
+}
+
+# Learning rate of each rule unless ``lr`` / ``role_lr`` say otherwise: the best of a grid on the
+# ``small`` preset (BENCHMARKS.md / README). Muon-type lr is the spectral norm of an update;
+# AdamW-type (adamw, stiefel = AdamW + Stiefel retraction, spectral = AdamW + clip) is per coordinate.
+DEFAULT_LR = {"adamw": 3e-3, "muon": 0.02, "stiefel": 3e-3, "spectral": 3e-3, "manifold_muon": 0.05}
+
+
+def rule_assignment(roles: dict[str, str], experiment: str, shapes: dict[str, torch.Size]) -> dict[str, str]:
+    """``{parameter name: rule}``: the experiment's rule for attention/FFN matrices, AdamW for the rest."""
+    if experiment not in EXPERIMENTS:
+        raise ValueError(f"unknown experiment {experiment!r}; choose one of: {', '.join(EXPERIMENTS)}")
+    table = EXPERIMENTS[experiment]
+    return {name: table.get(role, "adamw") if len(shapes[name]) >= 2 else "adamw" for name, role in roles.items()}
+
+
+class ModularOptimizer(Optimizer):
+    r"""One optimizer per rule, each over the parameters the experiment gives it; steps them all together.
+
+    ``EXPERIMENTS[experiment]`` says which rule the attention and FFN matrices follow (AdamW, Muon,
+    AdamW + Stiefel retraction, AdamW + spectral clip, manifold Muon); embeddings, head, norms and vectors
+    follow AdamW. Roles come from ``classify_parameters(model)`` (or ``roles``). ``param_groups`` is the
+    list of every sub-optimizer's groups (each tagged with ``role`` and ``rule``), so lr schedulers act
+    on all of them; ``state_dict`` holds every sub-optimizer's state.
+
+    Args:
+        model: the network; its ``named_parameters()`` are optimized.
+        experiment: a key of ``EXPERIMENTS``.
+        lr: learning rate of the attention and FFN matrices (default: ``DEFAULT_LR`` of their rule).
+        adamw_lr: learning rate of embeddings, head, norms and other parameters.
+        role_lr: ``{role: lr}`` overrides, highest precedence.
+        weight_decay: decoupled decay of unconstrained matrices (AdamW, Muon); vectors and matrices on a
+            manifold (Stiefel, spectral ball) get none — the constraint already bounds them.
+        betas: AdamW's betas. momentum: Muon's and manifold Muon's (Nesterov).
+        roles: ``{name: role}`` to use instead of ``classify_parameters(model)``.
+        skip_nonfinite: skip (and count) a step with NaN/Inf gradients instead of raising ValueError.
+    """
+
+    def __init__(self, model: nn.Module, experiment: str = "baseline", lr: float | None = None, *,
+                 adamw_lr: float = DEFAULT_LR["adamw"], role_lr: dict[str, float] | None = None,
+                 weight_decay: float = 0.1, betas: tuple[float, float] = (0.9, 0.95), momentum: float = 0.95,
+                 roles: dict[str, str] | None = None, skip_nonfinite: bool = False):
+        named = dict(model.named_parameters())
+        self.roles = dict(roles) if roles is not None else classify_parameters(model)
+        self._check_arguments(named, lr, adamw_lr, role_lr or {}, weight_decay)
+        self.experiment = experiment
+        self.assignment = rule_assignment(self.roles, experiment, {n: p.shape for n, p in named.items()})
+        self.skip_nonfinite = bool(skip_nonfinite)
+        self.nonfinite_skips = 0
+
+        # (rule, role, decays) -> [(name, param)] in model order; a bucket holds only matrices or only vectors.
+        buckets: dict[tuple[str, str, bool], list[tuple[str, nn.Parameter]]] = {}
+        for name, p in named.items():
+            rule, role = self.assignment[name], self.roles[name]
+            decays = p.ndim >= 2 and rule in ("adamw", "muon")
+            buckets.setdefault((rule, role, decays), []).append((name, p))
+        groups: dict[str, list[dict]] = {}
+        for (rule, role, decays), params in buckets.items():
+            if role_lr and role in role_lr:
+                lr_here = role_lr[role]
+            elif role in MATRIX_ROLES and params[0][1].ndim >= 2:
+                lr_here = lr if lr is not None else DEFAULT_LR[rule]
+            else:
+                lr_here = adamw_lr
+            groups.setdefault(rule, []).append({"params": params, "lr": lr_here, "role": role, "rule": rule,
+                                                "weight_decay": weight_decay if decays else 0.0})
+        self.optimizers: dict[str, Optimizer] = {rule: _BUILDERS[rule](g, betas, momentum) for rule, g in groups.items()}
+        super().__init__([p for p in named.values()], {})
+        self.param_groups = [g for opt in self.optimizers.values() for g in opt.param_groups]
+        self._names = {id(p): n for n, p in named.items()}
+
+    @staticmethod
+    def _check_arguments(named, lr, adamw_lr, role_lr, weight_decay) -> None:
+        for key, value in [("lr", lr), ("adamw_lr", adamw_lr), ("weight_decay", weight_decay)] + [
+                (f"role_lr[{r!r}]", v) for r, v in role_lr.items()]:
+            if value is not None and not (isinstance(value, (int, float)) and value >= 0 and value == value
+                                          and value != float("inf")):
+                raise ValueError(f"ModularOptimizer: invalid {key}={value!r}; it must be a finite number >= 0")
+        unknown = [r for r in role_lr if r not in ROLES]
+        if unknown:
+            raise ValueError(f"ModularOptimizer: role_lr has unknown role(s) {unknown}; roles are {', '.join(ROLES)}")
+        if not named:
+            raise ValueError("ModularOptimizer: the model has no parameters")
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None):
+        """Check every gradient (nothing changes when one is NaN/Inf), then step each sub-optimizer."""
+        loss = run_closure(closure)
+        named = [(self._names[id(p)], p.grad) for g in self.param_groups for p in g["params"] if p.grad is not None]
+        if not guard_gradients(self, named):
+            return loss
+        for opt in self.optimizers.values():
+            opt.step()
+        return loss
+
+    def diagnostics(self) -> dict[str, dict[str, Any]]:
+        """Per-parameter numbers of the last step from the sub-optimizers that keep them (msign calls, ...)."""
+        out: dict[str, dict[str, Any]] = {}
+        for opt in self.optimizers.values():
+            if hasattr(opt, "diagnostics"):
+                out.update(opt.diagnostics())
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"experiment": self.experiment, "assignment": dict(self.assignment),
+                "optimizers": {rule: opt.state_dict() for rule, opt in self.optimizers.items()},
+                "modman": {"nonfinite_skips": self.nonfinite_skips}}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if state_dict.get("assignment") != self.assignment:
+            raise ValueError(f"ModularOptimizer: this state was saved for experiment "
+                             f"{state_dict.get('experiment')!r} with another parameter assignment; build the "
+                             "optimizer for the same model and experiment before loading it")
+        for rule, opt in self.optimizers.items():
+            opt.load_state_dict(state_dict["optimizers"][rule])
+        self.param_groups = [g for opt in self.optimizers.values() for g in opt.param_groups]
+        self.nonfinite_skips = int(state_dict.get("modman", {}).get("nonfinite_skips", 0))
+
+
+def _adamw(groups, betas, momentum):
+    return torch.optim.AdamW(groups, betas=betas)
+
+
+_BUILDERS: dict[str, Callable[[list[dict], tuple, float], Optimizer]] = {
+    "adamw": _adamw,
+    "muon": lambda g, betas, momentum: Muon(g, momentum=momentum),
+    "stiefel": lambda g, betas, momentum: StiefelRetraction(_adamw(g, betas, momentum)),
+    "spectral": lambda g, betas, momentum: SpectralRetraction(_adamw(g, betas, momentum)),
+    "manifold_muon": lambda g, betas, momentum: ManifoldMuon(g, momentum=momentum, nesterov=True),
+}
