@@ -73,6 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true",
                        help="continue OUT/EXP from its last checkpoint (finished runs are skipped)")
     train.add_argument("--config", metavar="FILE", help="a JSON or TOML file of settings; flags override it")
+    from .experiments.cifar import CifarConfig
+
+    cifar = sub.add_parser("cifar", help="seed 003's CIFAR-10 MLP with manifold Muon, hyperspherical descent or AdamW",
+                           description="Train the bias-free MLP 3072-128-64-10 on CIFAR-10 (DATA_DIR/cifar-10-batches-py) "
+                                       "and write OUT/update-U-lr-LR-wd-WD-seed-S.json with the seed's fields.")
+    add_dataclass_arguments(cifar, CifarConfig)
     roles = sub.add_parser("roles", help="print each parameter's role and the rule an experiment gives it")
     roles.add_argument("--preset", default="small", help="model preset (default: small)")
     roles.add_argument("--exp", default="baseline", help="experiment whose rules to show (default: baseline)")
@@ -134,6 +140,19 @@ def _run_train(args: argparse.Namespace) -> int:
     return 3 if failed else 0
 
 
+def _run_cifar(args: argparse.Namespace) -> int:
+    from .experiments.cifar import CifarConfig, result_name, run_cifar
+    from .experiments.runlog import write_json_atomic
+
+    cfg = CifarConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(CifarConfig)})
+    result = run_cifar(cfg, progress=lambda e, loss, t: print(f"epoch {e}: loss {loss:.4f}, {t:.1f} s",
+                                                              file=sys.stderr, flush=True))
+    path = Path(cfg.out) / result_name(cfg)
+    write_json_atomic(path, result)
+    print(f"{cfg.update} lr {cfg.lr}: test {result['test_acc']:.2f} %, train {result['train_acc']:.2f} % -> {path}")
+    return 0
+
+
 def _run_roles(args: argparse.Namespace) -> int:
     from .experiments.model import PRESETS, Transformer
     from .optim import ModularOptimizer, roles_table
@@ -152,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        return {"demo": _run_demo, "bench": _run_bench, "train": _run_train, "roles": _run_roles}[args.command](args)
+        return {"demo": _run_demo, "bench": _run_bench, "train": _run_train, "roles": _run_roles,
+                "cifar": _run_cifar}[args.command](args)
     except (ValueError, OSError) as e:  # DataError is a ValueError: one line, no traceback
         print(f"modman {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -1,0 +1,166 @@
+"""``modman cifar``: seed 003's CIFAR-10 MLP (3072→128→64→10, no bias) with manifold Muon, hyperspherical
+descent or AdamW, built on modman's optimizers. Same defaults as the seed's ``main.py``: batch 1024, lr
+decayed linearly to 0, 5 epochs, lr 0.1, seed 42.
+"""
+
+from __future__ import annotations
+
+import pickle
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..optim import HypersphericalDescent, ManifoldMuon
+from .data import DataError
+
+__all__ = ["CifarConfig", "CifarMLP", "UPDATES", "load_cifar10", "run_cifar", "result_name"]
+
+UPDATES = ("manifold_muon", "hyperspherical_descent", "adam")
+# torchvision's normalisation in the seed (per-channel mean and std of the training set).
+MEAN = (0.49139968, 0.48215827, 0.44653124)
+STD = (0.24703233, 0.24348505, 0.26158768)
+
+
+@dataclass
+class CifarConfig:
+    """Settings of ``modman cifar`` (the seed's flags, plus epochs, data dir, out dir and device)."""
+
+    update: str = "manifold_muon"
+    lr: float = 0.1
+    wd: float = 0.0
+    seed: int = 42
+    epochs: int = 5
+    batch_size: int = 1024
+    data_dir: str = "data"
+    out: str = "results"
+    device: str = "auto"
+    download: bool = True
+
+    def __post_init__(self):
+        if self.update not in UPDATES:
+            raise ValueError(f"--update: unknown rule {self.update!r}; choose one of: {', '.join(UPDATES)}")
+        if not (self.lr >= 0 and self.wd >= 0):
+            raise ValueError(f"--lr and --wd must be >= 0; got lr={self.lr}, wd={self.wd}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(f"--epochs and --batch-size must be >= 1; got {self.epochs}, {self.batch_size}")
+
+
+class CifarMLP(nn.Module):
+    """``fc3(relu(fc2(relu(fc1(x)))))`` on flattened 32×32×3 images, no biases (seed 003)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(32 * 32 * 3, 128, bias=False)
+        self.fc2 = nn.Linear(128, 64, bias=False)
+        self.fc3 = nn.Linear(64, 10, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.reshape(-1, 32 * 32 * 3)  # (B, 3072)
+        return self.fc3(torch.relu(self.fc2(torch.relu(self.fc1(x)))))  # (B, 10)
+
+
+def _read_batch(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    try:
+        with open(path, "rb") as fh:
+            d = pickle.load(fh, encoding="bytes")
+        data, labels = d[b"data"], d[b"labels"]
+    except (OSError, pickle.UnpicklingError, KeyError, EOFError, TypeError) as e:
+        raise DataError(f"CIFAR-10 file {path} cannot be read ({type(e).__name__}); replace it with the "
+                        "file from the standard cifar-10-python.tar.gz") from None
+    x = torch.as_tensor(data, dtype=torch.uint8).reshape(-1, 3, 32, 32)
+    return x, torch.as_tensor(list(labels), dtype=torch.long)
+
+
+def load_cifar10(data_dir: str | Path, *, download: bool = True) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Normalised train/test tensors from ``DATA_DIR/cifar-10-batches-py`` (the standard pickle layout).
+
+    Missing files: with torchvision installed and ``download``, the archive is fetched (torchvision
+    verifies its MD5); otherwise DataError says where to put the files.
+    """
+    root = Path(data_dir) / "cifar-10-batches-py"
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    if not all((root / n).is_file() for n in names) and download:
+        try:
+            import torchvision
+
+            torchvision.datasets.CIFAR10(root=str(data_dir), train=True, download=True)
+        except Exception:  # noqa: BLE001 - offline, no torchvision, broken torchvision: same advice
+            pass
+    missing = [n for n in names if not (root / n).is_file()]
+    if missing:
+        raise DataError(f"CIFAR-10 not found: {root} lacks {', '.join(missing)}. Put the standard "
+                        f"cifar-10-batches-py folder (from cifar-10-python.tar.gz) in {Path(data_dir)}, or pass "
+                        "--data-dir; online with torchvision installed it is downloaded there")
+    mean, std = torch.tensor(MEAN).view(1, 3, 1, 1), torch.tensor(STD).view(1, 3, 1, 1)
+    out = {}
+    for split, files in (("train", names[:5]), ("test", names[5:])):
+        xs, ys = zip(*(_read_batch(root / n) for n in files))
+        out[split] = ((torch.cat(xs).float() / 255 - mean) / std, torch.cat(ys))
+    return out
+
+
+def result_name(cfg: CifarConfig) -> str:
+    return f"update-{cfg.update}-lr-{cfg.lr}-wd-{cfg.wd}-seed-{cfg.seed}.json"
+
+
+def _optimizer(cfg: CifarConfig, model: nn.Module):
+    if cfg.update == "adam":
+        return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.wd)
+    if cfg.update == "hyperspherical_descent":  # every weight on the unit sphere, as the seed
+        return HypersphericalDescent(model.parameters(), lr=cfg.lr)
+    return ManifoldMuon(model.parameters(), lr=cfg.lr)  # every weight on Stiefel (radius 1), as the seed
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device, batch_size: int) -> float:
+    correct = sum(int((model(xb.to(device)).argmax(1) == yb.to(device)).sum())
+                  for xb, yb in zip(x.split(batch_size), y.split(batch_size)))
+    return 100.0 * correct / len(y)
+
+
+def run_cifar(cfg: CifarConfig, data: dict | None = None, progress=None) -> dict:
+    """Train and evaluate once; returns the seed's record (epoch losses/times, accuracies, spectra, norms)."""
+    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if cfg.device == "auto" else cfg.device))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {cfg.device}: CUDA is not available on this machine; use --device cpu")
+    data = data if data is not None else load_cifar10(cfg.data_dir, download=cfg.download)
+    x_train, y_train = data["train"]
+    torch.manual_seed(cfg.seed)
+    model = CifarMLP().to(device)
+    opt = _optimizer(cfg, model)  # manifold rules project the weights here, as the seed does before training
+    batches_per_epoch = -(-len(y_train) // cfg.batch_size)
+    total, step = cfg.epochs * batches_per_epoch, 0
+    gen = torch.Generator().manual_seed(cfg.seed)
+    epoch_losses, epoch_times = [], []
+    for _ in range(cfg.epochs):
+        start, running = time.perf_counter(), 0.0
+        order = torch.randperm(len(y_train), generator=gen)
+        for idx in order.split(cfg.batch_size):
+            loss = F.cross_entropy(model(x_train[idx].to(device)), y_train[idx].to(device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            for g in opt.param_groups:
+                g["lr"] = cfg.lr * (1 - step / total)  # the seed's linear decay to 0
+            opt.step()
+            step += 1
+            running += loss.item()
+        epoch_losses.append(running / batches_per_epoch)
+        epoch_times.append(time.perf_counter() - start)
+        if progress is not None:
+            progress(len(epoch_losses), epoch_losses[-1], epoch_times[-1])
+    model.eval()
+    weights = [p.detach().to("cpu", torch.float64) for p in model.parameters()]
+    return {
+        "epochs": cfg.epochs, "lr": cfg.lr, "seed": cfg.seed, "wd": cfg.wd, "update": cfg.update,
+        "epoch_losses": epoch_losses, "epoch_times": epoch_times,
+        "test_acc": accuracy(model, *data["test"], device, cfg.batch_size),
+        "train_acc": accuracy(model, x_train, y_train, device, cfg.batch_size),
+        "singular_values": [torch.linalg.svdvals(w).tolist() for w in weights],
+        "norms": [float(torch.linalg.vector_norm(w)) for w in weights],
+        "config": asdict(cfg),
+    }
