@@ -79,3 +79,25 @@ def test_corrupt_batch_file_is_named(tmp_path):
 def test_bad_update_is_refused():
     with pytest.raises(ValueError, match="unknown rule 'sgd'"):
         CifarConfig(update="sgd")
+
+
+def test_sweep_runs_the_grid_skips_finished_runs_and_draws_the_figure(tmp_path, capsys):
+    write_fake_cifar(tmp_path / "d")
+    argv = ["cifar", "--sweep", "--seeds", "0,1", "--lrs", "adam=1e-3:3e-3,manifold_muon=0.1,hyperspherical_descent=0.1",
+            "--epochs", "1", "--batch-size", "50", "--data-dir", str(tmp_path / "d"), "--out", str(tmp_path / "o"),
+            "--device", "cpu", "--no-download"]
+    assert main(argv) == 0
+    out = capsys.readouterr()
+    assert out.err.count("seed") == 8  # 4 (rule, lr) pairs x 2 seeds
+    assert "manifold_muon" in out.out and "adam" in out.out
+    assert len(list((tmp_path / "o").glob("update-*.json"))) == 8
+    assert (tmp_path / "o" / "sweep.png").stat().st_size > 10_000
+    best = json.loads((tmp_path / "o" / "sweep.json").read_text())["best"]
+    assert best["adam"]["lr"] in (1e-3, 3e-3) and best["adam"]["seeds"] == 2
+    assert main(argv) == 0
+    assert capsys.readouterr().err.count("seed") == 0  # everything was already there
+
+
+def test_sweep_bad_grid_is_one_line(tmp_path, capsys):
+    assert main(["cifar", "--sweep", "--lrs", "sgd=0.1", "--out", str(tmp_path)]) == 2
+    assert "unknown rule 'sgd'" in capsys.readouterr().err

@@ -79,6 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Train the bias-free MLP 3072-128-64-10 on CIFAR-10 (DATA_DIR/cifar-10-batches-py) "
                                        "and write OUT/update-U-lr-LR-wd-WD-seed-S.json with the seed's fields.")
     add_dataclass_arguments(cifar, CifarConfig)
+    cifar.add_argument("--sweep", action="store_true", help="run every rule over --lrs and --seeds (finished runs "
+                       "are skipped), then write OUT/sweep.png and OUT/sweep.json")
+    cifar.add_argument("--seeds", default="0,1,2", help="seeds of the sweep (default: 0,1,2)")
+    cifar.add_argument("--lrs", default=None, metavar="RULE=LR:LR:...,...",
+                       help="lr grids of the sweep, e.g. adam=1e-3:3e-3,manifold_muon=0.1 (default: a 5-point grid per rule)")
     roles = sub.add_parser("roles", help="print each parameter's role and the rule an experiment gives it")
     roles.add_argument("--preset", default="small", help="model preset (default: small)")
     roles.add_argument("--exp", default="baseline", help="experiment whose rules to show (default: baseline)")
@@ -145,11 +150,37 @@ def _run_cifar(args: argparse.Namespace) -> int:
     from .experiments.runlog import write_json_atomic
 
     cfg = CifarConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(CifarConfig)})
+    if args.sweep:
+        return _run_cifar_sweep(cfg, args)
     result = run_cifar(cfg, progress=lambda e, loss, t: print(f"epoch {e}: loss {loss:.4f}, {t:.1f} s",
                                                               file=sys.stderr, flush=True))
     path = Path(cfg.out) / result_name(cfg)
     write_json_atomic(path, result)
     print(f"{cfg.update} lr {cfg.lr}: test {result['test_acc']:.2f} %, train {result['train_acc']:.2f} % -> {path}")
+    return 0
+
+
+def _run_cifar_sweep(cfg, args: argparse.Namespace) -> int:
+    from .experiments.cifar import UPDATES
+    from .experiments.cifar_sweep import DEFAULT_LRS, best_by_rule, format_best, plot_sweep, run_sweep
+    from .experiments.runlog import write_json_atomic
+
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s]
+        lrs = dict(DEFAULT_LRS)
+        for item in filter(None, (args.lrs or "").split(",")):
+            rule, _, grid = item.partition("=")
+            if rule not in UPDATES:
+                raise ValueError(f"--lrs: unknown rule {rule!r}; rules are {', '.join(UPDATES)}")
+            lrs[rule] = [float(x) for x in grid.split(":")]
+    except ValueError as e:
+        raise ValueError(str(e) if str(e).startswith("--lrs") else
+                         f"--seeds/--lrs: {e}; e.g. --seeds 0,1,2 --lrs adam=1e-3:3e-3,manifold_muon=0.1") from None
+    results = run_sweep(cfg, seeds, lrs, log=lambda line: print(line, file=sys.stderr, flush=True))
+    best = best_by_rule(results)
+    plot_sweep(results, Path(cfg.out) / "sweep.png")
+    write_json_atomic(Path(cfg.out) / "sweep.json", {"seeds": seeds, "lrs": lrs, "best": best})
+    print(format_best(best))
     return 0
 
 
