@@ -101,3 +101,26 @@ def test_sweep_runs_the_grid_skips_finished_runs_and_draws_the_figure(tmp_path, 
 def test_sweep_bad_grid_is_one_line(tmp_path, capsys):
     assert main(["cifar", "--sweep", "--lrs", "sgd=0.1", "--out", str(tmp_path)]) == 2
     assert "unknown rule 'sgd'" in capsys.readouterr().err
+
+
+def _archive(tmp_path):
+    import tarfile
+
+    write_fake_cifar(tmp_path / "src")
+    path = tmp_path / "cifar-10-python.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        tar.add(tmp_path / "src" / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+    return path
+
+
+def test_download_checks_the_md5_before_unpacking(tmp_path):
+    import hashlib
+
+    from modman.experiments.cifar import download_cifar10
+
+    archive = _archive(tmp_path)
+    with pytest.raises(ValueError, match="has MD5 .* expected 0+; it was not unpacked"):
+        download_cifar10(tmp_path / "bad", url=archive.as_uri(), md5="0" * 32)
+    assert not (tmp_path / "bad" / "cifar-10-batches-py").exists()
+    download_cifar10(tmp_path / "good", url=archive.as_uri(), md5=hashlib.md5(archive.read_bytes()).hexdigest())
+    assert load_cifar10(tmp_path / "good", download=False)["test"][0].shape == (100, 3, 32, 32)

@@ -17,7 +17,7 @@ from torch import nn
 from ..optim import HypersphericalDescent, ManifoldMuon
 from .data import DataError
 
-__all__ = ["CifarConfig", "CifarMLP", "UPDATES", "load_cifar10", "run_cifar", "result_name"]
+__all__ = ["CifarConfig", "CifarMLP", "UPDATES", "download_cifar10", "load_cifar10", "run_cifar", "result_name"]
 
 UPDATES = ("manifold_muon", "hyperspherical_descent", "adam")
 # torchvision's normalisation in the seed (per-channel mean and std of the training set).
@@ -75,26 +75,59 @@ def _read_batch(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     return x, torch.as_tensor(list(labels), dtype=torch.long)
 
 
+CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+CIFAR_MD5 = "c58f30108f718f92721af3b95e74349a"  # of cifar-10-python.tar.gz, as published and as torchvision checks
+
+
+def download_cifar10(data_dir: str | Path, url: str = CIFAR_URL, md5: str = CIFAR_MD5) -> None:
+    """Fetch the archive (torchvision when installed, else urllib), check its MD5, unpack it in ``data_dir``."""
+    try:
+        import torchvision
+    except ImportError:
+        torchvision = None
+    if torchvision is not None and url == CIFAR_URL:
+        torchvision.datasets.CIFAR10(root=str(data_dir), train=True, download=True)  # checks the MD5 itself
+        return
+    import hashlib
+    import tarfile
+    import tempfile
+    import urllib.request
+
+    Path(data_dir).mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=data_dir) as tmp:
+        archive = Path(tmp) / "cifar-10-python.tar.gz"
+        with urllib.request.urlopen(url, timeout=60) as response, open(archive, "wb") as fh:
+            digest = hashlib.md5()
+            while chunk := response.read(1 << 20):
+                digest.update(chunk)
+                fh.write(chunk)
+        if digest.hexdigest() != md5:
+            raise DataError(f"the CIFAR-10 archive from {url} has MD5 {digest.hexdigest()}, expected {md5}; "
+                            "it was not unpacked. Download it again or place the files by hand")
+        with tarfile.open(archive) as tar:
+            tar.extractall(data_dir, filter="data")
+
+
 def load_cifar10(data_dir: str | Path, *, download: bool = True) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Normalised train/test tensors from ``DATA_DIR/cifar-10-batches-py`` (the standard pickle layout).
 
-    Missing files: with torchvision installed and ``download``, the archive is fetched (torchvision
-    verifies its MD5); otherwise DataError says where to put the files.
+    Missing files with ``download``: the standard archive is fetched and its MD5 checked
+    (``download_cifar10``); offline, DataError says where to put the files.
     """
     root = Path(data_dir) / "cifar-10-batches-py"
     names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
     if not all((root / n).is_file() for n in names) and download:
         try:
-            import torchvision
-
-            torchvision.datasets.CIFAR10(root=str(data_dir), train=True, download=True)
-        except Exception:  # noqa: BLE001 - offline, no torchvision, broken torchvision: same advice
+            download_cifar10(data_dir)
+        except DataError:
+            raise
+        except Exception:  # noqa: BLE001 - offline or a failing mirror: the message below says what to do
             pass
     missing = [n for n in names if not (root / n).is_file()]
     if missing:
         raise DataError(f"CIFAR-10 not found: {root} lacks {', '.join(missing)}. Put the standard "
                         f"cifar-10-batches-py folder (from cifar-10-python.tar.gz) in {Path(data_dir)}, or pass "
-                        "--data-dir; online with torchvision installed it is downloaded there")
+                        "--data-dir; online it is downloaded there")
     mean, std = torch.tensor(MEAN).view(1, 3, 1, 1), torch.tensor(STD).view(1, 3, 1, 1)
     out = {}
     for split, files in (("train", names[:5]), ("test", names[5:])):
