@@ -124,3 +124,9 @@ def test_download_checks_the_md5_before_unpacking(tmp_path):
     assert not (tmp_path / "bad" / "cifar-10-batches-py").exists()
     download_cifar10(tmp_path / "good", url=archive.as_uri(), md5=hashlib.md5(archive.read_bytes()).hexdigest())
     assert load_cifar10(tmp_path / "good", download=False)["test"][0].shape == (100, 3, 32, 32)
+
+
+def test_bad_device_is_one_line(tmp_path, capsys):
+    write_fake_cifar(tmp_path / "d")
+    assert main(["cifar", "--device", "tpu", "--data-dir", str(tmp_path / "d"), "--no-download"]) == 2
+    assert "--device: 'tpu' is not a device" in capsys.readouterr().err

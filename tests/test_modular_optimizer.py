@@ -132,5 +132,7 @@ def test_bad_arguments_name_the_fix():
         ModularOptimizer(model, "muon_all", lr=-1)
     with pytest.raises(ValueError, match="role_lr has unknown role"):
         ModularOptimizer(model, "muon_all", role_lr={"mlp": 0.1})
+    with pytest.raises(ValueError, match="no valid role for lm_head.weight"):
+        ModularOptimizer(model, "muon_all", roles={n: "ffn" for n, _ in model.named_parameters() if n != "lm_head.weight"})
     with pytest.raises(ValueError, match="no parameters"):
         ModularOptimizer(torch.nn.ReLU(), "baseline")

@@ -16,6 +16,7 @@ from torch import nn
 
 from ..optim import HypersphericalDescent, ManifoldMuon
 from .data import DataError
+from .train import resolve_device
 
 __all__ = ["CifarConfig", "CifarMLP", "UPDATES", "download_cifar10", "load_cifar10", "run_cifar", "result_name"]
 
@@ -157,10 +158,7 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device, batch_s
 
 def run_cifar(cfg: CifarConfig, data: dict | None = None, progress=None) -> dict:
     """Train and evaluate once; returns the seed's record (epoch losses/times, accuracies, spectra, norms)."""
-    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if cfg.device == "auto" else cfg.device))
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {cfg.device}: CUDA is not available on this machine; use --device cpu")
+    device = resolve_device(cfg.device)
     data = data if data is not None else load_cifar10(cfg.data_dir, download=cfg.download)
     x_train, y_train = data["train"]
     torch.manual_seed(cfg.seed)

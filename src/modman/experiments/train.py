@@ -25,7 +25,7 @@ from .data import DataError, load_text_bytes, sha256, split_tokens
 from .model import PRESETS, Transformer
 from .trainlog import RunLogger
 
-__all__ = ["TrainConfig", "TrainingDiverged", "train", "batch_at", "eval_batches", "lr_factor", "RESUME_FREE"]
+__all__ = ["resolve_device", "TrainConfig", "TrainingDiverged", "train", "batch_at", "eval_batches", "lr_factor", "RESUME_FREE"]
 
 # Fields that do not change the trajectory: they may differ when a run is resumed.
 RESUME_FREE = ("out", "device", "checkpoint_every", "progress")
@@ -73,15 +73,20 @@ class TrainConfig:
             raise ValueError(f"--role-lr: unknown role(s) {', '.join(unknown)}; roles are {', '.join(ROLES)}")
 
     def resolved_device(self) -> torch.device:
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        try:
-            device = torch.device(self.device)
-        except RuntimeError:
-            raise ValueError(f"--device: {self.device!r} is not a device; use cpu, cuda, cuda:N or auto") from None
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"--device {self.device}: CUDA is not available on this machine; use --device cpu")
-        return device
+        return resolve_device(self.device)
+
+
+def resolve_device(spec: str) -> torch.device:
+    """``auto`` → CUDA when present, else CPU; an unusable device is a ValueError naming ``--device``."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(spec)
+    except RuntimeError:
+        raise ValueError(f"--device: {spec!r} is not a device; use cpu, cuda, cuda:N or auto") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {spec}: CUDA is not available on this machine; use --device cpu")
+    return device
 
 
 class TrainingDiverged(ValueError):

@@ -83,6 +83,10 @@ class ModularOptimizer(Optimizer):
                  roles: dict[str, str] | None = None, skip_nonfinite: bool = False):
         named = dict(model.named_parameters())
         self.roles = dict(roles) if roles is not None else classify_parameters(model)
+        missing = [n for n in named if self.roles.get(n) not in ROLES]
+        if missing:
+            raise ValueError(f"ModularOptimizer: roles gives no valid role for {', '.join(missing[:5])}"
+                             f"{' ...' if len(missing) > 5 else ''}; every parameter needs one of {', '.join(ROLES)}")
         self._check_arguments(named, lr, adamw_lr, role_lr or {}, weight_decay)
         self.experiment = experiment
         self.assignment = rule_assignment(self.roles, experiment, {n: p.shape for n, p in named.items()})
