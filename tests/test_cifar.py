@@ -1,4 +1,4 @@
-"""`modman cifar` on generated data in the standard CIFAR-10 pickle layout (no download, no ../shared)."""
+"""`modman cifar` on data each test generates in the standard CIFAR-10 pickle layout (no download)."""
 
 import json
 import pickle

@@ -223,8 +223,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = No
             loss.backward()
             done = step + 1
             logging = done % cfg.log_every == 0 or done == cfg.max_steps
-            grad_norms = logger.grad_norms(model) if logging else None
-            lrs = _lrs_by_role(opt)
+            grad_norms, lrs = (logger.grad_norms(model), _lrs_by_role(opt)) if logging else (None, None)
             opt.step()
             sched.step()
             loss_value = loss.item()
