@@ -45,7 +45,7 @@ def test_output_files_hold_the_documented_keys(tmp_path):
     metrics = records(run / "metrics.jsonl")
     assert [m["step"] for m in metrics] == [0, 5, 10, 15, 20]
     for m in metrics[1:]:
-        assert {"step", "train_loss", "lr", "tokens_per_sec", "grad_norm"} <= set(m)
+        assert {"step", "train_loss", "lr", "tokens_per_sec", "grad_norm", "train_seconds"} <= set(m)
         assert set(m["grad_norm"]) == {"embedding", "head", "attention", "ffn", "norm"}
         assert set(m["lr"]) == set(m["grad_norm"]) and m["tokens_per_sec"] > 0
     for m in (metrics[0], metrics[2], metrics[4]):  # eval steps
@@ -87,7 +87,7 @@ def _final_state(run_dir):
 
 
 def _without_timings(rows):
-    return [{k: v for k, v in r.items() if k != "tokens_per_sec"} for r in rows]
+    return [{k: v for k, v in r.items() if k not in ("tokens_per_sec", "train_seconds")} for r in rows]
 
 
 @pytest.mark.parametrize("exp", ["muon_all", "manifold_muon", "stiefel_attention"])

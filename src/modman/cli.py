@@ -25,7 +25,8 @@ def _parse_dict(text: str) -> dict[str, float]:
     return out
 
 
-def add_dataclass_arguments(parser: argparse.ArgumentParser, cls, *, suppress_defaults: bool = False) -> None:
+def add_dataclass_arguments(parser: argparse.ArgumentParser, cls, *, suppress_defaults: bool = False,
+                            exclude: tuple[str, ...] = ()) -> None:
     """One ``--flag`` per field of the config dataclass ``cls`` (lists comma-separated, dicts ``k=v,...``).
 
     ``--snake_case`` spellings are accepted too. With ``suppress_defaults`` a flag that is not given is
@@ -33,6 +34,8 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls, *, suppress_de
     """
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
+        if f.name in exclude:
+            continue
         flags = ["--" + f.name.replace("_", "-")] + (["--" + f.name] if "_" in f.name else [])
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
         shown = ",".join(default) if isinstance(default, list) else default
@@ -84,6 +87,26 @@ def build_parser() -> argparse.ArgumentParser:
     cifar.add_argument("--seeds", default="0,1,2", help="seeds of the sweep (default: 0,1,2)")
     cifar.add_argument("--lrs", default=None, metavar="RULE=LR:LR:...,...",
                        help="lr grids of the sweep, e.g. adam=1e-3:3e-3,manifold_muon=0.1 (default: a 5-point grid per rule)")
+    sweep = sub.add_parser("sweep", help="train experiments x lrs x weight decays x seeds (resumable)",
+                           description="Run every combination as a modman train run in OUT/EXP--lr-L--wd-W--seed-S/ "
+                                       "(finished runs are skipped, partial ones resumed); then modman analyze OUT "
+                                       "compares each experiment at its best setting.")
+    sweep.add_argument("--exp", default=",".join(EXPERIMENTS), metavar="A,B,...",
+                       help="experiments (default: all nine)")
+    sweep.add_argument("--lrs", default="1x", help="0.5x,1x,2x: multiples of each experiment's default lrs, or "
+                       "0.01,0.02: the lr of its attention and FFN matrices (default: 1x)")
+    sweep.add_argument("--weight-decays", "--weight_decays", dest="weight_decays", default="0.1",
+                       help="weight decays (default: 0.1)")
+    sweep.add_argument("--seeds", default="0", help="seeds (default: 0)")
+    sweep.add_argument("--config", metavar="FILE", help="a JSON or TOML file of the other settings; flags override it")
+    sweep.add_argument("--analyze", action="store_true", help="write OUT/report/ when the sweep is done")
+    add_dataclass_arguments(sweep, TrainConfig, suppress_defaults=True,
+                            exclude=("exp", "name", "lr", "lr_scale", "weight_decay", "seed"))
+    analyze = sub.add_parser("analyze", help="report on a folder of runs: figures and seed 002's hypotheses H1-H5",
+                             description="Read every run under DIR (metrics.jsonl, spectra.jsonl, summary.json) and "
+                                         "write DIR/report/report.md with PNG figures (and report.html with --html).")
+    analyze.add_argument("dir", metavar="DIR", help="the --out folder of modman train or modman sweep")
+    analyze.add_argument("--html", action="store_true", help="also write DIR/report/report.html, one self-contained page")
     roles = sub.add_parser("roles", help="print each parameter's role and the rule an experiment gives it")
     roles.add_argument("--preset", default="small", help="model preset (default: small)")
     roles.add_argument("--exp", default="baseline", help="experiment whose rules to show (default: baseline)")
@@ -184,6 +207,41 @@ def _run_cifar_sweep(cfg, args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_sweep(args: argparse.Namespace) -> int:
+    from .experiments.runner import format_summaries, load_config_file
+    from .experiments.sweep import parse_list, parse_lrs, run_sweep, sweep_configs
+    from .experiments.train import TrainConfig
+
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    settings = load_config_file(args.config) if args.config else {}
+    settings.update({k: v for k, v in vars(args).items() if k in fields and k != "exp"})
+    exps = [e.strip() for e in args.exp.split(",") if e.strip()]
+    configs = sweep_configs(settings, exps, parse_lrs(args.lrs), parse_list(args.weight_decays, float, "--weight-decays"),
+                            parse_list(args.seeds, int, "--seeds"))
+    summaries = run_sweep(configs)
+    print(format_summaries(summaries))
+    if args.analyze:
+        return _report(configs[0].out)
+    print(f"next: modman analyze {configs[0].out}", file=sys.stderr)
+    return 0
+
+
+def _report(folder: str, html_page: bool = False) -> int:
+    from .experiments.report import analyze
+
+    result = analyze(folder, html_page=html_page)
+    for line in result["skipped"]:
+        print(f"modman analyze: {line}", file=sys.stderr)
+    verdicts = ", ".join(f"{k} {v}" for k, v in result["verdicts"].items())
+    print(f"{result['runs']} runs -> {result['report']}" + (f" and {result['html']}" if result["html"] else ""))
+    print(verdicts)
+    return 0
+
+
+def _run_analyze(args: argparse.Namespace) -> int:
+    return _report(args.dir, args.html)
+
+
 def _run_roles(args: argparse.Namespace) -> int:
     from .experiments.model import PRESETS, Transformer
     from .optim import ModularOptimizer, roles_table
@@ -203,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return {"demo": _run_demo, "bench": _run_bench, "train": _run_train, "roles": _run_roles,
-                "cifar": _run_cifar}[args.command](args)
+                "cifar": _run_cifar, "sweep": _run_sweep, "analyze": _run_analyze}[args.command](args)
     except (ValueError, OSError) as e:  # DataError is a ValueError: one line, no traceback
         print(f"modman {args.command}: error: {e}", file=sys.stderr)
         return 2

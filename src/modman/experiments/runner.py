@@ -56,26 +56,28 @@ def run_experiments(settings: dict[str, Any], *, run_all: bool = False, resume: 
     A run that diverges is reported and the others go on.
     """
     stream = stream or sys.stderr
+    if run_all and settings.get("name"):
+        raise ValueError("--name names one run's folder; it cannot be used with --all (each run is OUT/EXP)")
     names = list(EXPERIMENTS) if run_all else [settings.get("exp", TrainConfig.exp)]
     configs = [_config(settings, exp=name) for name in names]
     for cfg in configs:
         cfg.resolved_device()  # an unusable --device fails before anything runs
     if not resume:
         for cfg in configs:
-            saved = load_checkpoint(Path(cfg.out) / cfg.exp)
+            saved = load_checkpoint(cfg.run_dir)
             if saved is not None:
-                raise ValueError(f"{Path(cfg.out) / cfg.exp} already holds a run (checkpoint at step {saved['step']}); "
+                raise ValueError(f"{cfg.run_dir} already holds a run (checkpoint at step {saved['step']}); "
                                  "pass --resume to continue it, or choose another --out")
     summaries, diverged = [], []
     for cfg in configs:
-        print(f"modman train: {cfg.exp} ({cfg.preset}, {cfg.max_steps} steps) -> {Path(cfg.out) / cfg.exp}",
+        print(f"modman train: {cfg.exp} ({cfg.preset}, {cfg.max_steps} steps) -> {cfg.run_dir}",
               file=stream, flush=True)
         try:
             summaries.append(train(cfg, resume=resume))
         except TrainingDiverged as e:
             print(f"modman train: {e}", file=stream, flush=True)
             diverged.append(cfg.exp)
-            summaries.append(json.loads((Path(cfg.out) / cfg.exp / "summary.json").read_text()))
+            summaries.append(json.loads((cfg.run_dir / "summary.json").read_text()))
     return summaries, diverged
 
 

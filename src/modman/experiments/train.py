@@ -40,6 +40,7 @@ class TrainConfig:
     preset: str = "small"
     batch_size: int = 16
     lr: float | None = None
+    lr_scale: float = 1.0
     adamw_lr: float = 3e-3
     role_lr: dict[str, float] = field(default_factory=dict)
     weight_decay: float = 0.1
@@ -49,6 +50,7 @@ class TrainConfig:
     seed: int = 0
     data: str | None = None
     out: str = "runs"
+    name: str | None = None
     eval_every: int = 50
     eval_batches: int = 8
     log_every: int = 10
@@ -68,12 +70,21 @@ class TrainConfig:
             raise ValueError(f"--warmup-steps must be an integer >= 0; got {self.warmup_steps!r}")
         if not 0 <= self.min_lr_ratio <= 1:
             raise ValueError(f"--min-lr-ratio must be in [0, 1]; got {self.min_lr_ratio!r}")
+        if not (isinstance(self.lr_scale, (int, float)) and 0 < self.lr_scale < math.inf):
+            raise ValueError(f"--lr-scale must be a number > 0; got {self.lr_scale!r}")
+        if self.name is not None and (not self.name or self.name in (".", "..") or any(c in self.name for c in "/\\")):
+            raise ValueError(f"--name: {self.name!r} is not a folder name; use letters, digits, '-', '_' or '.'")
         unknown = [r for r in self.role_lr if r not in ROLES]
         if unknown:
             raise ValueError(f"--role-lr: unknown role(s) {', '.join(unknown)}; roles are {', '.join(ROLES)}")
 
     def resolved_device(self) -> torch.device:
         return resolve_device(self.device)
+
+    @property
+    def run_dir(self) -> Path:
+        """``OUT/NAME``, where the name defaults to the experiment's."""
+        return Path(self.out) / (self.name or self.exp)
 
 
 def resolve_device(spec: str) -> torch.device:
@@ -153,6 +164,8 @@ def _build(cfg: TrainConfig, device: torch.device):
     model = Transformer(PRESETS[cfg.preset]).to(device)
     opt = ModularOptimizer(model, cfg.exp, cfg.lr, adamw_lr=cfg.adamw_lr, role_lr=cfg.role_lr,
                            weight_decay=cfg.weight_decay, momentum=cfg.momentum)
+    for g in opt.param_groups:  # before the scheduler records the initial lrs
+        g["lr"] *= cfg.lr_scale
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
     return model, opt, sched
 
@@ -168,7 +181,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = No
     device = cfg.resolved_device()
     seq_len = PRESETS[cfg.preset].seq_len
     train_tokens, val_tokens, data_sha = _load_tokens(cfg, seq_len)
-    run_dir = Path(cfg.out) / cfg.exp
+    run_dir = cfg.run_dir
     saved = load_checkpoint(run_dir)
     if saved is not None and not resume:
         raise ValueError(f"{run_dir} already holds a run (checkpoint at step {saved['step']}); pass --resume to "
@@ -237,7 +250,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = No
             window["seconds"] += seconds
             if logging:
                 progress["last_train"] = window["loss_sum"] / window["count"]
-                logger.log_train(done, window, lrs, grad_norms)
+                logger.log_train(done, window, lrs, grad_norms, progress["train_seconds"])
                 window = _new_window()
             if done % cfg.eval_every == 0 or done == cfg.max_steps:
                 progress["last_val"] = evaluate(model, evals, device)

@@ -68,10 +68,13 @@ class RunLogger:
         self.metrics.append({"step": step})
         return self.metrics.records[-1]
 
-    def log_train(self, step: int, window: dict, lrs: dict[str, float], grad_norms: dict[str, float]) -> None:
+    def log_train(self, step: int, window: dict, lrs: dict[str, float], grad_norms: dict[str, float],
+                  train_seconds: float) -> None:
+        """One log line; ``train_seconds`` is the training time so far (no evaluation), for loss-vs-time plots."""
         loss = window["loss_sum"] / max(1, window["count"])
         tps = window["tokens"] / window["seconds"] if window["seconds"] > 0 else float("nan")
-        self._record(step).update(train_loss=loss, lr=lrs, tokens_per_sec=tps, grad_norm=grad_norms)
+        self._record(step).update(train_loss=loss, lr=lrs, tokens_per_sec=tps, grad_norm=grad_norms,
+                                 train_seconds=train_seconds)
         self.writer.add_scalar("train/loss", loss, step)
         self.writer.add_scalar("perf/tokens_per_sec", tps, step)
         for role, value in lrs.items():
