@@ -1,0 +1,71 @@
+"""``ModularDescent``: train any modman.modular network with its modular-norm budgets.
+
+Update rule, per atom i with coefficient c_i (``net.budgets()``):
+``M_i ← β·M_i + (1 − β)·G_i;  W_i ← retract_i(W_i − (η/c_i)·d_i(M_i))``, with ``d_i`` the atom's unit-norm
+direction (manifold Muon for Linear, hyperspherical for Embed). Each atom is one param group whose ``lr`` is
+``η/c_i`` and whose ``budget`` is ``1/c_i``, so torch's lr schedulers scale every budget together.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..optim.base import guard_gradients
+from .module import Module
+
+__all__ = ["ModularDescent"]
+
+
+class ModularDescent(torch.optim.Optimizer):
+    """Momentum + dualize in the modular norm + retraction, one param group per atom.
+
+    Args:
+        net: a modman.modular ``Module`` (its weights are projected onto their manifolds here, once).
+        lr: η, the size of the whole update in the modular norm.
+        momentum: β of the gradient average (0 for none).
+        tangent: directions in each manifold's tangent space (True) or unconstrained duals (False).
+        skip_nonfinite: skip a step whose gradients hold NaN/Inf instead of raising.
+    """
+
+    def __init__(self, net: Module, lr: float = 0.1, momentum: float = 0.9, *, tangent: bool = True,
+                 skip_nonfinite: bool = False):
+        if not isinstance(net, Module):
+            raise TypeError(f"ModularDescent: net must be a modman.modular Module; got {type(net).__name__}")
+        if not lr > 0:
+            raise ValueError(f"ModularDescent: lr must be > 0; got {lr!r}")
+        if not 0 <= momentum < 1:
+            raise ValueError(f"ModularDescent: momentum must be in [0, 1); got {momentum!r}")
+        pairs = net.budgets()
+        if not pairs:
+            raise ValueError("ModularDescent: the network has no atoms (no weights) to train")
+        net.project()
+        groups = [{"params": [atom.weight], "lr": lr / c, "budget": 1.0 / c, "role": getattr(atom, "role", "other"),
+                   "rule": "modular"} for atom, c in pairs]
+        super().__init__(groups, {"lr": lr, "momentum": momentum, "tangent": tangent})
+        self._atoms = [atom for atom, _ in pairs]
+        self.skip_nonfinite, self.nonfinite_skips = skip_nonfinite, 0
+        names = {id(p): n for n, p in net.named_parameters()}
+        self.roles = {names[id(a.weight)]: g["role"] for a, g in zip(self._atoms, self.param_groups)}
+        self.assignment = {name: "modular" for name in self.roles}
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        named = [(f"group {i}", g["params"][0]) for i, g in enumerate(self.param_groups)]
+        if not guard_gradients(self, named):
+            return loss
+        for atom, group in zip(self._atoms, self.param_groups):
+            p = group["params"][0]
+            if p.grad is None:
+                continue
+            state = self.state[p]
+            if "momentum_buffer" not in state:
+                state["momentum_buffer"] = p.grad.detach().clone()
+            buf = state["momentum_buffer"]
+            buf.lerp_(p.grad, 1 - group["momentum"])
+            delta = atom.direction(buf, tangent=group["tangent"])
+            p.copy_(atom.retract_step(delta, group["lr"]))
+        return loss

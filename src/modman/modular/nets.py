@@ -1,0 +1,60 @@
+"""Ready-made networks built from atoms, bonds and combinators: the seed's CIFAR MLP and a small GPT."""
+
+from __future__ import annotations
+
+from .atoms import Embed, Linear
+from .bonds import GELU, Attention, ReLU, residual
+from .module import Module, Tuple
+
+__all__ = ["MLP", "GPT"]
+
+
+def _tag(module: Module, role: str) -> Module:
+    """Mark every atom of ``module`` with a parameter role (read by the experiment framework's logs)."""
+    for atom, _ in module.budgets():
+        atom.role = role
+    return module
+
+
+def MLP(widths: tuple[int, ...] = (3072, 128, 64, 10), *, seed: int | None = None) -> Module:
+    """Bias-free ``Linear @ ReLU @ ... @ Linear`` through ``widths`` (seed 003's CIFAR-10 MLP by default)."""
+    if len(widths) < 2 or not all(isinstance(w, int) and w >= 1 for w in widths):
+        raise ValueError(f"MLP: widths must be two or more integers >= 1; got {widths!r}")
+    net: Module | None = None
+    for i, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:])):
+        layer = Linear(fan_in, fan_out, seed=None if seed is None else seed + i)
+        net = layer if net is None else layer @ ReLU() @ net
+    return _tag(net, "ffn")
+
+
+def GPT(vocab_size: int = 256, dim: int = 128, num_heads: int = 4, num_blocks: int = 4, *, ffn_mult: int = 4,
+        alpha: float | None = None, seed: int | None = None) -> Module:
+    """``head @ (mlp_block @ attention_block) ** L @ embed`` on token ids (B, T) → logits (B, T, vocab).
+
+    attention_block = ``residual(Linear_o @ Attention @ (Linear_q, Linear_k, Linear_v), α)``,
+    mlp_block = ``residual(Linear(4d→d) @ GELU @ Linear(d→4d), α)``; α = 1/num_blocks by default. No norm
+    layers are needed: every atom keeps activations in the unit RMS ball.
+    """
+    for name, v in (("vocab_size", vocab_size), ("dim", dim), ("num_heads", num_heads), ("num_blocks", num_blocks),
+                    ("ffn_mult", ffn_mult)):
+        if not isinstance(v, int) or v < 1:
+            raise ValueError(f"GPT: {name} must be an integer >= 1; got {v!r}")
+    if dim % num_heads:
+        raise ValueError(f"GPT: dim={dim} must be divisible by num_heads={num_heads}")
+    alpha = 1.0 / num_blocks if alpha is None else alpha
+    count = iter(range(10**6))
+
+    def lin(i, o):
+        return Linear(i, o, seed=None if seed is None else seed + next(count))
+
+    def block() -> Module:
+        attn = _tag(lin(dim, dim) @ Attention(num_heads) @ Tuple(lin(dim, dim), lin(dim, dim), lin(dim, dim)),
+                    "attention")
+        mlp = _tag(lin(ffn_mult * dim, dim) @ GELU() @ lin(dim, ffn_mult * dim), "ffn")
+        return residual(mlp, alpha) @ residual(attn, alpha)
+
+    body = block()
+    for _ in range(num_blocks - 1):
+        body = block() @ body
+    embed = _tag(Embed(vocab_size, dim, seed=None if seed is None else seed + next(count)), "embedding")
+    return _tag(lin(dim, vocab_size), "head") @ body @ embed
