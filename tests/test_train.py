@@ -90,7 +90,7 @@ def _without_timings(rows):
     return [{k: v for k, v in r.items() if k not in ("tokens_per_sec", "train_seconds")} for r in rows]
 
 
-@pytest.mark.parametrize("exp", ["muon_all", "manifold_muon", "stiefel_attention"])
+@pytest.mark.parametrize("exp", ["muon_all", "manifold_muon", "stiefel_attention", "modular"])
 def test_interrupt_and_resume_equals_the_uninterrupted_run(tmp_path, exp):
     train(cfg(tmp_path / "straight", exp=exp))
     stopped = train(cfg(tmp_path / "broken", exp=exp), stop_after=13)  # checkpoint at 10; steps 11-13 are lost
@@ -105,6 +105,23 @@ def test_interrupt_and_resume_equals_the_uninterrupted_run(tmp_path, exp):
             _without_timings(records(tmp_path / "broken" / exp / name))
     # resuming a finished run changes nothing
     assert train(cfg(tmp_path / "broken", exp=exp), resume=True)["steps"] == 20
+
+
+def test_modular_experiment_trains_the_modman_gpt_on_its_manifolds(tmp_path):
+    """``--exp modular``: modman.modular's GPT with ModularDescent; per-atom lrs are the budgets (lr/c_i)."""
+    summary = train(cfg(tmp_path, exp="modular", max_steps=40, eval_every=20))
+    metrics = records(tmp_path / "modular" / "metrics.jsonl")
+    assert summary["status"] == "finished"
+    assert metrics[-1]["val_loss"] < metrics[0]["val_loss"] - 0.5, (metrics[0]["val_loss"], metrics[-1]["val_loss"])
+    assert set(metrics[1]["lr"]) == {"embedding", "attention", "ffn", "head"}
+    spectra = [s for s in records(tmp_path / "modular" / "spectra.jsonl") if s["step"] == 40]
+    for s in spectra:
+        if s["role"] != "embedding":  # Linear atoms: every singular value sqrt(out/in)
+            rows, cols = s["shape"]
+            assert s["sv_min"] == pytest.approx((rows / cols) ** 0.5, rel=1e-3)
+            assert s["sv_max"] == pytest.approx((rows / cols) ** 0.5, rel=1e-3)
+    with pytest.raises(ValueError, match="--role-lr does not apply"):
+        TrainConfig(exp="modular", role_lr={"ffn": 0.1})
 
 
 def test_resume_after_sigkill_reaches_the_same_final_state(tmp_path):

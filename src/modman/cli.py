@@ -63,8 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
                                       "with each optimizer from the same start, and print a comparison table.")
     add_dataclass_arguments(demo, DemoConfig)
     demo.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
+    from .experiments.train import TRAIN_EXPERIMENTS as EXPERIMENTS
     from .experiments.train import TrainConfig
-    from .optim import EXPERIMENTS
 
     train = sub.add_parser("train", help="train the LLaMA-style decoder with one of seed 002's experiments",
                            description="Train the byte-level LLaMA-style decoder on the embedded Shakespeare text "
@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
                                        "(finished runs are skipped, partial ones resumed); then modman analyze OUT "
                                        "compares each experiment at its best setting.")
     sweep.add_argument("--exp", default=",".join(EXPERIMENTS), metavar="A,B,...",
-                       help="experiments (default: all nine)")
+                       help="experiments (default: all ten)")
     sweep.add_argument("--lrs", default="1x", help="0.5x,1x,2x: multiples of each experiment's default lrs, or "
                        "0.01,0.02: the lr of its attention and FFN matrices (default: 1x)")
     sweep.add_argument("--weight-decays", "--weight_decays", dest="weight_decays", default="0.1",
@@ -243,11 +243,23 @@ def _run_analyze(args: argparse.Namespace) -> int:
 
 
 def _run_roles(args: argparse.Namespace) -> int:
+    import torch
+
     from .experiments.model import PRESETS, Transformer
     from .optim import ModularOptimizer, roles_table
 
     if args.preset not in PRESETS:
         raise ValueError(f"--preset: unknown preset {args.preset!r}; choose one of: {', '.join(PRESETS)}")
+    if args.exp == "modular":
+        from .experiments.train import TrainConfig, _build_modular
+
+        net, opt = _build_modular(TrainConfig(exp="modular", preset=args.preset), torch.device("cpu"))
+        print(f"{'atom':<24}{'role':<11}{'shape':<10}{'budget 1/c':>11}")
+        for (atom, _), g in zip(net.budgets(), opt.param_groups):
+            shape = "x".join(map(str, atom.weight.shape))
+            print(f"{getattr(atom, 'label', type(atom).__name__):<24}{g['role']:<11}{shape:<10}{g['budget']:>11.4f}")
+        print(f"mass {net.mass:g}, sensitivity {net.sensitivity:g}")
+        return 0
     model = Transformer(PRESETS[args.preset])
     print(roles_table(model, ModularOptimizer(model, args.exp).assignment))
     return 0

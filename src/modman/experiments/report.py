@@ -12,11 +12,11 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ..optim import EXPERIMENTS
 from .analysis import Group, best_groups, group_runs, load_runs, loss_spike, norm_growth, worst_condition
 from .hypotheses import LOSS_TOL, judge_all
 from .report_figures import write_figures
 from .runlog import write_text_atomic
+from .train import TRAIN_EXPERIMENTS
 
 __all__ = ["analyze", "build_blocks", "render_markdown", "render_html"]
 
@@ -24,7 +24,7 @@ Block = tuple  # ("h", level, text) | ("p", text) | ("table", header, rows) | ("
 
 
 def _ordered(best: dict[str, Group]) -> dict[str, Group]:
-    order = {e: i for i, e in enumerate(EXPERIMENTS)}
+    order = {e: i for i, e in enumerate(TRAIN_EXPERIMENTS)}
     return dict(sorted(best.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0])))
 
 

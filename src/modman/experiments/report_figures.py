@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..optim import EXPERIMENTS
 from .analysis import MATRIX_ROLES, Group, final_spectra, train_curve, val_curve
+from .train import TRAIN_EXPERIMENTS
 
 __all__ = ["FIGURES", "write_figures"]
 
@@ -31,7 +31,7 @@ def _plt():
 def _color(exp: str):
     import matplotlib
 
-    names = list(EXPERIMENTS)
+    names = list(TRAIN_EXPERIMENTS)
     index = names.index(exp) if exp in names else len(names) + hash(exp) % 10
     return matplotlib.colormaps["tab10"](index % 10)
 

@@ -8,9 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..optim import EXPERIMENTS
 from .checkpoint import load_checkpoint
-from .train import TrainConfig, TrainingDiverged, train
+from .train import TRAIN_EXPERIMENTS, TrainConfig, TrainingDiverged, train
 
 __all__ = ["load_config_file", "run_experiments", "format_summaries"]
 
@@ -58,7 +57,7 @@ def run_experiments(settings: dict[str, Any], *, run_all: bool = False, resume: 
     stream = stream or sys.stderr
     if run_all and settings.get("name"):
         raise ValueError("--name names one run's folder; it cannot be used with --all (each run is OUT/EXP)")
-    names = list(EXPERIMENTS) if run_all else [settings.get("exp", TrainConfig.exp)]
+    names = list(TRAIN_EXPERIMENTS) if run_all else [settings.get("exp", TrainConfig.exp)]
     configs = [_config(settings, exp=name) for name in names]
     for cfg in configs:
         cfg.resolved_device()  # an unusable --device fails before anything runs

@@ -15,8 +15,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from ..optim import EXPERIMENTS
-from .train import RESUME_FREE, TrainConfig, TrainingDiverged, train
+from .train import RESUME_FREE, TRAIN_EXPERIMENTS, TrainConfig, TrainingDiverged, train
 
 __all__ = ["LrSetting", "parse_lrs", "parse_list", "sweep_configs", "run_sweep"]
 
@@ -73,9 +72,9 @@ def parse_list(text: str, kind: type, option: str) -> list:
 def sweep_configs(settings: dict[str, Any], exps: list[str], lrs: list[LrSetting], weight_decays: list[float],
                   seeds: list[int]) -> list[TrainConfig]:
     """Every run of the grid, as checked TrainConfigs (an unknown experiment or bad setting fails here)."""
-    unknown = [e for e in exps if e not in EXPERIMENTS]
+    unknown = [e for e in exps if e not in TRAIN_EXPERIMENTS]
     if unknown:
-        raise ValueError(f"--exp: unknown experiment(s) {', '.join(unknown)}; choose from {', '.join(EXPERIMENTS)}")
+        raise ValueError(f"--exp: unknown experiment(s) {', '.join(unknown)}; choose from {', '.join(TRAIN_EXPERIMENTS)}")
     for key in ("exp", "name", "lr", "lr_scale", "weight_decay", "seed"):
         if key in settings:
             raise ValueError(f"modman sweep sets {key} for each run itself; leave it out of the flags and --config")

@@ -25,7 +25,12 @@ from .data import DataError, load_text_bytes, sha256, split_tokens
 from .model import PRESETS, Transformer
 from .trainlog import RunLogger
 
-__all__ = ["resolve_device", "TrainConfig", "TrainingDiverged", "train", "batch_at", "eval_batches", "lr_factor", "RESUME_FREE"]
+__all__ = ["TRAIN_EXPERIMENTS", "MODULAR_LR", "resolve_device", "TrainConfig", "TrainingDiverged", "train", "batch_at", "eval_batches", "lr_factor", "RESUME_FREE"]
+
+# Seed 002's nine experiments, then ``modular``: the modman.modular GPT trained by ModularDescent with its
+# modular-norm budgets (one lr for the whole network).
+TRAIN_EXPERIMENTS = (*EXPERIMENTS, "modular")
+MODULAR_LR = 1.0
 
 # Fields that do not change the trajectory: they may differ when a run is resumed.
 RESUME_FREE = ("out", "device", "checkpoint_every", "progress")
@@ -59,8 +64,11 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self):
-        if self.exp not in EXPERIMENTS:
-            raise ValueError(f"--exp: unknown experiment {self.exp!r}; choose one of: {', '.join(EXPERIMENTS)}")
+        if self.exp not in TRAIN_EXPERIMENTS:
+            raise ValueError(f"--exp: unknown experiment {self.exp!r}; choose one of: {', '.join(TRAIN_EXPERIMENTS)}")
+        if self.exp == "modular" and self.role_lr:
+            raise ValueError("--role-lr does not apply to --exp modular: its per-layer lrs are the modular-norm "
+                             "budgets; set the whole network's step with --lr")
         if self.preset not in PRESETS:
             raise ValueError(f"--preset: unknown preset {self.preset!r}; choose one of: {', '.join(PRESETS)}")
         for name in ("max_steps", "batch_size", "eval_every", "eval_batches", "log_every", "checkpoint_every"):
@@ -161,13 +169,28 @@ def _check_resume(saved: dict[str, Any], cfg: TrainConfig, data_sha: str, run_di
 
 def _build(cfg: TrainConfig, device: torch.device):
     torch.manual_seed(cfg.seed)
-    model = Transformer(PRESETS[cfg.preset]).to(device)
-    opt = ModularOptimizer(model, cfg.exp, cfg.lr, adamw_lr=cfg.adamw_lr, role_lr=cfg.role_lr,
-                           weight_decay=cfg.weight_decay, momentum=cfg.momentum)
+    if cfg.exp == "modular":
+        model, opt = _build_modular(cfg, device)
+    else:
+        model = Transformer(PRESETS[cfg.preset]).to(device)
+        opt = ModularOptimizer(model, cfg.exp, cfg.lr, adamw_lr=cfg.adamw_lr, role_lr=cfg.role_lr,
+                               weight_decay=cfg.weight_decay, momentum=cfg.momentum)
     for g in opt.param_groups:  # before the scheduler records the initial lrs
         g["lr"] *= cfg.lr_scale
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
     return model, opt, sched
+
+
+def _build_modular(cfg: TrainConfig, device: torch.device):
+    """The preset's shape as a modman.modular GPT (no norms, convex residuals) and ModularDescent; weight decay
+    does not apply (every weight is on a manifold)."""
+    from ..modular import GPT, ModularDescent
+    from ..optim.modular import MANIFOLD_MUON_STEPS, MANIFOLD_MUON_TOL
+
+    p = PRESETS[cfg.preset]
+    model = GPT(p.vocab_size, p.dim, p.n_heads, p.n_layers, ffn_mult=max(1, p.ffn_hidden // p.dim),
+                tol=MANIFOLD_MUON_TOL, steps=MANIFOLD_MUON_STEPS).to(device)
+    return model, ModularDescent(model, lr=cfg.lr if cfg.lr is not None else MODULAR_LR, momentum=cfg.momentum)
 
 
 def _new_window() -> dict[str, float]:
