@@ -25,6 +25,16 @@ def _parse_dict(text: str) -> dict[str, float]:
     return out
 
 
+def _list_of(kind):
+    """argparse type: ``"1,2,3"`` → ``[kind("1"), ...]`` with an error naming the bad item."""
+    def parse(text: str) -> list:
+        try:
+            return [kind(x) for x in text.split(",") if x.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of {kind.__name__}s") from None
+    return parse
+
+
 def add_dataclass_arguments(parser: argparse.ArgumentParser, cls, *, suppress_defaults: bool = False,
                             exclude: tuple[str, ...] = ()) -> None:
     """One ``--flag`` per field of the config dataclass ``cls`` (lists comma-separated, dicts ``k=v,...``).
@@ -38,12 +48,12 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls, *, suppress_de
             continue
         flags = ["--" + f.name.replace("_", "-")] + (["--" + f.name] if "_" in f.name else [])
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-        shown = ",".join(default) if isinstance(default, list) else default
+        shown = ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in default) if isinstance(default, list) else default
         kw = {"dest": f.name, "default": argparse.SUPPRESS if suppress_defaults else default,
               "help": f"default: {shown}"}
         hint = hints[f.name]
         if typing.get_origin(hint) is list:
-            parser.add_argument(*flags, metavar="A,B,...", type=lambda s: [x for x in s.split(",") if x], **kw)
+            parser.add_argument(*flags, metavar="A,B,...", type=_list_of((typing.get_args(hint) or (str,))[0]), **kw)
         elif typing.get_origin(hint) is dict:
             parser.add_argument(*flags, metavar="K=V,...", type=_parse_dict, **kw)
         elif hint is bool:
@@ -107,6 +117,13 @@ def build_parser() -> argparse.ArgumentParser:
                                          "write DIR/report/report.md with PNG figures (and report.html with --html).")
     analyze.add_argument("dir", metavar="DIR", help="the --out folder of modman train or modman sweep")
     analyze.add_argument("--html", action="store_true", help="also write DIR/report/report.html, one self-contained page")
+    from .experiments.lr_transfer import TransferConfig
+
+    transfer = sub.add_parser("lr-transfer", help="does the best lr move with width? modular budgets vs AdamW",
+                              description="Train the MLP in -> w -> 10 (--depth hidden layers) on pooled CIFAR-10 at each width over an "
+                                          "lr grid, as a modman.modular MLP with ModularDescent and as a torch MLP "
+                                          "with AdamW; writes OUT/*.json, OUT/transfer.png, OUT/transfer.json.")
+    add_dataclass_arguments(transfer, TransferConfig)
     roles = sub.add_parser("roles", help="print each parameter's role and the rule an experiment gives it")
     roles.add_argument("--preset", default="small", help="model preset (default: small)")
     roles.add_argument("--exp", default="baseline", help="experiment whose rules to show (default: baseline)")
@@ -242,6 +259,19 @@ def _run_analyze(args: argparse.Namespace) -> int:
     return _report(args.dir, args.html)
 
 
+def _run_lr_transfer(args: argparse.Namespace) -> int:
+    from .experiments.lr_transfer import TransferConfig, best_lrs, format_transfer, plot_transfer, run_transfer
+    from .experiments.runlog import write_json_atomic
+
+    cfg = TransferConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TransferConfig)})
+    results = run_transfer(cfg, log=lambda line: print(line, file=sys.stderr, flush=True))
+    summary = best_lrs(results)
+    plot_transfer(results, Path(cfg.out) / "transfer.png")
+    write_json_atomic(Path(cfg.out) / "transfer.json", {"config": dataclasses.asdict(cfg), "summary": summary})
+    print(format_transfer(summary))
+    return 0
+
+
 def _run_roles(args: argparse.Namespace) -> int:
     import torch
 
@@ -273,7 +303,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return {"demo": _run_demo, "bench": _run_bench, "train": _run_train, "roles": _run_roles,
-                "cifar": _run_cifar, "sweep": _run_sweep, "analyze": _run_analyze}[args.command](args)
+                "cifar": _run_cifar, "sweep": _run_sweep, "analyze": _run_analyze,
+                "lr-transfer": _run_lr_transfer}[args.command](args)
     except (ValueError, OSError) as e:  # DataError is a ValueError: one line, no traceback
         print(f"modman {args.command}: error: {e}", file=sys.stderr)
         return 2

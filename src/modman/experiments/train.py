@@ -71,9 +71,8 @@ class TrainConfig:
                              "budgets; set the whole network's step with --lr")
         if self.preset not in PRESETS:
             raise ValueError(f"--preset: unknown preset {self.preset!r}; choose one of: {', '.join(PRESETS)}")
-        for name in ("max_steps", "batch_size", "eval_every", "eval_batches", "log_every", "checkpoint_every"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be an integer >= 1; got {getattr(self, name)!r}")
+        require_positive_ints(self, ("max_steps", "batch_size", "eval_every", "eval_batches", "log_every",
+                                     "checkpoint_every"))
         if not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
             raise ValueError(f"--warmup-steps must be an integer >= 0; got {self.warmup_steps!r}")
         if not 0 <= self.min_lr_ratio <= 1:
@@ -93,6 +92,14 @@ class TrainConfig:
     def run_dir(self) -> Path:
         """``OUT/NAME``, where the name defaults to the experiment's."""
         return Path(self.out) / (self.name or self.exp)
+
+
+def require_positive_ints(cfg, names: tuple[str, ...]) -> None:
+    """ValueError naming the flag when a setting of ``cfg`` is not an integer >= 1."""
+    for name in names:
+        value = getattr(cfg, name)
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be an integer >= 1; got {value!r}")
 
 
 def resolve_device(spec: str) -> torch.device:

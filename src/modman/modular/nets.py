@@ -19,16 +19,20 @@ def _tag(module: Module, role: str, labels: tuple[str, ...] = ()) -> Module:
     return module
 
 
-def MLP(widths: tuple[int, ...] = (3072, 128, 64, 10), *, seed: int | None = None, tol: float = 1e-6,
-        steps: int = 100) -> Module:
-    """Bias-free ``Linear @ ReLU @ ... @ Linear`` through ``widths`` (seed 003's CIFAR-10 MLP by default)."""
+def MLP(widths: tuple[int, ...] = (3072, 128, 64, 10), *, output_scale: float = 1.0, seed: int | None = None,
+        tol: float = 1e-6, steps: int = 100) -> Module:
+    """Bias-free ``Linear @ ReLU @ ... @ Linear`` through ``widths`` (seed 003's CIFAR-10 MLP by default).
+
+    Its logits have RMS ≤ 1; ``output_scale`` (a ``Mul`` bond, counted in the norm) lets them grow.
+    """
     if len(widths) < 2 or not all(isinstance(w, int) and w >= 1 for w in widths):
         raise ValueError(f"MLP: widths must be two or more integers >= 1; got {widths!r}")
     net: Module | None = None
     for i, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:])):
         layer = Linear(fan_in, fan_out, seed=None if seed is None else seed + i, tol=tol, steps=steps)
         net = layer if net is None else layer @ ReLU() @ net
-    return _tag(net, "ffn", tuple(f"layer{i}" for i in range(len(widths) - 1)))
+    net = _tag(net, "ffn", tuple(f"layer{i}" for i in range(len(widths) - 1)))
+    return net if output_scale == 1.0 else output_scale * net
 
 
 def GPT(vocab_size: int = 256, dim: int = 128, num_heads: int = 4, num_blocks: int = 4, *, ffn_mult: int = 4,
