@@ -200,3 +200,11 @@ def test_analyze_bad_folder_is_one_line(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["analyze", str(tmp_path / "empty")]) == 2
     assert "no finished runs to analyze" in capsys.readouterr().err
+
+
+def test_cli_analyze_html_prints_the_verdicts(tmp_path, capsys):
+    build(tmp_path, seeds=(0,), extra=WD0)
+    assert main(["analyze", str(tmp_path), "--html"]) == 0
+    out = capsys.readouterr().out
+    assert f"-> {tmp_path / 'report' / 'report.md'} and {tmp_path / 'report' / 'report.html'}" in out
+    assert "H1 supported" in out and "H5 supported" in out
