@@ -208,3 +208,13 @@ def test_cli_analyze_html_prints_the_verdicts(tmp_path, capsys):
     out = capsys.readouterr().out
     assert f"-> {tmp_path / 'report' / 'report.md'} and {tmp_path / 'report' / 'report.html'}" in out
     assert "H1 supported" in out and "H5 supported" in out
+
+
+def test_runs_from_older_versions_group_with_new_ones(tmp_path):
+    make_run(tmp_path, "baseline", seed=0)  # a config without the newer settings
+    new = make_run(tmp_path, "baseline", seed=1)
+    summary = json.loads((new / "summary.json").read_text())
+    summary["config"].update(dtype="float32", parallel="ddp")  # defaults / not a setting of the trajectory
+    (new / "summary.json").write_text(json.dumps(summary))
+    (group,) = group_runs(load_runs(tmp_path)[0])
+    assert len(group.runs) == 2

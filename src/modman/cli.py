@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import typing
 from pathlib import Path
@@ -181,7 +182,8 @@ def _run_train(args: argparse.Namespace) -> int:
     if args.all and "exp" in settings and not args.config:
         raise ValueError("give either --exp NAME or --all, not both")
     summaries, failed = run_experiments(settings, run_all=args.all, resume=args.resume)
-    print(format_summaries(summaries))
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 speaks for all
+        print(format_summaries(summaries))
     return 3 if failed else 0
 
 

@@ -8,6 +8,7 @@ validation loss), so methods are compared at their best learning rate / weight d
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import statistics
@@ -20,7 +21,7 @@ __all__ = ["Run", "Group", "load_runs", "group_runs", "best_groups", "Stat", "MA
 
 MATRIX_ROLES = ("attention", "ffn")
 # Settings that do not define a group: runs differing only in these are seeds of one group.
-NOT_GROUPING = ("seed", "out", "name", "device", "progress", "checkpoint_every")
+NOT_GROUPING = ("seed", "out", "name", "device", "progress", "checkpoint_every", "parallel")
 
 
 @dataclass
@@ -203,7 +204,11 @@ class Group:
 
 
 def _key(run: Run) -> str:
-    return json.dumps({k: v for k, v in sorted(run.config.items()) if k not in NOT_GROUPING}, sort_keys=True)
+    """The run's settings but the seed; settings newer than the run take their default value."""
+    from .train import TrainConfig
+
+    config = {**dataclasses.asdict(TrainConfig()), **run.config}
+    return json.dumps({k: v for k, v in sorted(config.items()) if k not in NOT_GROUPING}, sort_keys=True)
 
 
 def group_runs(runs: list[Run]) -> list[Group]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -69,8 +70,9 @@ def run_experiments(settings: dict[str, Any], *, run_all: bool = False, resume: 
                                  "pass --resume to continue it, or choose another --out")
     summaries, diverged = [], []
     for cfg in configs:
-        print(f"modman train: {cfg.exp} ({cfg.preset}, {cfg.max_steps} steps) -> {cfg.run_dir}",
-              file=stream, flush=True)
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(f"modman train: {cfg.exp} ({cfg.preset}, {cfg.max_steps} steps) -> {cfg.run_dir}",
+                  file=stream, flush=True)
         try:
             summaries.append(train(cfg, resume=resume))
         except TrainingDiverged as e:

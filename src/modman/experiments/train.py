@@ -23,6 +23,7 @@ from ..optim.roles import ROLES
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .data import DataError, load_text_bytes, sha256, split_tokens
 from .model import PRESETS, Transformer
+from .parallel import Parallel, init_parallel
 from .trainlog import RunLogger
 
 __all__ = ["TRAIN_EXPERIMENTS", "MODULAR_LR", "resolve_device", "TrainConfig", "TrainingDiverged", "train", "batch_at", "eval_batches", "lr_factor", "RESUME_FREE"]
@@ -33,7 +34,7 @@ TRAIN_EXPERIMENTS = (*EXPERIMENTS, "modular")
 MODULAR_LR = 1.0
 
 # Fields that do not change the trajectory: they may differ when a run is resumed.
-RESUME_FREE = ("out", "device", "checkpoint_every", "progress")
+RESUME_FREE = ("out", "device", "checkpoint_every", "progress", "parallel")
 
 
 @dataclass
@@ -61,6 +62,8 @@ class TrainConfig:
     log_every: int = 10
     checkpoint_every: int = 100
     device: str = "auto"
+    parallel: str = "none"
+    dtype: str = "float32"
     progress: bool = True
 
     def __post_init__(self):
@@ -73,6 +76,10 @@ class TrainConfig:
             raise ValueError(f"--preset: unknown preset {self.preset!r}; choose one of: {', '.join(PRESETS)}")
         require_positive_ints(self, ("max_steps", "batch_size", "eval_every", "eval_batches", "log_every",
                                      "checkpoint_every"))
+        if self.dtype not in ("float32", "float64"):
+            raise ValueError(f"--dtype must be float32 or float64; got {self.dtype!r}")
+        if self.parallel not in ("none", "ddp"):
+            raise ValueError(f"--parallel must be none or ddp; got {self.parallel!r}")
         if not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
             raise ValueError(f"--warmup-steps must be an integer >= 0; got {self.warmup_steps!r}")
         if not 0 <= self.min_lr_ratio <= 1:
@@ -176,10 +183,11 @@ def _check_resume(saved: dict[str, Any], cfg: TrainConfig, data_sha: str, run_di
 
 def _build(cfg: TrainConfig, device: torch.device):
     torch.manual_seed(cfg.seed)
+    dtype = getattr(torch, cfg.dtype)
     if cfg.exp == "modular":
-        model, opt = _build_modular(cfg, device)
+        model, opt = _build_modular(cfg, device, dtype)
     else:
-        model = Transformer(PRESETS[cfg.preset]).to(device)
+        model = Transformer(PRESETS[cfg.preset]).to(device=device, dtype=dtype)
         opt = ModularOptimizer(model, cfg.exp, cfg.lr, adamw_lr=cfg.adamw_lr, role_lr=cfg.role_lr,
                                weight_decay=cfg.weight_decay, momentum=cfg.momentum)
     for g in opt.param_groups:  # before the scheduler records the initial lrs
@@ -188,7 +196,7 @@ def _build(cfg: TrainConfig, device: torch.device):
     return model, opt, sched
 
 
-def _build_modular(cfg: TrainConfig, device: torch.device):
+def _build_modular(cfg: TrainConfig, device: torch.device, dtype: torch.dtype = torch.float32):
     """The preset's shape as a modman.modular GPT (no norms, convex residuals) and ModularDescent; weight decay
     does not apply (every weight is on a manifold)."""
     from ..modular import GPT, ModularDescent
@@ -196,7 +204,7 @@ def _build_modular(cfg: TrainConfig, device: torch.device):
 
     p = PRESETS[cfg.preset]
     model = GPT(p.vocab_size, p.dim, p.n_heads, p.n_layers, ffn_mult=max(1, p.ffn_hidden // p.dim),
-                tol=MANIFOLD_MUON_TOL, steps=MANIFOLD_MUON_STEPS).to(device)
+                tol=MANIFOLD_MUON_TOL, steps=MANIFOLD_MUON_STEPS).to(device=device, dtype=dtype)
     return model, ModularDescent(model, lr=cfg.lr if cfg.lr is not None else MODULAR_LR, momentum=cfg.momentum)
 
 
@@ -207,8 +215,10 @@ def _new_window() -> dict[str, float]:
 
 def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = None,
           on_step: Callable[[int, float], None] | None = None) -> dict[str, Any]:
-    """Run (or continue) one experiment; returns its summary. ``stop_after`` ends early (tests, interrupts)."""
-    device = cfg.resolved_device()
+    """Run (or continue) one experiment; returns its summary. ``stop_after`` ends early (tests, interrupts).
+
+    With ``parallel="ddp"`` (under torchrun) every rank runs this; rank 0 writes the logs and checkpoints.
+    """
     seq_len = PRESETS[cfg.preset].seq_len
     train_tokens, val_tokens, data_sha = _load_tokens(cfg, seq_len)
     run_dir = cfg.run_dir
@@ -221,9 +231,20 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = No
         summary_path = run_dir / "summary.json"
         if saved["step"] >= cfg.max_steps and summary_path.is_file():
             return json.loads(summary_path.read_text())  # finished: nothing to do
+    par = init_parallel(cfg.parallel, cfg.resolved_device(), cfg.batch_size)
+    try:
+        return _run(cfg, par, saved, (train_tokens, val_tokens, data_sha, seq_len), stop_after, on_step)
+    finally:
+        par.close()
 
+
+def _run(cfg: TrainConfig, par: Parallel, saved, data, stop_after, on_step) -> dict[str, Any]:
+    train_tokens, val_tokens, data_sha, seq_len = data
+    device, run_dir = par.device, cfg.run_dir
     model, opt, sched = _build(cfg, device)
-    logger = RunLogger(run_dir, cfg, opt, device)
+    if par.world > 1 and isinstance(opt, ModularOptimizer):
+        opt.share_work()
+    logger = RunLogger(run_dir, cfg, opt, device, enabled=par.main)
     start, window = 0, _new_window()
     progress = {"train_seconds": 0.0, "wall": 0.0, "last_train": None, "last_val": None}
     if saved is not None:
@@ -232,6 +253,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = No
         sched.load_state_dict(saved["scheduler"])
         set_rng_state(saved["rng"])
         start, window, progress = saved["step"], saved["window"], saved["progress"]
+    stepper = par.wrap(model)
     logger.open(start)
     evals = eval_batches(val_tokens, cfg, seq_len)
     if start == 0:
@@ -243,11 +265,15 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = No
         return progress["wall"] + time.perf_counter() - began
 
     def checkpoint(step: int) -> None:
-        logger.flush()  # the logs reach the checkpoint's step before the checkpoint names it
-        save_checkpoint(run_dir, {"step": step, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                                  "scheduler": sched.state_dict(), "rng": rng_state(), "data_position": step,
-                                  "window": dict(window), "progress": dict(progress, wall=elapsed()),
-                                  "config": dataclasses.asdict(cfg), "data_sha256": data_sha})
+        if hasattr(opt, "gather_owned_state"):
+            opt.gather_owned_state()  # collective: every rank takes part
+        if par.main:
+            logger.flush()  # the logs reach the checkpoint's step before the checkpoint names it
+            save_checkpoint(run_dir, {"step": step, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                                      "scheduler": sched.state_dict(), "rng": rng_state(), "data_position": step,
+                                      "window": dict(window), "progress": dict(progress, wall=elapsed()),
+                                      "config": dataclasses.asdict(cfg), "data_sha256": data_sha})
+        par.barrier()
         logger.last_checkpoint = step
 
     bar = logger.progress(start)
@@ -256,9 +282,11 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = No
         for step in range(start, cfg.max_steps):
             t0 = time.perf_counter()
             x, y = batch_at(train_tokens, step, cfg, seq_len)
-            loss = F.cross_entropy(model(x.to(device)).flatten(0, 1), y.to(device).flatten())
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(f"{cfg.exp}: the training loss is {loss.item()} at step {step + 1}; the run "
+            x, y = par.slice(x), par.slice(y)
+            loss = F.cross_entropy(stepper(x.to(device)).flatten(0, 1), y.to(device).flatten())
+            loss_value = par.mean(loss.detach()).item()  # the global batch's loss, on every rank
+            if not math.isfinite(loss_value):
+                raise TrainingDiverged(f"{cfg.exp}: the training loss is {loss_value} at step {step + 1}; the run "
                                        f"stopped there and {run_dir / 'checkpoint.pt'} keeps the last good state "
                                        f"(step {logger.last_checkpoint}). Lower the learning rate (--lr) and start a "
                                        "new run (another --out).")
@@ -266,29 +294,28 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = No
             loss.backward()
             done = step + 1
             logging = done % cfg.log_every == 0 or done == cfg.max_steps
-            grad_norms, lrs = (logger.grad_norms(model), _lrs_by_role(opt)) if logging else (None, None)
+            grad_norms, lrs = (logger.grad_norms(model), _lrs_by_role(opt)) if logging and par.main else (None, None)
             opt.step()
             sched.step()
-            loss_value = loss.item()
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             seconds = time.perf_counter() - t0
             progress["train_seconds"] += seconds
             window["loss_sum"] += loss_value
             window["count"] += 1
-            window["tokens"] += x.numel()
+            window["tokens"] += x.numel() * par.world
             window["seconds"] += seconds
             if logging:
                 progress["last_train"] = window["loss_sum"] / window["count"]
                 logger.log_train(done, window, lrs, grad_norms, progress["train_seconds"])
                 window = _new_window()
             if done % cfg.eval_every == 0 or done == cfg.max_steps:
-                progress["last_val"] = evaluate(model, evals, device)
+                progress["last_val"] = evaluate(model, evals, device) if par.main else progress["last_val"]
                 logger.log_eval(done, progress["last_val"], model)
             if done % cfg.checkpoint_every == 0 or done == cfg.max_steps:
                 checkpoint(done)
             bar.update(1)
-            bar.set_postfix(loss=f"{loss_value:.3f}", val=f"{progress['last_val']:.3f}")
+            bar.set_postfix(loss=f"{loss_value:.3f}", val=f"{progress['last_val'] or float('nan'):.3f}")
             if on_step is not None:
                 on_step(done, loss_value)
             if stop_after is not None and stop_after <= done < cfg.max_steps:
@@ -302,8 +329,10 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = No
     finally:
         bar.close()
         logger.close()
+    work = par.gather(opt.local_work) if isinstance(opt, ModularOptimizer) else None
     return logger.write_summary(cfg.max_steps, progress["last_train"], progress["last_val"],
-                                progress["train_seconds"], elapsed(), status="finished")
+                                progress["train_seconds"], elapsed(), status="finished",
+                                extra={"processes": par.world, "work_per_rank": work})
 
 
 def _lrs_by_role(opt: ModularOptimizer) -> dict[str, float]:

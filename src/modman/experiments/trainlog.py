@@ -19,7 +19,9 @@ __all__ = ["RunLogger"]
 class RunLogger:
     """Collects a run's records and writes them atomically; resumes by dropping what came after the checkpoint."""
 
-    def __init__(self, run_dir: Path, cfg, optimizer, device: torch.device):
+    def __init__(self, run_dir: Path, cfg, optimizer, device: torch.device, *, enabled: bool = True):
+        """``enabled=False`` (the other ranks of a DDP run): every method does nothing; only rank 0 writes."""
+        self.enabled = enabled
         self.run_dir = Path(run_dir)
         self.cfg = cfg
         self.optimizer = optimizer
@@ -31,6 +33,8 @@ class RunLogger:
 
     def open(self, start: int) -> None:
         """Start at step ``start``: keep the logs up to it (a resumed run) or start them empty."""
+        if not self.enabled:
+            return
         for log in (self.metrics, self.spectra):
             if start > 0:
                 log.read_existing()
@@ -49,7 +53,7 @@ class RunLogger:
         from tqdm.auto import tqdm
 
         return tqdm(total=self.cfg.max_steps, initial=start, desc=self.cfg.exp, unit="step", file=sys.stderr,
-                    disable=not self.cfg.progress, dynamic_ncols=True, leave=False)
+                    disable=not (self.cfg.progress and self.enabled), dynamic_ncols=True, leave=False)
 
     @torch.no_grad()
     def grad_norms(self, model: nn.Module) -> dict[str, float]:
@@ -71,6 +75,8 @@ class RunLogger:
     def log_train(self, step: int, window: dict, lrs: dict[str, float], grad_norms: dict[str, float],
                   train_seconds: float) -> None:
         """One log line; ``train_seconds`` is the training time so far (no evaluation), for loss-vs-time plots."""
+        if not self.enabled:
+            return
         loss = window["loss_sum"] / max(1, window["count"])
         tps = window["tokens"] / window["seconds"] if window["seconds"] > 0 else float("nan")
         self._record(step).update(train_loss=loss, lr=lrs, tokens_per_sec=tps, grad_norm=grad_norms,
@@ -83,6 +89,8 @@ class RunLogger:
             self.writer.add_scalar(f"grad_norm/{role}", value, step)
 
     def log_eval(self, step: int, val_loss: float, model: nn.Module) -> None:
+        if not self.enabled:
+            return
         ppl = math.exp(val_loss) if val_loss < 700 else float("inf")
         self._record(step).update(val_loss=val_loss, val_ppl=ppl)
         self.writer.add_scalar("val/loss", val_loss, step)
@@ -98,6 +106,8 @@ class RunLogger:
         self.flush()
 
     def flush(self) -> None:
+        if not self.enabled:
+            return
         self.metrics.flush()
         self.spectra.flush()
         if self.writer is not None:
@@ -109,8 +119,11 @@ class RunLogger:
             self.writer = None
 
     def write_summary(self, steps: int, train_loss: float | None, val_loss: float | None, train_seconds: float,
-                      wall_seconds: float, status: str) -> dict[str, Any]:
+                      wall_seconds: float, status: str, extra: dict | None = None) -> dict[str, Any]:
         """Write ``summary.json`` (atomically) and return it. tokens/s counts training steps only (no eval)."""
+        if not self.enabled:
+            return {"experiment": self.cfg.exp, "status": status, "steps": steps, "final_train_loss": train_loss,
+                    "rank_without_logs": True}
         model_tokens = steps * self.cfg.batch_size * _seq_len(self.cfg)
         summary = {
             "experiment": self.cfg.exp, "status": status, "steps": steps,
@@ -118,7 +131,7 @@ class RunLogger:
             "final_val_ppl": math.exp(val_loss) if val_loss is not None and val_loss < 700 else None,
             "tokens_per_sec": model_tokens / train_seconds if train_seconds > 0 else None,
             "train_seconds": train_seconds, "wall_seconds": wall_seconds,
-            "config": dataclasses.asdict(self.cfg), "versions": run_versions(self.device),
+            "config": dataclasses.asdict(self.cfg), "versions": run_versions(self.device), **(extra or {}),
         }
         write_json_atomic(self.run_dir / "summary.json", summary)
         return summary

@@ -16,6 +16,7 @@ from torch.optim import Optimizer
 from ..msign import METHODS, msign
 from ..rules import SOLVER_NAMES
 from ..rules.muon import ADJUST_LR_FNS
+from .distributed import broadcast_from_owners, world
 
 __all__ = ["ManifoldOptimizer", "param_name", "matrix_shape", "nonfinite_grads", "guard_gradients", "run_closure"]
 
@@ -121,7 +122,15 @@ class ManifoldOptimizer(Optimizer):
         check_hyperparameters(type(self).__name__, defaults)
         self.skip_nonfinite = bool(skip_nonfinite)
         self.nonfinite_skips = 0
+        self._owners: dict[int, int] | None = None  # data-parallel work sharing (share_work)
+        self.local_matrices = self.local_msign_calls = 0
         super().__init__(params, defaults)
+
+    def share_work(self, owners: dict[int, int] | None) -> None:
+        """Under DDP: update only the parameters this rank owns (``{id(p): rank}``, see
+        ``modman.optim.distributed.assign_owners``) and receive the others from their owners; None turns it off.
+        Only owners keep a parameter's state: call ``gather_owned_state`` before saving ``state_dict``."""
+        self._owners = owners
 
     # ---------------------------------------------------------------- parameter groups
     def add_param_group(self, param_group: dict) -> None:
@@ -179,6 +188,10 @@ class ManifoldOptimizer(Optimizer):
                 raise TypeError(f"{type(self).__name__}: {name} has a sparse gradient, which is not supported")
         if not guard_gradients(self, [(name, p.grad) for _, p, name in work]):
             return loss
+        shared = [p for _, p, _ in work if self._owners is not None and id(p) in self._owners]
+        if shared:
+            rank = world()[0]
+            work = [w for w in work if self._owners.get(id(w[1]), rank) == rank]
         # Same-shape matrices of a group are updated together, so subclasses can batch their msign.
         buckets: dict[tuple, list[torch.Tensor]] = {}
         for group, p, _ in work:
@@ -192,6 +205,10 @@ class ManifoldOptimizer(Optimizer):
             for p, (_, writeback) in zip(params, views):
                 writeback()
                 self.state[p]["step"] = self.state[p].get("step", 0) + 1
+                self.local_matrices += 1
+                self.local_msign_calls += self.state[p].get("msign_calls", 0)
+        if shared:
+            broadcast_from_owners(shared, self._owners)
         return loss
 
     def _update_many(self, Ws: list[torch.Tensor], Gs: list[torch.Tensor], states: list[dict], group: dict) -> None:

@@ -8,10 +8,11 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 
-from .base import guard_gradients, run_closure
+from .base import ManifoldOptimizer, guard_gradients, run_closure
+from .distributed import assign_owners, gather_owned_state, world
 from .manifold_muon import ManifoldMuon
 from .muon import Muon
-from .retraction import SpectralRetraction, StiefelRetraction
+from .retraction import ManifoldRetraction, SpectralRetraction, StiefelRetraction
 from .roles import ROLES, classify_parameters
 
 __all__ = ["ModularOptimizer", "EXPERIMENTS", "RULES", "MATRIX_ROLES", "DEFAULT_LR", "rule_assignment"]
@@ -113,6 +114,7 @@ class ModularOptimizer(Optimizer):
         super().__init__([p for p in named.values()], {})
         self.param_groups = [g for opt in self.optimizers.values() for g in opt.param_groups]
         self._names = {id(p): n for n, p in named.items()}
+        self._owners: dict[int, int] | None = None
 
     @staticmethod
     def _check_arguments(named, lr, adamw_lr, role_lr, weight_decay) -> None:
@@ -138,6 +140,34 @@ class ModularOptimizer(Optimizer):
             opt.step()
         return loss
 
+    # ---- data parallel --------------------------------------------------------------------------------
+    def share_work(self, enabled: bool = True) -> dict[int, int] | None:
+        """Under DDP (a default process group with more than one rank): each rank computes the msign /
+        manifold Muon / retraction work of the matrices it owns only, and receives the others' results.
+        AdamW's elementwise steps run on every rank. Returns ``{id(param): owner rank}`` (None when off)."""
+        _, size = world()
+        sharing = [opt for rule, opt in self.optimizers.items() if rule != "adamw"]
+        owners = None
+        if enabled and size > 1:
+            owners = assign_owners([p for opt in sharing for p in _matrices(opt)], size)
+        for opt in sharing:
+            opt.share_work(owners)
+        self._owners = owners
+        return owners
+
+    def gather_owned_state(self) -> None:
+        """Collective: give every rank the owners' momentum / multiplier state (call before ``state_dict``)."""
+        if getattr(self, "_owners", None):
+            for opt in self.optimizers.values():
+                if isinstance(opt, ManifoldOptimizer):
+                    gather_owned_state(opt, _matrices(opt), self._owners)
+
+    @property
+    def local_work(self) -> dict[str, int]:
+        """Matrices updated and msign calls made by this process so far (to check the work is shared)."""
+        opts = [o for o in self.optimizers.values() if hasattr(o, "local_matrices")]
+        return {"matrices": sum(o.local_matrices for o in opts), "msign_calls": sum(o.local_msign_calls for o in opts)}
+
     def diagnostics(self) -> dict[str, dict[str, Any]]:
         """Per-parameter numbers of the last step from the sub-optimizers that keep them (msign calls, ...)."""
         out: dict[str, dict[str, Any]] = {}
@@ -160,6 +190,13 @@ class ModularOptimizer(Optimizer):
             opt.load_state_dict(state_dict["optimizers"][rule])
         self.param_groups = [g for opt in self.optimizers.values() for g in opt.param_groups]
         self.nonfinite_skips = int(state_dict.get("modman", {}).get("nonfinite_skips", 0))
+
+
+def _matrices(opt: Optimizer) -> list[torch.Tensor]:
+    """The matrices whose updates a sub-optimizer computes with msign / a solver (same order on every rank)."""
+    if isinstance(opt, ManifoldRetraction):
+        return list(opt.retracted)
+    return [p for g in opt.param_groups for p in g["params"]]
 
 
 def _adamw(groups, betas, momentum):

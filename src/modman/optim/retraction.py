@@ -8,6 +8,7 @@ import torch
 from torch.optim import Optimizer
 
 from ..manifolds import Manifold, SpectralBall, Stiefel
+from .distributed import broadcast_from_owners, world
 from .base import guard_gradients, run_closure, matrix_shape, param_name
 
 __all__ = ["ManifoldRetraction", "StiefelRetraction", "SpectralRetraction"]
@@ -56,6 +57,8 @@ class ManifoldRetraction(Optimizer):
         self.skip_nonfinite = bool(skip_nonfinite)
         self.nonfinite_skips = 0
         self._msign_calls: dict[int, int] = {}
+        self._owners: dict[int, int] | None = None
+        self.local_matrices = self.local_msign_calls = 0
         super().__init__(base_optimizer.param_groups, base_optimizer.defaults)
         # Share the base's groups and state: schedulers and state_dict then act on the base directly.
         self.param_groups = base_optimizer.param_groups
@@ -73,15 +76,27 @@ class ManifoldRetraction(Optimizer):
         # A weight the base step leaves untouched keeps its exact bits: snapshot the zero-gradient ones.
         targets = [p for p in self.retracted if p.grad is not None]
         idle = {id(p): p.clone() for p in targets if not bool(p.grad.any())}
-        self.base_optimizer.step()
+        self.base_optimizer.step()  # elementwise: every rank runs it (the same numbers everywhere)
+        shared = [p for p in targets if self._owners is not None and id(p) in self._owners]
+        rank = world()[0]
         for p in targets:
+            if shared and self._owners.get(id(p), rank) != rank:
+                continue  # another rank retracts it and broadcasts the result
             before = idle.get(id(p))
             if before is not None and torch.equal(before, p):
                 self._msign_calls[id(p)] = 0
                 continue
             p.copy_(self.manifold.retract(p.reshape(matrix_shape(p))).view_as(p))
             self._msign_calls[id(p)] = self.msign_per_retraction
+            self.local_matrices += 1
+            self.local_msign_calls += self.msign_per_retraction
+        if shared:
+            broadcast_from_owners(shared, self._owners)
         return loss
+
+    def share_work(self, owners: dict[int, int] | None) -> None:
+        """Under DDP: retract only the matrices this rank owns and receive the others (see ManifoldOptimizer)."""
+        self._owners = owners
 
     def diagnostics(self) -> dict[str, dict[str, Any]]:
         """msign calls of the last step per retracted matrix."""

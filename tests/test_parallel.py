@@ -1,0 +1,100 @@
+"""--parallel ddp under torchrun (gloo, 2 CPU processes): same weights as one process, shared msign work,
+checkpoints saved on 2 processes resumed on 1."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from modman.experiments.train import TrainConfig, train
+from modman.optim.distributed import assign_owners
+
+TINY64 = dict(preset="tiny", batch_size=8, max_steps=6, log_every=1, eval_every=3, eval_batches=2, warmup_steps=2,
+              checkpoint_every=3, dtype="float64", progress=False)
+
+
+def torchrun(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *args]
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    return res
+
+
+def flags(settings: dict) -> list[str]:
+    out = []
+    for k, v in settings.items():
+        if k == "progress":
+            out.append("--no-progress")
+        else:
+            out += [f"--{k.replace('_', '-')}", str(v)]
+    return out
+
+
+def weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run_dir / "checkpoint.pt", weights_only=False)["model"]
+
+
+def test_owners_balance_the_work_and_agree_everywhere():
+    shapes = [(512, 128)] * 4 + [(128, 128)] * 8 + [(64, 64)] * 3
+    params = [torch.empty(s) for s in shapes]
+    owners = assign_owners(params, 2)
+    assert owners == assign_owners(params, 2)  # a pure function of the order and shapes
+    load = [sum(p.shape[0] * p.shape[1] * min(p.shape) for p in params if owners[id(p)] == r) for r in (0, 1)]
+    assert abs(load[0] - load[1]) <= 64 * 64 * 64
+    assert set(assign_owners(params, 1).values()) == {0}
+
+
+@pytest.mark.parametrize("exp", ["muon_all", "manifold_muon"])
+def test_two_processes_match_one_and_share_the_msign_work(tmp_path, exp):
+    settings = dict(TINY64, exp=exp, max_steps=5)
+    train(TrainConfig(**settings, out=str(tmp_path / "one")))
+    res = torchrun(["-m", "modman", "train", "--parallel", "ddp", "--out", str(tmp_path / "two"), *flags(settings)],
+                   tmp_path)
+    assert res.stdout.count("finished") == 1  # rank 0 prints the table, once
+    a, b = weights(tmp_path / "one" / exp), weights(tmp_path / "two" / exp)
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
+    one = [json.loads(line) for line in (tmp_path / "one" / exp / "metrics.jsonl").read_text().splitlines()]
+    two = [json.loads(line) for line in (tmp_path / "two" / exp / "metrics.jsonl").read_text().splitlines()]
+    losses = [(m["train_loss"], n["train_loss"]) for m, n in zip(one, two) if "train_loss" in m]
+    assert len(losses) == 5 and all(x == pytest.approx(y, rel=1e-9) for x, y in losses)
+    work = json.loads((tmp_path / "two" / exp / "summary.json").read_text())["work_per_rank"]
+    solo = json.loads((tmp_path / "one" / exp / "summary.json").read_text())["work_per_rank"][0]
+    assert len(work) == 2 and work[0]["matrices"] + work[1]["matrices"] == solo["matrices"]
+    assert all(0.35 <= w["matrices"] / solo["matrices"] <= 0.65 for w in work), work
+
+
+DRIVER = """
+import json, sys
+from modman.experiments.train import TrainConfig, train
+train(TrainConfig(**json.loads(sys.argv[1])), stop_after=int(sys.argv[2]))
+"""
+
+
+def test_checkpoint_of_two_processes_resumes_on_one(tmp_path):
+    settings = dict(TINY64, exp="manifold_muon")
+    train(TrainConfig(**settings, out=str(tmp_path / "straight")))
+    (tmp_path / "driver.py").write_text(DRIVER)
+    two = dict(settings, out=str(tmp_path / "broken"), parallel="ddp")
+    torchrun([str(tmp_path / "driver.py"), json.dumps(two), "4"], tmp_path)  # checkpoint at 3; step 4 is lost
+    saved = torch.load(tmp_path / "broken" / "manifold_muon" / "checkpoint.pt", weights_only=False)
+    assert saved["step"] == 3 and saved["config"]["parallel"] == "ddp"
+    train(TrainConfig(**settings, out=str(tmp_path / "broken")), resume=True)  # one process
+    a, b = weights(tmp_path / "straight" / "manifold_muon"), weights(tmp_path / "broken" / "manifold_muon")
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
+
+
+def test_ddp_outside_torchrun_and_uneven_batches_are_refused(tmp_path, monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    with pytest.raises(ValueError, match="runs under torchrun"):
+        train(TrainConfig(**dict(TINY64, exp="muon_all", parallel="ddp"), out=str(tmp_path)))
+    with pytest.raises(ValueError, match="--parallel must be none or ddp"):
+        TrainConfig(parallel="fsdp2")
+    with pytest.raises(ValueError, match="--dtype"):
+        TrainConfig(dtype="float16")
