@@ -218,3 +218,9 @@ def test_runs_from_older_versions_group_with_new_ones(tmp_path):
     (new / "summary.json").write_text(json.dumps(summary))
     (group,) = group_runs(load_runs(tmp_path)[0])
     assert len(group.runs) == 2
+
+
+def test_h3_needs_every_pair_to_agree(tmp_path):
+    # muon pair tied, stiefel pair favours the FFN: not "every pair" -> inconclusive
+    change = {"muon_attention": dict(val=1.95), "stiefel_attention": dict(val=2.05)}
+    assert verdicts(build(tmp_path, change, seeds=(0,)))["H3"] == INCONCLUSIVE

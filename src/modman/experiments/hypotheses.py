@@ -122,8 +122,13 @@ def h3(best: dict[str, Group], groups: list[Group]) -> Verdict:
             gain = f"{base.val_loss.mean - v.mean:+.3f}" if base and math.isfinite(v.mean) else "-"
             rows.append([name, v.fmt(), gain])
         signs.append(compare(va, vf, LOSS_TOL))
-    verdict, reason = _from_signs(signs, "the attention-only run has the lower loss in every pair",
-                                  "the FFN-only run has the lower loss in every pair")
+    if all(x < 0 for x in signs):
+        verdict, reason = SUPPORTED, "the attention-only run has the lower loss in every pair"
+    elif all(x > 0 for x in signs):
+        verdict, reason = NOT_SUPPORTED, "the FFN-only run has the lower loss in every pair"
+    else:
+        verdict, reason = INCONCLUSIVE, ("the pairs disagree" if any(x < 0 for x in signs) and any(x > 0 for x in signs)
+                                         else "in some pair the difference is within the spread")
     return Verdict("H3", title, rule, verdict, reason, ["experiment", "final val loss", "gain over baseline"], rows)
 
 
