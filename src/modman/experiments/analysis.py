@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Run", "Group", "load_runs", "group_runs", "best_groups", "Stat", "MATRIX_ROLES", "loss_spike",
+__all__ = ["Run", "Group", "relative_speed", "load_runs", "group_runs", "best_groups", "Stat", "MATRIX_ROLES", "loss_spike",
            "norm_growth", "worst_condition", "train_curve", "val_curve", "final_spectra", "compare"]
 
 MATRIX_ROLES = ("attention", "ffn")
@@ -201,6 +201,17 @@ class Group:
     @property
     def diverged(self) -> int:
         return sum(r.diverged for r in self.runs)
+
+    @property
+    def tokens_per_sec(self) -> Stat:
+        return self.stat(lambda r: r.summary["tokens_per_sec"] or math.nan)
+
+
+def relative_speed(group: Group, best: dict[str, "Group"]) -> str:
+    """The group's mean tokens/s over baseline's best group's, as ``0.55x`` (``-`` without a baseline)."""
+    base = best["baseline"].tokens_per_sec.mean if "baseline" in best else math.nan
+    tps = group.tokens_per_sec.mean
+    return f"{tps / base:.2f}x" if math.isfinite(base) and base > 0 and math.isfinite(tps) else "-"
 
 
 def _key(run: Run) -> str:

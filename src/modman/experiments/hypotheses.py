@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from .analysis import Group, compare, loss_spike, norm_growth
+from .analysis import Group, compare, loss_spike, norm_growth, relative_speed
 
 __all__ = ["Verdict", "judge_all", "LOSS_TOL", "SPIKE_TOL", "GROWTH_TOL", "SUPPORTED", "NOT_SUPPORTED",
            "INCONCLUSIVE"]
@@ -140,12 +140,8 @@ def h4(best: dict[str, Group], groups: list[Group]) -> Verdict:
     miss = _missing("H4", title, rule, best, ("manifold_muon", "muon_all", "stiefel_all"))
     if miss:
         return miss
-    base_tps = best["baseline"].stat(lambda r: r.summary["tokens_per_sec"]).mean if "baseline" in best else math.nan
-    rows = []
-    for e in ("muon_all", "stiefel_all", "manifold_muon"):
-        tps = best[e].stat(lambda r: r.summary["tokens_per_sec"] or math.nan)
-        rel = f"{tps.mean / base_tps:.2f}x" if math.isfinite(base_tps) and base_tps > 0 else "-"
-        rows.append([e, best[e].val_loss.fmt(), best[e].stat(loss_spike).fmt(".3f"), f"{tps.mean:.0f}", rel])
+    rows = [[e, best[e].val_loss.fmt(), best[e].stat(loss_spike).fmt(".3f"), f"{best[e].tokens_per_sec.mean:.0f}",
+             relative_speed(best[e], best)] for e in ("muon_all", "stiefel_all", "manifold_muon")]
     header = ["experiment", "final val loss", "largest loss spike", "tokens/s", "vs baseline"]
     mm = best["manifold_muon"]
     other = min(("muon_all", "stiefel_all"), key=lambda e: best[e].val_loss.mean)

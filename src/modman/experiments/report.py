@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from .analysis import Group, best_groups, group_runs, load_runs, loss_spike, norm_growth, worst_condition
+from .analysis import Group, best_groups, group_runs, load_runs, loss_spike, norm_growth, relative_speed, worst_condition
 from .hypotheses import LOSS_TOL, judge_all
 from .report_figures import write_figures
 from .runlog import write_text_atomic
@@ -29,17 +29,14 @@ def _ordered(best: dict[str, Group]) -> dict[str, Group]:
 
 
 def summary_rows(best: dict[str, Group]) -> list[list[str]]:
-    base = best.get("baseline")
-    base_tps = base.stat(lambda r: r.summary["tokens_per_sec"] or math.nan).mean if base else math.nan
     rows = []
     for exp, g in best.items():
-        tps = g.stat(lambda r: r.summary["tokens_per_sec"] or math.nan)
+        tps = g.tokens_per_sec
         ppl = g.stat(lambda r: math.inf if r.diverged or r.summary.get("final_val_ppl") is None
                      else r.summary["final_val_ppl"])
-        rel = f"{tps.mean / base_tps:.2f}x" if math.isfinite(base_tps) and base_tps > 0 and math.isfinite(tps.mean) else "-"
         rows.append([exp, g.label, str(len(g.runs)), f"{g.diverged}/{len(g.runs)}", g.val_loss.fmt(), ppl.fmt(".2f"),
-                     f"{tps.mean:.0f}" if math.isfinite(tps.mean) else "-", rel, g.stat(worst_condition).fmt(".2f"),
-                     g.stat(norm_growth).fmt(".3f"), g.stat(loss_spike).fmt(".3f")])
+                     f"{tps.mean:.0f}" if math.isfinite(tps.mean) else "-", relative_speed(g, best),
+                     g.stat(worst_condition).fmt(".2f"), g.stat(norm_growth).fmt(".3f"), g.stat(loss_spike).fmt(".3f")])
     return rows
 
 
@@ -48,7 +45,7 @@ SUMMARY_HEADER = ["experiment", "best setting", "seeds", "diverged", "final val 
 
 
 def build_blocks(root: Path, runs: list, problems: list[str], groups: list[Group], best: dict[str, Group],
-                 figures: dict[str, str]) -> list[Block]:
+                 figures: dict[str, str], verdicts: list) -> list[Block]:
     blocks: list[Block] = [("h", 1, f"modman report: {root}")]
     seeds = sorted({len(g.runs) for g in groups})
     blocks.append(("p", f"{len(runs)} runs, {len(groups)} settings, {len(best)} experiments; seeds per setting: "
@@ -68,7 +65,6 @@ def build_blocks(root: Path, runs: list, problems: list[str], groups: list[Group
                     [[g.exp, g.label, str(len(g.runs)), f"{g.diverged}/{len(g.runs)}", g.val_loss.fmt()]
                      for g in groups])]
     blocks.append(("h", 2, "Hypotheses of seed 002"))
-    verdicts = judge_all(best, groups)
     blocks.append(("table", ["hypothesis", "verdict", "why"], [[v.title, v.verdict, v.reason] for v in verdicts]))
     for v in verdicts:
         blocks += [("h", 3, v.title), ("p", f"Rule: {v.rule}")]
@@ -148,11 +144,12 @@ def analyze(root: str | Path, *, html_page: bool = False) -> dict[str, Any]:
     best = _ordered(best_groups(groups))
     out = root / "report"
     figures = write_figures(best, groups, out)
-    blocks = build_blocks(root, runs, problems, groups, best, figures)
+    verdicts = judge_all(best, groups)
+    blocks = build_blocks(root, runs, problems, groups, best, figures, verdicts)
     write_text_atomic(out / "report.md", render_markdown(blocks))
     page = None
     if html_page:
         page = out / "report.html"
         write_text_atomic(page, render_html(blocks, out))
     return {"report": out / "report.md", "html": page, "runs": len(runs), "skipped": problems,
-            "verdicts": {v.key: v.verdict for v in judge_all(best, groups)}}
+            "verdicts": {v.key: v.verdict for v in verdicts}}

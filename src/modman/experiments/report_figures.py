@@ -187,7 +187,7 @@ def tokens_per_sec(best: dict[str, Group], path: Path) -> Path:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(8, 4))
     exps = list(best)
-    stats = [best[e].stat(lambda r: r.summary["tokens_per_sec"] or math.nan) for e in exps]
+    stats = [best[e].tokens_per_sec for e in exps]
     ax.bar(range(len(exps)), [s.mean for s in stats], yerr=[s.sd for s in stats], color=[_color(e) for e in exps])
     ax.set_xticks(range(len(exps)), exps, rotation=30, ha="right", fontsize=8)
     ax.set_ylabel("training tokens / s")
