@@ -1,5 +1,5 @@
-"""--parallel ddp under torchrun (gloo, 2 CPU processes): same weights as one process, shared msign work,
-checkpoints saved on 2 processes resumed on 1."""
+"""--parallel ddp|fsdp under torchrun (gloo, 2 CPU processes): same weights as one process, shared msign work,
+torch.distributed.checkpoint checkpoints resumed on another number of processes."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from modman.experiments.checkpoint import load_checkpoint
 from modman.experiments.train import TrainConfig, train
 from modman.optim.distributed import assign_owners
 
@@ -38,7 +39,7 @@ def flags(settings: dict) -> list[str]:
 
 
 def weights(run_dir: Path) -> dict[str, torch.Tensor]:
-    return torch.load(run_dir / "checkpoint.pt", weights_only=False)["model"]
+    return load_checkpoint(run_dir)["model"]
 
 
 def test_owners_balance_the_work_and_agree_everywhere():
@@ -51,11 +52,12 @@ def test_owners_balance_the_work_and_agree_everywhere():
     assert set(assign_owners(params, 1).values()) == {0}
 
 
+@pytest.mark.parametrize("mode", ["ddp", "fsdp"])
 @pytest.mark.parametrize("exp", ["muon_all", "manifold_muon"])
-def test_two_processes_match_one_and_share_the_msign_work(tmp_path, exp):
+def test_two_processes_match_one_and_share_the_msign_work(tmp_path, exp, mode):
     settings = dict(TINY64, exp=exp, max_steps=5)
     train(TrainConfig(**settings, out=str(tmp_path / "one")))
-    res = torchrun(["-m", "modman", "train", "--parallel", "ddp", "--out", str(tmp_path / "two"), *flags(settings)],
+    res = torchrun(["-m", "modman", "train", "--parallel", mode, "--out", str(tmp_path / "two"), *flags(settings)],
                    tmp_path)
     assert res.stdout.count("finished") == 1  # rank 0 prints the table, once
     a, b = weights(tmp_path / "one" / exp), weights(tmp_path / "two" / exp)
@@ -73,19 +75,31 @@ def test_two_processes_match_one_and_share_the_msign_work(tmp_path, exp):
 DRIVER = """
 import json, sys
 from modman.experiments.train import TrainConfig, train
-train(TrainConfig(**json.loads(sys.argv[1])), stop_after=int(sys.argv[2]))
+cfg = json.loads(sys.argv[1])
+resume = cfg.pop("resume", False)
+train(TrainConfig(**cfg), resume=resume, stop_after=int(sys.argv[2]) or None)
 """
 
 
-def test_checkpoint_of_two_processes_resumes_on_one(tmp_path):
+@pytest.mark.parametrize("saved_on, resumed_on", [("ddp", "none"), ("fsdp", "none"), ("none", "fsdp")])
+def test_checkpoint_resumes_on_another_number_of_processes(tmp_path, saved_on, resumed_on):
     settings = dict(TINY64, exp="manifold_muon")
     train(TrainConfig(**settings, out=str(tmp_path / "straight")))
     (tmp_path / "driver.py").write_text(DRIVER)
-    two = dict(settings, out=str(tmp_path / "broken"), parallel="ddp")
-    torchrun([str(tmp_path / "driver.py"), json.dumps(two), "4"], tmp_path)  # checkpoint at 3; step 4 is lost
-    saved = torch.load(tmp_path / "broken" / "manifold_muon" / "checkpoint.pt", weights_only=False)
-    assert saved["step"] == 3 and saved["config"]["parallel"] == "ddp"
-    train(TrainConfig(**settings, out=str(tmp_path / "broken")), resume=True)  # one process
+
+    def run(mode: str, stop_after: int) -> None:
+        cfg = dict(settings, out=str(tmp_path / "broken"), parallel=mode, resume=stop_after == 0)
+        if mode == "none":
+            train(TrainConfig(**{k: v for k, v in cfg.items() if k != "resume"}), resume=cfg["resume"],
+                  stop_after=stop_after or None)
+        else:
+            torchrun([str(tmp_path / "driver.py"), json.dumps(cfg), str(stop_after)], tmp_path)
+
+    run(saved_on, 4)  # checkpoint at 3; step 4 is lost
+    saved = load_checkpoint(tmp_path / "broken" / "manifold_muon")
+    assert saved["step"] == 3 and saved["config"]["parallel"] == saved_on
+    run(resumed_on, 0)
+    assert load_checkpoint(tmp_path / "broken" / "manifold_muon")["step"] == 6
     a, b = weights(tmp_path / "straight" / "manifold_muon"), weights(tmp_path / "broken" / "manifold_muon")
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
 
@@ -94,7 +108,11 @@ def test_ddp_outside_torchrun_and_uneven_batches_are_refused(tmp_path, monkeypat
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     with pytest.raises(ValueError, match="runs under torchrun"):
         train(TrainConfig(**dict(TINY64, exp="muon_all", parallel="ddp"), out=str(tmp_path)))
-    with pytest.raises(ValueError, match="--parallel must be none or ddp"):
+    with pytest.raises(ValueError, match="runs under torchrun"):
+        train(TrainConfig(**dict(TINY64, exp="muon_all", parallel="fsdp"), out=str(tmp_path)))
+    with pytest.raises(ValueError, match="--parallel must be none, ddp or fsdp"):
         TrainConfig(parallel="fsdp2")
+    with pytest.raises(ValueError, match="--exp modular runs with --parallel none or ddp"):
+        TrainConfig(exp="modular", parallel="fsdp")
     with pytest.raises(ValueError, match="--dtype"):
         TrainConfig(dtype="float16")

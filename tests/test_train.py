@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from modman.experiments.checkpoint import load_checkpoint
 from modman.experiments.train import TrainConfig, TrainingDiverged, batch_at, lr_factor, train
 from modman.optim import EXPERIMENTS
 from modman.optim.modular import DEFAULT_LR
@@ -83,7 +84,7 @@ def _model_params(summary):
 
 
 def _final_state(run_dir):
-    return torch.load(Path(run_dir) / "checkpoint.pt", weights_only=False)
+    return load_checkpoint(run_dir)
 
 
 def _without_timings(rows):
@@ -133,7 +134,7 @@ def test_resume_after_sigkill_reaches_the_same_final_state(tmp_path):
             args += [f"--{k.replace('_', '-')}", str(v)]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ckpt = tmp_path / "killed" / "muon_all" / "checkpoint.pt"
+    ckpt = tmp_path / "killed" / "muon_all" / "checkpoint.json"
     deadline = time.time() + 120
     while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.01)

@@ -80,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train the LLaMA-style decoder with one of seed 002's experiments",
                            description="Train the byte-level LLaMA-style decoder on the embedded Shakespeare text "
                                        "(or --data) with one experiment's per-role optimizers; writes "
-                                       "OUT/EXP/{metrics.jsonl,spectra.jsonl,summary.json,checkpoint.pt,tensorboard/}. "
+                                       "OUT/EXP/{metrics.jsonl,spectra.jsonl,summary.json,checkpoint-STEP/,"
+                                       "tensorboard/}. "
                                        f"Experiments: {', '.join(EXPERIMENTS)}.")
     add_dataclass_arguments(train, TrainConfig, suppress_defaults=True)
     train.add_argument("--all", action="store_true", help="run every experiment, one after the other")

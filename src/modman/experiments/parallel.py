@@ -1,12 +1,14 @@
-"""``modman train --parallel ddp`` under torchrun: process group, batch slices, global losses.
+"""``modman train --parallel ddp|fsdp`` under torchrun: process group, batch slices, global losses.
 
 The global batch of a step is ``batch_at(seed, step)`` as in one process; rank r takes rows
-``[r·B/N, (r+1)·B/N)``. DDP averages the gradients, so N processes follow the same trajectory as one
-(up to float rounding), and the logged losses are the all-reduced global means.
+``[r·B/N, (r+1)·B/N)``. DDP and FSDP2 average the gradients, so N processes follow the same trajectory as
+one (up to float rounding), and the logged losses are the all-reduced global means. Under FSDP2 each
+transformer block (and the rest of the model) is sharded with ``fully_shard`` before the optimizer is built.
 """
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 
@@ -22,10 +24,26 @@ class Parallel:
     world: int = 1
     device: torch.device = torch.device("cpu")
     created: bool = False
+    mode: str = "none"
 
     @property
     def main(self) -> bool:
         return self.rank == 0
+
+    @property
+    def sharded(self) -> bool:
+        """FSDP2: weights are DTensors, so every rank takes part in forward passes and in reading weights."""
+        return self.mode == "fsdp"
+
+    def shard(self, model: torch.nn.Module) -> torch.nn.Module:
+        """FSDP2: ``fully_shard`` each block of ``model.layers``, then the model (in place); otherwise a no-op."""
+        if not self.sharded:
+            return model
+        from torch.distributed.fsdp import fully_shard
+
+        for block in getattr(model, "layers", []):
+            fully_shard(block)
+        return fully_shard(model)
 
     def slice(self, x: torch.Tensor) -> torch.Tensor:
         """This rank's rows of a global batch."""
@@ -43,7 +61,8 @@ class Parallel:
         return value / self.world
 
     def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
-        if self.world == 1:
+        """DDP: the module that synchronises gradients in backward (FSDP2's sharded model does so itself)."""
+        if self.world == 1 or self.sharded:
             return model
         from torch.nn.parallel import DistributedDataParallel
 
@@ -63,17 +82,21 @@ class Parallel:
 
     def close(self) -> None:
         if self.created and dist.is_initialized():
+            # FSDP2 modules live in reference cycles: free them while the group is alive, and let no rank tear it
+            # down while another still uses it (either aborted gloo's threads now and then: "terminate called").
+            gc.collect()
+            dist.barrier()
             dist.destroy_process_group()
 
 
 def init_parallel(mode: str, device: torch.device, batch_size: int) -> Parallel:
-    """``none``: one process. ``ddp``: join (or start) the default process group from torchrun's variables;
-    gloo on CPU, nccl on CUDA (each rank on ``cuda:LOCAL_RANK``)."""
+    """``none``: one process. ``ddp`` / ``fsdp``: join (or start) the default process group from torchrun's
+    variables; gloo on CPU, nccl on CUDA (each rank on ``cuda:LOCAL_RANK``)."""
     if mode == "none":
         return Parallel(device=device)
     if "WORLD_SIZE" not in os.environ and not dist.is_initialized():
-        raise ValueError("--parallel ddp runs under torchrun: torchrun --standalone --nproc_per_node N -m modman "
-                         "train --parallel ddp ...")
+        raise ValueError(f"--parallel {mode} runs under torchrun: torchrun --standalone --nproc_per_node N -m "
+                         f"modman train --parallel {mode} ...")
     created = False
     if not dist.is_initialized():
         if device.type == "cuda":
@@ -87,4 +110,4 @@ def init_parallel(mode: str, device: torch.device, batch_size: int) -> Parallel:
             dist.destroy_process_group()
         raise ValueError(f"--batch-size {batch_size} is not divisible by the {world} processes; each takes an "
                          "equal slice of the global batch")
-    return Parallel(rank, world, device, created)
+    return Parallel(rank, world, device, created, mode)

@@ -64,7 +64,7 @@ def run_experiments(settings: dict[str, Any], *, run_all: bool = False, resume: 
         cfg.resolved_device()  # an unusable --device fails before anything runs
     if not resume:
         for cfg in configs:
-            saved = load_checkpoint(cfg.run_dir)
+            saved = load_checkpoint(cfg.run_dir, keys={"step"})
             if saved is not None:
                 raise ValueError(f"{cfg.run_dir} already holds a run (checkpoint at step {saved['step']}); "
                                  "pass --resume to continue it, or choose another --out")

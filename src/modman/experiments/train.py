@@ -1,8 +1,8 @@
 """``modman train``: train the LLaMA-style decoder on byte tokens with one of seed 002's experiments.
 
 A run lives in ``OUT/<exp>/``: ``metrics.jsonl``, ``spectra.jsonl``, TensorBoard event files,
-``checkpoint.pt`` and, when it ends, ``summary.json``. Batches are a pure function of (seed, step), so
-a run resumed from a checkpoint — also after SIGKILL — takes exactly the steps of an uninterrupted run.
+``checkpoint-STEP/`` (torch.distributed.checkpoint, named by ``checkpoint.json``) and, when it ends,
+``summary.json``. Batches are a pure function of (seed, step), so a run resumed from a checkpoint — also after SIGKILL — takes exactly the steps of an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -78,8 +78,11 @@ class TrainConfig:
                                      "checkpoint_every"))
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"--dtype must be float32 or float64; got {self.dtype!r}")
-        if self.parallel not in ("none", "ddp"):
-            raise ValueError(f"--parallel must be none or ddp; got {self.parallel!r}")
+        if self.parallel not in ("none", "ddp", "fsdp"):
+            raise ValueError(f"--parallel must be none, ddp or fsdp; got {self.parallel!r}")
+        if self.parallel == "fsdp" and self.exp == "modular":
+            raise ValueError("--exp modular runs with --parallel none or ddp: its modular-norm steps act on whole "
+                             "modules, which FSDP2 shards")
         if not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
             raise ValueError(f"--warmup-steps must be an integer >= 0; got {self.warmup_steps!r}")
         if not 0 <= self.min_lr_ratio <= 1:
@@ -181,13 +184,14 @@ def _check_resume(saved: dict[str, Any], cfg: TrainConfig, data_sha: str, run_di
                          f"vs {data_sha[:12]}…); resume with the same --data")
 
 
-def _build(cfg: TrainConfig, device: torch.device):
+def _build(cfg: TrainConfig, device: torch.device, shard: Callable[[torch.nn.Module], torch.nn.Module] = lambda m: m):
+    """Model, optimizer and schedule; ``shard`` (FSDP2) acts on the model before the optimizer sees its weights."""
     torch.manual_seed(cfg.seed)
     dtype = getattr(torch, cfg.dtype)
     if cfg.exp == "modular":
         model, opt = _build_modular(cfg, device, dtype)
     else:
-        model = Transformer(PRESETS[cfg.preset]).to(device=device, dtype=dtype)
+        model = shard(Transformer(PRESETS[cfg.preset]).to(device=device, dtype=dtype))
         opt = ModularOptimizer(model, cfg.exp, cfg.lr, adamw_lr=cfg.adamw_lr, role_lr=cfg.role_lr,
                                weight_decay=cfg.weight_decay, momentum=cfg.momentum)
     for g in opt.param_groups:  # before the scheduler records the initial lrs
@@ -217,12 +221,13 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = No
           on_step: Callable[[int, float], None] | None = None) -> dict[str, Any]:
     """Run (or continue) one experiment; returns its summary. ``stop_after`` ends early (tests, interrupts).
 
-    With ``parallel="ddp"`` (under torchrun) every rank runs this; rank 0 writes the logs and checkpoints.
+    With ``parallel="ddp"`` or ``"fsdp"`` (under torchrun) every rank runs this; rank 0 writes the logs, every
+    rank its part of each checkpoint.
     """
     seq_len = PRESETS[cfg.preset].seq_len
     train_tokens, val_tokens, data_sha = _load_tokens(cfg, seq_len)
     run_dir = cfg.run_dir
-    saved = load_checkpoint(run_dir)
+    saved = load_checkpoint(run_dir, keys={"step", "config", "data_sha256"})
     if saved is not None and not resume:
         raise ValueError(f"{run_dir} already holds a run (checkpoint at step {saved['step']}); pass --resume to "
                          "continue it, or choose another --out")
@@ -233,21 +238,22 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = No
             return json.loads(summary_path.read_text())  # finished: nothing to do
     par = init_parallel(cfg.parallel, cfg.resolved_device(), cfg.batch_size)
     try:
-        return _run(cfg, par, saved, (train_tokens, val_tokens, data_sha, seq_len), stop_after, on_step)
+        return _run(cfg, par, saved is not None, (train_tokens, val_tokens, data_sha, seq_len), stop_after, on_step)
     finally:
         par.close()
 
 
-def _run(cfg: TrainConfig, par: Parallel, saved, data, stop_after, on_step) -> dict[str, Any]:
+def _run(cfg: TrainConfig, par: Parallel, resume: bool, data, stop_after, on_step) -> dict[str, Any]:
     train_tokens, val_tokens, data_sha, seq_len = data
     device, run_dir = par.device, cfg.run_dir
-    model, opt, sched = _build(cfg, device)
+    model, opt, sched = _build(cfg, device, par.shard)
     if par.world > 1 and isinstance(opt, ModularOptimizer):
         opt.share_work()
     logger = RunLogger(run_dir, cfg, opt, device, enabled=par.main)
     start, window = 0, _new_window()
     progress = {"train_seconds": 0.0, "wall": 0.0, "last_train": None, "last_val": None}
-    if saved is not None:
+    if resume:  # each process reads its shards and the state of the matrices it owns
+        saved = load_checkpoint(run_dir, model=model, optimizer=opt)
         model.load_state_dict(saved["model"])
         opt.load_state_dict(saved["optimizer"])
         sched.load_state_dict(saved["scheduler"])
@@ -265,15 +271,11 @@ def _run(cfg: TrainConfig, par: Parallel, saved, data, stop_after, on_step) -> d
         return progress["wall"] + time.perf_counter() - began
 
     def checkpoint(step: int) -> None:
-        if hasattr(opt, "gather_owned_state"):
-            opt.gather_owned_state()  # collective: every rank takes part
-        if par.main:
-            logger.flush()  # the logs reach the checkpoint's step before the checkpoint names it
-            save_checkpoint(run_dir, {"step": step, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                                      "scheduler": sched.state_dict(), "rng": rng_state(), "data_position": step,
-                                      "window": dict(window), "progress": dict(progress, wall=elapsed()),
-                                      "config": dataclasses.asdict(cfg), "data_sha256": data_sha})
-        par.barrier()
+        logger.flush()  # the logs reach the checkpoint's step before the checkpoint names it (rank 0 writes them)
+        save_checkpoint(run_dir, {"step": step, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                                  "scheduler": sched.state_dict(), "rng": rng_state(), "data_position": step,
+                                  "window": dict(window), "progress": dict(progress, wall=elapsed()),
+                                  "config": dataclasses.asdict(cfg), "data_sha256": data_sha}, step)
         logger.last_checkpoint = step
 
     bar = logger.progress(start)
@@ -287,14 +289,16 @@ def _run(cfg: TrainConfig, par: Parallel, saved, data, stop_after, on_step) -> d
             loss_value = par.mean(loss.detach()).item()  # the global batch's loss, on every rank
             if not math.isfinite(loss_value):
                 raise TrainingDiverged(f"{cfg.exp}: the training loss is {loss_value} at step {step + 1}; the run "
-                                       f"stopped there and {run_dir / 'checkpoint.pt'} keeps the last good state "
+                                       f"stopped there and the checkpoint in {run_dir} keeps the last good state "
                                        f"(step {logger.last_checkpoint}). Lower the learning rate (--lr) and start a "
                                        "new run (another --out).")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             done = step + 1
             logging = done % cfg.log_every == 0 or done == cfg.max_steps
-            grad_norms, lrs = (logger.grad_norms(model), _lrs_by_role(opt)) if logging and par.main else (None, None)
+            # FSDP2: reading sharded gradients and weights is collective, so every rank takes part.
+            reads = logging and (par.main or par.sharded)
+            grad_norms, lrs = (logger.grad_norms(model), _lrs_by_role(opt)) if reads else (None, None)
             opt.step()
             sched.step()
             if device.type == "cuda":
@@ -310,7 +314,8 @@ def _run(cfg: TrainConfig, par: Parallel, saved, data, stop_after, on_step) -> d
                 logger.log_train(done, window, lrs, grad_norms, progress["train_seconds"])
                 window = _new_window()
             if done % cfg.eval_every == 0 or done == cfg.max_steps:
-                progress["last_val"] = evaluate(model, evals, device) if par.main else progress["last_val"]
+                evaluating = par.main or par.sharded
+                progress["last_val"] = evaluate(model, evals, device) if evaluating else progress["last_val"]
                 logger.log_eval(done, progress["last_val"], model)
             if done % cfg.checkpoint_every == 0 or done == cfg.max_steps:
                 checkpoint(done)

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..optim.distributed import full_tensor
 from .runlog import JsonlLog, matrix_spectrum, run_versions, write_json_atomic
 
 __all__ = ["RunLogger"]
@@ -57,11 +58,13 @@ class RunLogger:
 
     @torch.no_grad()
     def grad_norms(self, model: nn.Module) -> dict[str, float]:
-        """Euclidean norm of the gradient of each role's parameters (one host sync)."""
+        """Euclidean norm of the gradient of each role's parameters (one host sync). Under FSDP2 every rank
+        calls it (a shard's square sum is all-reduced)."""
         squares: dict[str, list[torch.Tensor]] = {}
         for name, p in model.named_parameters():
             if p.grad is not None:
-                squares.setdefault(self.optimizer.roles[name], []).append(p.grad.float().square().sum())
+                square = p.grad.float().square().sum()
+                squares.setdefault(self.optimizer.roles[name], []).append(full_tensor(square))
         roles = list(squares)
         values = torch.stack([torch.stack(squares[r]).sum() for r in roles]).sqrt().tolist() if roles else []
         return dict(zip(roles, values))
@@ -89,15 +92,15 @@ class RunLogger:
             self.writer.add_scalar(f"grad_norm/{role}", value, step)
 
     def log_eval(self, step: int, val_loss: float, model: nn.Module) -> None:
+        """Validation loss and the spectrum of every matrix (FSDP2: every rank calls it; weights are gathered)."""
+        matrices = [(name, full_tensor(p.detach())) for name, p in model.named_parameters() if p.ndim >= 2]
         if not self.enabled:
             return
         ppl = math.exp(val_loss) if val_loss < 700 else float("inf")
         self._record(step).update(val_loss=val_loss, val_ppl=ppl)
         self.writer.add_scalar("val/loss", val_loss, step)
         self.writer.add_scalar("val/ppl", ppl, step)
-        for name, p in model.named_parameters():
-            if p.ndim < 2:
-                continue
+        for name, p in matrices:
             spec = matrix_spectrum(p)
             self.spectra.append({"step": step, "name": name, "role": self.optimizer.roles[name],
                                  "rule": self.optimizer.assignment[name], "shape": list(p.shape), **spec})

@@ -16,7 +16,8 @@ from torch.optim import Optimizer
 from ..msign import METHODS, msign
 from ..rules import SOLVER_NAMES
 from ..rules.muon import ADJUST_LR_FNS
-from .distributed import broadcast_from_owners, world
+from .distributed import (all_ranks_agree, assign_owners, broadcast_from_owners, gather_to_owner, is_dtensor,
+                          scatter_from_owner, world, write_full)
 
 __all__ = ["ManifoldOptimizer", "param_name", "matrix_shape", "nonfinite_grads", "guard_gradients", "run_closure"]
 
@@ -68,16 +69,21 @@ def matrix_shape(p: torch.Tensor) -> tuple[int, int]:
 
 
 def nonfinite_grads(named: list[tuple[str, torch.Tensor]]) -> list[str]:
-    """Names whose gradient holds NaN or Inf, with one host sync per device."""
+    """Names whose gradient holds NaN or Inf, with one host sync per device. DTensor (FSDP2) gradients are
+    checked shard by shard and the verdict agreed by every rank, so that all ranks skip or raise together."""
+    local = [(n, g.to_local() if is_dtensor(g) else g) for n, g in named]
     by_device: dict[torch.device, list[int]] = {}
-    for i, (_, g) in enumerate(named):
+    for i, (_, g) in enumerate(local):
         by_device.setdefault(g.device, []).append(i)
-    bad: list[str] = []
+    finite = [True] * len(local)
     for idx in by_device.values():
-        flags = torch.stack([torch.isfinite(named[i][1]).all() for i in idx])
+        flags = torch.stack([torch.isfinite(local[i][1]).all() for i in idx])
         if not bool(flags.all()):
-            bad += [named[i][0] for i, ok in zip(idx, flags.tolist()) if not ok]
-    return bad
+            for i, ok in zip(idx, flags.tolist()):
+                finite[i] = bool(ok)
+    if any(is_dtensor(g) for _, g in named):
+        finite = all_ranks_agree(finite, local[0][1].device)
+    return [n for (n, _), ok in zip(named, finite) if not ok]
 
 
 def run_closure(closure: Callable[[], Any] | None):
@@ -116,6 +122,7 @@ class ManifoldOptimizer(Optimizer):
     """
 
     matrix_only = True
+    owner_keeps_state = True  # under work sharing only a parameter's owner rank holds its state
     diagnostic_keys = ("step", "msign_calls", "iterations", "residual", "solver")
 
     def __init__(self, params, defaults: dict, *, skip_nonfinite: bool = False):
@@ -129,7 +136,8 @@ class ManifoldOptimizer(Optimizer):
     def share_work(self, owners: dict[int, int] | None) -> None:
         """Under DDP: update only the parameters this rank owns (``{id(p): rank}``, see
         ``modman.optim.distributed.assign_owners``) and receive the others from their owners; None turns it off.
-        Only owners keep a parameter's state: call ``gather_owned_state`` before saving ``state_dict``."""
+        Only owners keep a parameter's state (checkpoint with ``modman.experiments.checkpoint``, which saves
+        each rank's part). DTensor (FSDP2) parameters get owners on their first step when none were given."""
         self._owners = owners
 
     # ---------------------------------------------------------------- parameter groups
@@ -165,8 +173,12 @@ class ManifoldOptimizer(Optimizer):
         """Called once per parameter when its group is added (no-op by default)."""
 
     def _as_update_view(self, p: torch.Tensor):
-        """A writable tensor the update acts on, and a callable that writes it back into ``p``."""
+        """A writable tensor the update acts on, and a callable that writes it back into ``p``. For a DTensor
+        the whole tensor (gathered on every rank: collective, used when parameters are added)."""
         shape = matrix_shape(p) if self.matrix_only else tuple(p.shape)
+        if is_dtensor(p):
+            W = p.full_tensor().reshape(shape)
+            return W, lambda: write_full(p, W)
         if p.is_contiguous():
             return p.view(shape), lambda: None
         W = p.reshape(shape).clone()
@@ -188,27 +200,43 @@ class ManifoldOptimizer(Optimizer):
                 raise TypeError(f"{type(self).__name__}: {name} has a sparse gradient, which is not supported")
         if not guard_gradients(self, [(name, p.grad) for _, p, name in work]):
             return loss
-        shared = [p for _, p, _ in work if self._owners is not None and id(p) in self._owners]
-        if shared:
-            rank = world()[0]
-            work = [w for w in work if self._owners.get(id(w[1]), rank) == rank]
+        rank, size = world()
+        owners = self._owners or {}
+        if any(is_dtensor(p) and id(p) not in owners for _, p, _ in work):
+            owners = self._owners = {**assign_owners([p for g in self.param_groups for p in g["params"]], size),
+                                     **owners}
+        # FSDP2: the owner of each sharded parameter gathers it and its gradient (collectives in the same
+        # order on every rank), updates the whole matrix, and scatters the rows back below.
+        gathered: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        for _, p, _ in work:
+            if is_dtensor(p):
+                W, G = gather_to_owner(p, owners[id(p)]), gather_to_owner(p.grad, owners[id(p)])
+                if W is not None:
+                    shape = matrix_shape(p) if self.matrix_only else tuple(p.shape)
+                    gathered[id(p)] = (W.reshape(shape), G.reshape(shape))
         # Same-shape matrices of a group are updated together, so subclasses can batch their msign.
         buckets: dict[tuple, list[torch.Tensor]] = {}
         for group, p, _ in work:
-            key = (id(group), tuple(p.shape), p.dtype, p.device)
-            buckets.setdefault(key, [group]).append(p)
+            if owners.get(id(p), rank) == rank:
+                key = (id(group), tuple(p.shape), p.dtype, str(p.device))
+                buckets.setdefault(key, [group]).append(p)
         for group, *params in buckets.values():
-            views = [self._as_update_view(p) for p in params]
+            views = [(gathered[id(p)][0], lambda: None) if id(p) in gathered else self._as_update_view(p)
+                     for p in params]
             Ws = [W for W, _ in views]
-            Gs = [p.grad.reshape(W.shape) for p, W in zip(params, Ws)]
+            Gs = [gathered[id(p)][1] if id(p) in gathered else p.grad.reshape(W.shape) for p, W in zip(params, Ws)]
             self._update_many(Ws, Gs, [self.state[p] for p in params], group)
             for p, (_, writeback) in zip(params, views):
                 writeback()
                 self.state[p]["step"] = self.state[p].get("step", 0) + 1
                 self.local_matrices += 1
                 self.local_msign_calls += self.state[p].get("msign_calls", 0)
-        if shared:
-            broadcast_from_owners(shared, self._owners)
+        for _, p, _ in work:
+            if is_dtensor(p):
+                scatter_from_owner(gathered[id(p)][0] if id(p) in gathered else None, p, owners[id(p)])
+        replicated = [p for _, p, _ in work if id(p) in owners and not is_dtensor(p)]
+        if replicated:
+            broadcast_from_owners(replicated, owners)
         return loss
 
     def _update_many(self, Ws: list[torch.Tensor], Gs: list[torch.Tensor], states: list[dict], group: dict) -> None:

@@ -9,7 +9,7 @@ from torch import nn
 from torch.optim import Optimizer
 
 from .base import ManifoldOptimizer, guard_gradients, run_closure
-from .distributed import assign_owners, gather_owned_state, world
+from .distributed import assign_owners, world
 from .manifold_muon import ManifoldMuon
 from .muon import Muon
 from .retraction import ManifoldRetraction, SpectralRetraction, StiefelRetraction
@@ -142,8 +142,9 @@ class ModularOptimizer(Optimizer):
 
     # ---- data parallel --------------------------------------------------------------------------------
     def share_work(self, enabled: bool = True) -> dict[int, int] | None:
-        """Under DDP (a default process group with more than one rank): each rank computes the msign /
+        """Under DDP or FSDP2 (a default process group with more than one rank): each rank computes the msign /
         manifold Muon / retraction work of the matrices it owns only, and receives the others' results.
+        Owners keep their matrices' momentum / multiplier state; checkpoints save each rank's part.
         AdamW's elementwise steps run on every rank. Returns ``{id(param): owner rank}`` (None when off)."""
         _, size = world()
         sharing = [opt for rule, opt in self.optimizers.items() if rule != "adamw"]
@@ -154,13 +155,6 @@ class ModularOptimizer(Optimizer):
             opt.share_work(owners)
         self._owners = owners
         return owners
-
-    def gather_owned_state(self) -> None:
-        """Collective: give every rank the owners' momentum / multiplier state (call before ``state_dict``)."""
-        if getattr(self, "_owners", None):
-            for opt in self.optimizers.values():
-                if isinstance(opt, ManifoldOptimizer):
-                    gather_owned_state(opt, _matrices(opt), self._owners)
 
     @property
     def local_work(self) -> dict[str, int]:

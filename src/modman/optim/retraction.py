@@ -8,7 +8,8 @@ import torch
 from torch.optim import Optimizer
 
 from ..manifolds import Manifold, SpectralBall, Stiefel
-from .distributed import broadcast_from_owners, world
+from .distributed import (all_ranks_agree, assign_owners, broadcast_from_owners, full_tensor, gather_to_owner,
+                          is_dtensor, scatter_from_owner, world, write_full)
 from .base import guard_gradients, run_closure, matrix_shape, param_name
 
 __all__ = ["ManifoldRetraction", "StiefelRetraction", "SpectralRetraction"]
@@ -65,7 +66,9 @@ class ManifoldRetraction(Optimizer):
         self.state = base_optimizer.state
         with torch.no_grad():
             for p in retracted:
-                p.copy_(self.manifold.project(p.reshape(matrix_shape(p))).view_as(p))
+                full = full_tensor(p)  # a DTensor (FSDP2) is projected whole, identically on every rank
+                projected = self.manifold.project(full.reshape(matrix_shape(p))).view_as(full)
+                write_full(p, projected) if is_dtensor(p) else p.copy_(projected)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None):
@@ -75,23 +78,32 @@ class ManifoldRetraction(Optimizer):
             return loss
         # A weight the base step leaves untouched keeps its exact bits: snapshot the zero-gradient ones.
         targets = [p for p in self.retracted if p.grad is not None]
-        idle = {id(p): p.clone() for p in targets if not bool(p.grad.any())}
-        self.base_optimizer.step()  # elementwise: every rank runs it (the same numbers everywhere)
-        shared = [p for p in targets if self._owners is not None and id(p) in self._owners]
-        rank = world()[0]
-        for p in targets:
-            if shared and self._owners.get(id(p), rank) != rank:
-                continue  # another rank retracts it and broadcasts the result
-            before = idle.get(id(p))
-            if before is not None and torch.equal(before, p):
+        idle = {id(p): _local(p).clone() for p in targets if not bool(_local(p.grad).any())}
+        self.base_optimizer.step()  # elementwise: every rank runs it (on its shards under FSDP2)
+        rank, size = world()
+        owners = self._owners or {}
+        if any(is_dtensor(p) and id(p) not in owners for p in targets):
+            owners = self._owners = {**assign_owners(self.retracted, size), **owners}
+        # A sharded weight is idle only when it is unchanged on every rank.
+        unchanged = [id(p) in idle and torch.equal(idle[id(p)], _local(p)) for p in targets]
+        if any(is_dtensor(p) for p in targets):
+            unchanged = all_ranks_agree(unchanged, _local(targets[0]).device)
+        for p, still in zip(targets, unchanged):
+            owner = owners.get(id(p), rank)
+            if still:
                 self._msign_calls[id(p)] = 0
                 continue
-            p.copy_(self.manifold.retract(p.reshape(matrix_shape(p))).view_as(p))
-            self._msign_calls[id(p)] = self.msign_per_retraction
-            self.local_matrices += 1
-            self.local_msign_calls += self.msign_per_retraction
-        if shared:
-            broadcast_from_owners(shared, self._owners)
+            full = gather_to_owner(p, owner) if is_dtensor(p) else p
+            if owner == rank:
+                full.copy_(self.manifold.retract(full.reshape(matrix_shape(p))).view_as(full))
+                self._msign_calls[id(p)] = self.msign_per_retraction
+                self.local_matrices += 1
+                self.local_msign_calls += self.msign_per_retraction
+            if is_dtensor(p):
+                scatter_from_owner(full, p, owner)
+        replicated = [p for p, still in zip(targets, unchanged) if id(p) in owners and not is_dtensor(p) and not still]
+        if replicated:
+            broadcast_from_owners(replicated, owners)
         return loss
 
     def share_work(self, owners: dict[int, int] | None) -> None:
@@ -115,6 +127,10 @@ class ManifoldRetraction(Optimizer):
         self.param_groups = self.base_optimizer.param_groups
         self.state = self.base_optimizer.state
         self.nonfinite_skips = int(extra.get("nonfinite_skips", 0))
+
+
+def _local(t: torch.Tensor) -> torch.Tensor:
+    return t.to_local() if is_dtensor(t) else t
 
 
 class StiefelRetraction(ManifoldRetraction):
