@@ -52,8 +52,8 @@ def test_owners_balance_the_work_and_agree_everywhere():
     assert set(assign_owners(params, 1).values()) == {0}
 
 
-@pytest.mark.parametrize("mode", ["ddp", "fsdp"])
-@pytest.mark.parametrize("exp", ["muon_all", "manifold_muon"])
+@pytest.mark.parametrize("exp, mode", [("muon_all", "ddp"), ("manifold_muon", "ddp"), ("muon_all", "fsdp"),
+                                       ("manifold_muon", "fsdp"), ("modular", "ddp")])
 def test_two_processes_match_one_and_share_the_msign_work(tmp_path, exp, mode):
     settings = dict(TINY64, exp=exp, max_steps=5)
     train(TrainConfig(**settings, out=str(tmp_path / "one")))
@@ -81,9 +81,10 @@ train(TrainConfig(**cfg), resume=resume, stop_after=int(sys.argv[2]) or None)
 """
 
 
-@pytest.mark.parametrize("saved_on, resumed_on", [("ddp", "none"), ("fsdp", "none"), ("none", "fsdp")])
-def test_checkpoint_resumes_on_another_number_of_processes(tmp_path, saved_on, resumed_on):
-    settings = dict(TINY64, exp="manifold_muon")
+@pytest.mark.parametrize("exp, saved_on, resumed_on", [("manifold_muon", "ddp", "none"), ("manifold_muon", "fsdp", "none"),
+                                                       ("manifold_muon", "none", "fsdp"), ("modular", "none", "ddp")])
+def test_checkpoint_resumes_on_another_number_of_processes(tmp_path, exp, saved_on, resumed_on):
+    settings = dict(TINY64, exp=exp)
     train(TrainConfig(**settings, out=str(tmp_path / "straight")))
     (tmp_path / "driver.py").write_text(DRIVER)
 
@@ -96,11 +97,11 @@ def test_checkpoint_resumes_on_another_number_of_processes(tmp_path, saved_on, r
             torchrun([str(tmp_path / "driver.py"), json.dumps(cfg), str(stop_after)], tmp_path)
 
     run(saved_on, 4)  # checkpoint at 3; step 4 is lost
-    saved = load_checkpoint(tmp_path / "broken" / "manifold_muon")
+    saved = load_checkpoint(tmp_path / "broken" / exp)
     assert saved["step"] == 3 and saved["config"]["parallel"] == saved_on
     run(resumed_on, 0)
-    assert load_checkpoint(tmp_path / "broken" / "manifold_muon")["step"] == 6
-    a, b = weights(tmp_path / "straight" / "manifold_muon"), weights(tmp_path / "broken" / "manifold_muon")
+    assert load_checkpoint(tmp_path / "broken" / exp)["step"] == 6
+    a, b = weights(tmp_path / "straight" / exp), weights(tmp_path / "broken" / exp)
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
 
 

@@ -247,8 +247,8 @@ def _run(cfg: TrainConfig, par: Parallel, resume: bool, data, stop_after, on_ste
     train_tokens, val_tokens, data_sha, seq_len = data
     device, run_dir = par.device, cfg.run_dir
     model, opt, sched = _build(cfg, device, par.shard)
-    if par.world > 1 and isinstance(opt, ModularOptimizer):
-        opt.share_work()
+    if par.world > 1:
+        opt.share_work()  # each matrix's update computed by one owner rank
     logger = RunLogger(run_dir, cfg, opt, device, enabled=par.main)
     start, window = 0, _new_window()
     progress = {"train_seconds": 0.0, "wall": 0.0, "last_train": None, "last_val": None}
@@ -334,7 +334,7 @@ def _run(cfg: TrainConfig, par: Parallel, resume: bool, data, stop_after, on_ste
     finally:
         bar.close()
         logger.close()
-    work = par.gather(opt.local_work) if isinstance(opt, ModularOptimizer) else None
+    work = par.gather(opt.local_work)
     return logger.write_summary(cfg.max_steps, progress["last_train"], progress["last_val"],
                                 progress["train_seconds"], elapsed(), status="finished",
                                 extra={"processes": par.world, "work_per_rank": work})

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from ..optim.base import guard_gradients
+from ..optim.distributed import assign_owners, broadcast_from_owners, world
 from .module import Module
 
 __all__ = ["ModularDescent"]
@@ -47,6 +48,23 @@ class ModularDescent(torch.optim.Optimizer):
         names = {id(p): n for n, p in net.named_parameters()}
         self.roles = {names[id(a.weight)]: g["role"] for a, g in zip(self._atoms, self.param_groups)}
         self.assignment = {name: "modular" for name in self.roles}
+        self._owners: dict[int, int] | None = None
+        self.local_matrices = 0
+
+    owner_keeps_state = True  # under share_work only an atom's owner rank keeps its momentum
+
+    def share_work(self, enabled: bool = True) -> dict[int, int] | None:
+        """Under DDP (a process group of more than one rank): each atom's direction and retraction are computed
+        by one owner rank, which broadcasts the new weight (as ``ModularOptimizer.share_work``)."""
+        size = world()[1]
+        weights = [g["params"][0] for g in self.param_groups]
+        self._owners = assign_owners(weights, size) if enabled and size > 1 else None
+        return self._owners
+
+    @property
+    def local_work(self) -> dict[str, int]:
+        """Atoms updated by this process so far (to check the work is shared)."""
+        return {"matrices": self.local_matrices}
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -57,10 +75,12 @@ class ModularDescent(torch.optim.Optimizer):
         named = [(f"group {i}", g["params"][0]) for i, g in enumerate(self.param_groups)]
         if not guard_gradients(self, named):
             return loss
+        rank, owners = world()[0], self._owners or {}
         for atom, group in zip(self._atoms, self.param_groups):
             p = group["params"][0]
-            if p.grad is None:
+            if p.grad is None or owners.get(id(p), rank) != rank:
                 continue
+            self.local_matrices += 1
             state = self.state[p]
             if "momentum_buffer" not in state:
                 state["momentum_buffer"] = p.grad.detach().clone()
@@ -68,4 +88,6 @@ class ModularDescent(torch.optim.Optimizer):
             buf.lerp_(p.grad, 1 - group["momentum"])
             delta = atom.direction(buf, tangent=group["tangent"])
             p.copy_(atom.retract_step(delta, group["lr"]))
+        if owners:
+            broadcast_from_owners([g["params"][0] for g in self.param_groups if g["params"][0].grad is not None], owners)
         return loss
