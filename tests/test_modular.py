@@ -238,6 +238,23 @@ def test_modular_descent_trains_an_mlp_on_its_manifolds_and_round_trips_state():
         ModularDescent(torch.nn.Linear(2, 2))
 
 
+def test_sharded_weights_are_refused_by_name():
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import Shard, distribute_tensor
+
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        net = MLP((4, 8, 2), seed=0)
+        mesh = init_device_mesh("cpu", (1,))
+        for atom, _ in net.budgets():
+            atom.weight = torch.nn.Parameter(distribute_tensor(atom.weight.detach(), mesh, [Shard(0)]))
+        with pytest.raises(TypeError, match="DTensors \\(FSDP2\\).*DDP"):
+            ModularDescent(net)
+    finally:
+        dist.destroy_process_group()
+
+
 def test_it_is_a_torch_module():
     net = GPT(40, 16, 2, 1, seed=0)
     compiled = torch.compile(net, backend="aot_eager")

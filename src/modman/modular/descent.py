@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from ..optim.base import guard_gradients
-from ..optim.distributed import assign_owners, broadcast_from_owners, world
+from ..optim.distributed import assign_owners, broadcast_from_owners, is_dtensor, world
 from .module import Module
 
 __all__ = ["ModularDescent"]
@@ -39,6 +39,9 @@ class ModularDescent(torch.optim.Optimizer):
         pairs = net.budgets()
         if not pairs:
             raise ValueError("ModularDescent: the network has no atoms (no weights) to train")
+        if any(is_dtensor(atom.weight) for atom, _ in pairs):
+            raise TypeError("ModularDescent: the network's weights are DTensors (FSDP2); its modular-norm steps act "
+                            "on whole modules. Train it unsharded, or under DDP (share_work splits the atoms).")
         net.project()
         groups = [{"params": [atom.weight], "lr": lr / c, "budget": 1.0 / c, "role": getattr(atom, "role", "other"),
                    "rule": "modular"} for atom, c in pairs]
