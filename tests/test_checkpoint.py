@@ -69,3 +69,20 @@ def test_older_runs_single_file_still_loads_and_is_replaced(tmp_path):
     assert load_checkpoint(tmp_path, keys={"step"}) == {"step": 4}
     save_checkpoint(tmp_path, state(8), 8)
     assert not (tmp_path / LEGACY_NAME).exists() and load_checkpoint(tmp_path)["step"] == 8
+
+
+def test_an_fsdp2_run_cannot_resume_the_older_format_and_says_how(tmp_path):
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import Shard, distribute_tensor
+
+    torch.save(state(4), tmp_path / LEGACY_NAME)
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        model = torch.nn.Linear(4, 3)
+        mesh = init_device_mesh("cpu", (1,))
+        model.weight = torch.nn.Parameter(distribute_tensor(model.weight.detach(), mesh, [Shard(0)]))
+        with pytest.raises(ValueError, match="earlier versions.*--parallel none or ddp"):
+            load_checkpoint(tmp_path, model=model)
+    finally:
+        dist.destroy_process_group()

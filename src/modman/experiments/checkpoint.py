@@ -36,6 +36,10 @@ POINTER_NAME = "checkpoint.json"
 LEGACY_NAME = "checkpoint.pt"
 
 
+class _OlderFormat(Exception):
+    """A ``checkpoint.pt`` met by an FSDP2 run."""
+
+
 def rng_state() -> dict[str, Any]:
     """Every random state a run draws from (torch CPU, and CUDA when present)."""
     state = {"torch": torch.get_rng_state()}
@@ -148,6 +152,10 @@ def load_checkpoint(run_dir: str | Path, *, keys: set[str] | None = None, model:
         return None
     try:
         if path.suffix == ".pt":
+            if model is not None and any(is_dtensor(p) for p in model.parameters()):
+                raise _OlderFormat(f"checkpoint {path} is in the single-file format of earlier versions, which "
+                                   "FSDP2 cannot read; resume it once with --parallel none or ddp (its next "
+                                   "checkpoint is a torch.distributed.checkpoint folder), then with fsdp")
             saved = torch.load(path, map_location="cpu", weights_only=False)
             return saved if keys is None else {k: v for k, v in saved.items() if k in keys}
         reader = dcp.FileSystemReader(path)
@@ -157,6 +165,8 @@ def load_checkpoint(run_dir: str | Path, *, keys: set[str] | None = None, model:
             warnings.simplefilter("ignore", UserWarning)
             dcp.load(templates, storage_reader=reader, no_dist=not _distributed(),
                      planner=DefaultLoadPlanner(flatten_state_dict=False, flatten_sharded_tensors=False))
+    except _OlderFormat as e:
+        raise ValueError(str(e)) from None
     except Exception as e:  # noqa: BLE001 - any read failure means the same thing to the user
         raise ValueError(f"checkpoint {path} cannot be read ({type(e).__name__}: {e}); move it (and "
                          f"{POINTER_NAME}) away to start the run over") from None

@@ -2,7 +2,8 @@
 
 A run lives in ``OUT/<exp>/``: ``metrics.jsonl``, ``spectra.jsonl``, TensorBoard event files,
 ``checkpoint-STEP/`` (torch.distributed.checkpoint, named by ``checkpoint.json``) and, when it ends,
-``summary.json``. Batches are a pure function of (seed, step), so a run resumed from a checkpoint — also after SIGKILL — takes exactly the steps of an uninterrupted run.
+``summary.json``. Batches are a pure function of (seed, step), so a run resumed from a checkpoint — also
+after SIGKILL — takes exactly the steps of an uninterrupted run.
 """
 
 from __future__ import annotations

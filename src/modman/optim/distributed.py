@@ -82,12 +82,12 @@ def full_tensor(t: torch.Tensor) -> torch.Tensor:
 def gather_to_owner(t: DTensor, owner: int) -> torch.Tensor | None:
     """Collective over ``t``'s mesh: the whole tensor on rank ``owner``, None elsewhere.
 
-    Rows sharded on a 1-D mesh (FSDP2's ``Shard(0)``, torch.chunk sizes) are padded to equal blocks and
-    gathered to the owner only; any other layout falls back to an all-gather."""
+    Rows sharded on a 1-D mesh over every rank (FSDP2's ``Shard(0)``, torch.chunk sizes) are padded to equal
+    blocks and gathered to the owner only; any other layout falls back to an all-gather."""
     mesh = t.device_mesh
-    if mesh.ndim != 1 or tuple(t.placements) != (Shard(0),):
-        full = t.full_tensor()
-        return full if mesh.get_local_rank() == owner else None
+    if mesh.ndim != 1 or mesh.size() != world()[1] or tuple(t.placements) != (Shard(0),):
+        full = t.full_tensor()  # owners are global ranks
+        return full if world()[0] == owner else None
     group, size, local = mesh.get_group(), mesh.size(), t.to_local()
     rows = math.ceil(t.shape[0] / size) if t.shape[0] else 0
     block = local.new_zeros((rows, *t.shape[1:]))

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 
-from .base import ManifoldOptimizer, guard_gradients, run_closure
+from .base import guard_gradients, run_closure
 from .distributed import assign_owners, world
 from .manifold_muon import ManifoldMuon
 from .muon import Muon
