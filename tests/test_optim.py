@@ -364,3 +364,14 @@ def test_non_contiguous_parameter_gets_the_same_update(name):
         W.grad = G.clone()
         opt.step()
     assert torch.allclose(W_contig, W_strided, atol=1e-6)
+
+
+def test_nonfinite_detection_is_exact_when_a_finite_sum_overflows():
+    from modman.optim.base import nonfinite_grads
+
+    big = torch.full((4, 4), 3e38)  # finite, but its float32 sum is inf
+    half = torch.full((300, 300), 60000.0, dtype=torch.float16)  # finite; summed in float32 it stays finite
+    cancel = torch.tensor([[float("inf"), -float("inf")]])  # the sum is NaN
+    named = [("big", big), ("half", half), ("nan", torch.tensor([[0.0, float("nan")]])), ("cancel", cancel),
+             ("fine", torch.randn(3, 3)), ("inf64", torch.tensor([[1.0, float("inf")]], dtype=torch.float64))]
+    assert nonfinite_grads(named) == ["nan", "cancel", "inf64"]

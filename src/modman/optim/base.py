@@ -68,6 +68,10 @@ def matrix_shape(p: torch.Tensor) -> tuple[int, int]:
     return p.shape[0], p.numel() // p.shape[0] if p.shape[0] else 0
 
 
+def _accumulator(t: torch.Tensor) -> torch.dtype:
+    return torch.float64 if t.dtype == torch.float64 else torch.float32
+
+
 def nonfinite_grads(named: list[tuple[str, torch.Tensor]]) -> list[str]:
     """Names whose gradient holds NaN or Inf, with one host sync per device. DTensor (FSDP2) gradients are
     checked shard by shard and the verdict agreed by every rank, so that all ranks skip or raise together."""
@@ -77,10 +81,13 @@ def nonfinite_grads(named: list[tuple[str, torch.Tensor]]) -> list[str]:
         by_device.setdefault(g.device, []).append(i)
     finite = [True] * len(local)
     for idx in by_device.values():
-        flags = torch.stack([torch.isfinite(local[i][1]).all() for i in idx])
+        # A NaN/Inf makes the sum non-finite: one reduction per tensor (~20x cheaper than isfinite().all() on
+        # the CPU); a finite tensor whose sum overflows is told apart by the exact check.
+        sums = torch.stack([local[i][1].sum(dtype=_accumulator(local[i][1])) for i in idx])
+        flags = torch.isfinite(sums)
         if not bool(flags.all()):
             for i, ok in zip(idx, flags.tolist()):
-                finite[i] = bool(ok)
+                finite[i] = bool(ok) or bool(torch.isfinite(local[i][1]).all())
     if any(is_dtensor(g) for _, g in named):
         finite = all_ranks_agree(finite, local[0][1].device)
     return [n for (n, _), ok in zip(named, finite) if not ok]
