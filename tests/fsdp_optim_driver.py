@@ -29,12 +29,14 @@ def main(name: str, out: str, sharded: bool) -> None:
                                 torch.nn.Tanh(), torch.nn.Linear(15, 1, bias=False))
     data = torch.randn(4, 32, 4)
     if sharded:
+        from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import fully_shard
 
         dist.init_process_group("gloo")
+        mesh = init_device_mesh("cpu", (dist.get_world_size(),))  # fully_shard would pick CUDA where there is one
         for layer in model[::2]:
-            fully_shard(layer)
-        fully_shard(model)
+            fully_shard(layer, mesh=mesh)
+        fully_shard(model, mesh=mesh)
     opt = build(name, list(model.parameters()))
     rank, size = (dist.get_rank(), dist.get_world_size()) if sharded else (0, 1)
     for x in data:

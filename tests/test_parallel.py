@@ -17,7 +17,7 @@ from modman.experiments.train import TrainConfig, train
 from modman.optim.distributed import assign_owners
 
 TINY64 = dict(preset="tiny", batch_size=8, max_steps=6, log_every=1, eval_every=3, eval_batches=2, warmup_steps=2,
-              checkpoint_every=3, dtype="float64", progress=False)
+              checkpoint_every=3, dtype="float64", device="cpu", progress=False)  # gloo on the CPU, GPU or not
 
 
 def torchrun(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:

@@ -39,11 +39,13 @@ class Parallel:
         """FSDP2: ``fully_shard`` each block of ``model.layers``, then the model (in place); otherwise a no-op."""
         if not self.sharded:
             return model
+        from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import fully_shard
 
+        mesh = init_device_mesh(self.device.type, (self.world,))  # the run's device, not fully_shard's guess
         for block in getattr(model, "layers", []):
-            fully_shard(block)
-        return fully_shard(model)
+            fully_shard(block, mesh=mesh)
+        return fully_shard(model, mesh=mesh)
 
     def slice(self, x: torch.Tensor) -> torch.Tensor:
         """This rank's rows of a global batch."""
