@@ -16,8 +16,8 @@ from torch.optim import Optimizer
 from ..msign import METHODS, msign
 from ..rules import SOLVER_NAMES
 from ..rules.muon import ADJUST_LR_FNS
-from .distributed import (all_ranks_agree, assign_owners, broadcast_from_owners, gather_to_owner, is_dtensor,
-                          scatter_from_owner, world, write_full)
+from .distributed import (all_ranks_agree, assign_owners, broadcast_from_owners, gather_to_owners, is_dtensor,
+                          scatter_from_owners, world, write_full)
 
 __all__ = ["ManifoldOptimizer", "param_name", "matrix_shape", "nonfinite_grads", "guard_gradients", "run_closure"]
 
@@ -212,12 +212,13 @@ class ManifoldOptimizer(Optimizer):
         if any(is_dtensor(p) and id(p) not in owners for _, p, _ in work):
             owners = self._owners = {**assign_owners([p for g in self.param_groups for p in g["params"]], size),
                                      **owners}
-        # FSDP2: the owner of each sharded parameter gathers it and its gradient (collectives in the same
-        # order on every rank), updates the whole matrix, and scatters the rows back below.
+        # FSDP2: the owner of each sharded parameter gathers it and its gradient (one exchange for all of
+        # them, the same lists on every rank), updates the whole matrix, and scatters the rows back below.
+        sharded = [p for _, p, _ in work if is_dtensor(p)]
         gathered: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-        for _, p, _ in work:
-            if is_dtensor(p):
-                W, G = gather_to_owner(p, owners[id(p)]), gather_to_owner(p.grad, owners[id(p)])
+        if sharded:
+            fulls = gather_to_owners(sharded + [p.grad for p in sharded], [owners[id(p)] for p in sharded] * 2)
+            for p, W, G in zip(sharded, fulls, fulls[len(sharded):]):
                 if W is not None:
                     shape = matrix_shape(p) if self.matrix_only else tuple(p.shape)
                     gathered[id(p)] = (W.reshape(shape), G.reshape(shape))
@@ -238,9 +239,9 @@ class ManifoldOptimizer(Optimizer):
                 self.state[p]["step"] = self.state[p].get("step", 0) + 1
                 self.local_matrices += 1
                 self.local_msign_calls += self.state[p].get("msign_calls", 0)
-        for _, p, _ in work:
-            if is_dtensor(p):
-                scatter_from_owner(gathered[id(p)][0] if id(p) in gathered else None, p, owners[id(p)])
+        if sharded:
+            scatter_from_owners([gathered[id(p)][0] if id(p) in gathered else None for p in sharded], sharded,
+                                [owners[id(p)] for p in sharded])
         replicated = [p for _, p, _ in work if id(p) in owners and not is_dtensor(p)]
         if replicated:
             broadcast_from_owners(replicated, owners)

@@ -10,8 +10,8 @@ every rank computes the same assignment without talking.
 
 Under FSDP2 (``torch.distributed.fsdp.fully_shard``) a parameter is a DTensor whose rows are spread over
 the ranks (microsoft/dion's and Moonlight's design): its owner gathers the whole matrix and gradient from
-the shards (``gather_to_owner``), computes the update with the full state it keeps, and scatters the new
-rows back (``scatter_from_owner``).
+the shards, computes the update with the full state it keeps, and scatters the new rows back — for all
+matrices at once, one ``all_to_all_single`` each way (``gather_to_owners``, ``scatter_from_owners``).
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ import torch
 import torch.distributed as dist
 from torch.distributed.tensor import DTensor, Shard, distribute_tensor
 
-__all__ = ["world", "assign_owners", "broadcast_from_owners", "is_dtensor", "full_tensor", "gather_to_owner",
-           "scatter_from_owner", "write_full", "all_ranks_agree", "state_owners"]
+__all__ = ["world", "assign_owners", "broadcast_from_owners", "is_dtensor", "full_tensor", "gather_to_owners",
+           "scatter_from_owners", "write_full", "all_ranks_agree", "state_owners"]
 
 
 def world() -> tuple[int, int]:
@@ -78,33 +78,103 @@ def full_tensor(t: torch.Tensor) -> torch.Tensor:
     return t.full_tensor() if isinstance(t, DTensor) else t
 
 
-@torch.no_grad()
-def gather_to_owner(t: DTensor, owner: int) -> torch.Tensor | None:
-    """Collective over ``t``'s mesh: the whole tensor on rank ``owner``, None elsewhere.
-
-    Rows sharded on a 1-D mesh over every rank (FSDP2's ``Shard(0)``, torch.chunk sizes) are padded to equal
-    blocks and gathered to the owner only; any other layout falls back to an all-gather."""
+def _row_sharded(t: DTensor) -> bool:
+    """Rows split over a 1-D mesh of every rank (FSDP2's ``Shard(0)``): the layout the batched exchange handles."""
     mesh = t.device_mesh
-    if mesh.ndim != 1 or mesh.size() != world()[1] or tuple(t.placements) != (Shard(0),):
-        full = t.full_tensor()  # owners are global ranks
-        return full if world()[0] == owner else None
-    group, size, local = mesh.get_group(), mesh.size(), t.to_local()
+    return mesh.ndim == 1 and mesh.size() == world()[1] and tuple(t.placements) == (Shard(0),)
+
+
+def _block(t: DTensor, size: int) -> tuple[int, int]:
+    """(rows, elements) of one rank's padded block of ``t`` (torch.chunk sizes: ceil(m / size) rows)."""
     rows = math.ceil(t.shape[0] / size) if t.shape[0] else 0
-    block = local.new_zeros((rows, *t.shape[1:]))
-    block[:local.shape[0]] = local
-    mine = mesh.get_local_rank() == owner
-    blocks = [torch.empty_like(block) for _ in range(size)] if mine else None
-    dist.gather(block, blocks, group=group, group_dst=owner)
-    return torch.cat(blocks)[:t.shape[0]] if mine else None
+    return rows, rows * (t.numel() // t.shape[0] if t.shape[0] else 0)
+
+
+def _buckets(tensors: list[DTensor]) -> tuple[dict[tuple, list[int]], list[int]]:
+    """Indices of row-sharded tensors grouped by (dtype, device), and the indices of the rest."""
+    fast: dict[tuple, list[int]] = {}
+    slow: list[int] = []
+    for i, t in enumerate(tensors):
+        if _row_sharded(t):
+            fast.setdefault((t.dtype, str(t.to_local().device)), []).append(i)
+        else:
+            slow.append(i)
+    return fast, slow
 
 
 @torch.no_grad()
-def scatter_from_owner(full: torch.Tensor | None, t: DTensor, owner: int) -> None:
-    """Collective: write the owner's whole tensor ``full`` (None on the other ranks) into every rank's shard of ``t``."""
-    src = full.reshape(t.shape).to(t.dtype) if full is not None else torch.empty(t.shape, dtype=t.dtype,
-                                                                                  device=t.to_local().device)
-    new = distribute_tensor(src, t.device_mesh, t.placements, src_data_rank=owner)
-    t.to_local().copy_(new.to_local())
+def gather_to_owners(tensors: list[DTensor], owners: list[int]) -> list[torch.Tensor | None]:
+    """Collective (same lists on every rank): tensor i whole on rank ``owners[i]``, None elsewhere.
+
+    Row-sharded tensors of one dtype and device travel in one ``all_to_all_single``: each rank sends its
+    padded row block of every tensor to that tensor's owner. Other layouts fall back to an all-gather each."""
+    rank, size = world()
+    out: list[torch.Tensor | None] = [None] * len(tensors)
+    fast, slow = _buckets(tensors)
+    for idx in fast.values():
+        local = tensors[idx[0]].to_local()
+        sends, send_splits = [], []
+        for r in range(size):
+            parts = []
+            for i in idx:
+                if owners[i] == r:
+                    rows, _ = _block(tensors[i], size)
+                    block = local.new_zeros((rows, *tensors[i].shape[1:]))
+                    shard = tensors[i].to_local()
+                    block[:shard.shape[0]] = shard
+                    parts.append(block.reshape(-1))
+            sends += parts
+            send_splits.append(sum(p.numel() for p in parts))
+        mine = [i for i in idx if owners[i] == rank]
+        sizes = [_block(tensors[i], size)[1] for i in mine]
+        recv = local.new_empty(size * sum(sizes))
+        send = torch.cat(sends) if sends else local.new_empty(0)
+        dist.all_to_all_single(recv, send, [sum(sizes)] * size, send_splits)
+        by_source = [chunk.split(sizes) for chunk in recv.split(sum(sizes))] if mine else []
+        for j, i in enumerate(mine):
+            t = tensors[i]
+            rows = _block(t, size)[0]
+            out[i] = torch.cat([by_source[s][j].view(rows, *t.shape[1:]) for s in range(size)])[:t.shape[0]]
+    for i in slow:
+        full = tensors[i].full_tensor()  # owners are global ranks
+        out[i] = full if rank == owners[i] else None
+    return out
+
+
+@torch.no_grad()
+def scatter_from_owners(fulls: list[torch.Tensor | None], targets: list[DTensor], owners: list[int]) -> None:
+    """Collective: write each owner's whole tensor ``fulls[i]`` (None on the other ranks) into every rank's
+    shard of ``targets[i]``; one ``all_to_all_single`` per (dtype, device) of row-sharded targets."""
+    rank, size = world()
+    fast, slow = _buckets(targets)
+    for idx in fast.values():
+        local = targets[idx[0]].to_local()
+        mine = [i for i in idx if owners[i] == rank]
+        sends, send_splits = [], []
+        for s in range(size):
+            parts = []
+            for i in mine:
+                t, (rows, _) = targets[i], _block(targets[i], size)
+                block = local.new_zeros((rows, *t.shape[1:]))
+                piece = fulls[i].reshape(t.shape)[s * rows:(s + 1) * rows]
+                block[:piece.shape[0]] = piece
+                parts.append(block.reshape(-1))
+            sends += parts
+            send_splits.append(sum(p.numel() for p in parts))
+        recv_splits = [sum(_block(targets[i], size)[1] for i in idx if owners[i] == r) for r in range(size)]
+        recv = local.new_empty(sum(recv_splits))
+        send = torch.cat(sends) if sends else local.new_empty(0)
+        dist.all_to_all_single(recv, send, recv_splits, send_splits)
+        for r, chunk in enumerate(recv.split(recv_splits)):
+            from_r = [i for i in idx if owners[i] == r]
+            for i, block in zip(from_r, chunk.split([_block(targets[i], size)[1] for i in from_r])):
+                shard = targets[i].to_local()
+                shard.copy_(block.view(-1, *targets[i].shape[1:])[:shard.shape[0]])
+    for i in slow:
+        t = targets[i]
+        src = fulls[i].reshape(t.shape).to(t.dtype) if fulls[i] is not None else torch.empty(
+            t.shape, dtype=t.dtype, device=t.to_local().device)
+        t.to_local().copy_(distribute_tensor(src, t.device_mesh, t.placements, src_data_rank=owners[i]).to_local())
 
 
 @torch.no_grad()

@@ -8,8 +8,8 @@ import torch
 from torch.optim import Optimizer
 
 from ..manifolds import Manifold, SpectralBall, Stiefel
-from .distributed import (all_ranks_agree, assign_owners, broadcast_from_owners, full_tensor, gather_to_owner,
-                          is_dtensor, scatter_from_owner, world, write_full)
+from .distributed import (all_ranks_agree, assign_owners, broadcast_from_owners, full_tensor, gather_to_owners,
+                          is_dtensor, scatter_from_owners, world, write_full)
 from .base import guard_gradients, run_closure, matrix_shape, param_name
 
 __all__ = ["ManifoldRetraction", "StiefelRetraction", "SpectralRetraction"]
@@ -88,19 +88,21 @@ class ManifoldRetraction(Optimizer):
         unchanged = [id(p) in idle and torch.equal(idle[id(p)], _local(p)) for p in targets]
         if any(is_dtensor(p) for p in targets):
             unchanged = all_ranks_agree(unchanged, _local(targets[0]).device)
+        moving = [p for p, still in zip(targets, unchanged) if not still]
         for p, still in zip(targets, unchanged):
-            owner = owners.get(id(p), rank)
             if still:
                 self._msign_calls[id(p)] = 0
-                continue
-            full = gather_to_owner(p, owner) if is_dtensor(p) else p
-            if owner == rank:
+        sharded = [p for p in moving if is_dtensor(p)]  # FSDP2: gathered on their owners in one exchange
+        fulls = dict(zip(map(id, sharded), gather_to_owners(sharded, [owners[id(p)] for p in sharded])))
+        for p in moving:
+            full = fulls[id(p)] if is_dtensor(p) else p
+            if owners.get(id(p), rank) == rank:
                 full.copy_(self.manifold.retract(full.reshape(matrix_shape(p))).view_as(full))
                 self._msign_calls[id(p)] = self.msign_per_retraction
                 self.local_matrices += 1
                 self.local_msign_calls += self.msign_per_retraction
-            if is_dtensor(p):
-                scatter_from_owner(full, p, owner)
+        if sharded:
+            scatter_from_owners([fulls[id(p)] for p in sharded], sharded, [owners[id(p)] for p in sharded])
         replicated = [p for p, still in zip(targets, unchanged) if id(p) in owners and not is_dtensor(p) and not still]
         if replicated:
             broadcast_from_owners(replicated, owners)
