@@ -4,16 +4,22 @@ The parameters are the hidden matrices of a small LLaMA-style stack (per layer: 
 SwiGLU w1, w3 of 4d×d and w2 of d×4d). Every optimizer steps the same tensors with the same fixed
 gradients; the table gives the median step time and its ratio to torch.optim.Muon.
 
-    python -m benchmarks.optimizer_step [--device cuda] [--quick] [--width D] [--layers L]
+    python -m benchmarks.optimizer_step [--device cuda] [--quick] [--width D] [--layers L] [--interleave N]
+
+``--interleave N`` also times torch.optim.Muon and modman's default Muon alternately, N pairs of steps, three
+times: the ratio of the medians then sees the same machine state on both sides.
 """
 
 from __future__ import annotations
+
+import statistics
+import time
 
 import torch
 
 from modman.optim import HypersphericalDescent, ManifoldMuon, Muon
 
-from .common import finish, parser, timeit
+from .common import finish, parser, sync, timeit
 
 
 def model_matrices(width: int, layers: int, device: str, seed: int) -> list[torch.Tensor]:
@@ -40,6 +46,8 @@ def main(argv=None):
     p = parser(__doc__)
     p.add_argument("--width", type=int, default=None)
     p.add_argument("--layers", type=int, default=None)
+    p.add_argument("--interleave", type=int, default=0, metavar="N",
+                   help="also time torch.optim.Muon and modman Muon alternately, N pairs, three times")
     args = p.parse_args(argv)
     width = args.width or (64 if args.quick else 256)
     layers = args.layers or (1 if args.quick else 2)
@@ -47,11 +55,16 @@ def main(argv=None):
     g = torch.Generator().manual_seed(args.seed + 1)
     grads = [torch.randn(w.shape, generator=g).to(args.device) for w in base]
     rows = []
-    for name, make in OPTIMIZERS.items():
+
+    def build(make):
         params = [torch.nn.Parameter(w.clone()) for w in base]
         opt = make(params)
         for prm, grad in zip(params, grads):
             prm.grad = grad.clone()
+        return opt
+
+    for name, make in OPTIMIZERS.items():
+        opt = build(make)
         repeat = 1 if "dual_ascent" in name else 5
         seconds = timeit(opt.step, args.device, repeat=repeat, warmup=1)
         diag = opt.diagnostics() if hasattr(opt, "diagnostics") else {}
@@ -60,8 +73,32 @@ def main(argv=None):
     ref = next(r["ms_per_step"] for r in rows if r["optimizer"] == "torch.optim.Muon")
     for r in rows:
         r["vs_torch_muon"] = r["ms_per_step"] / ref
+    pairs = interleaved(build, args.interleave, args.device) if args.interleave else []
     finish("optimizer_step", args, rows, ["optimizer", "ms_per_step", "vs_torch_muon", "msign_calls_per_step"],
-           extra={"width": width, "layers": layers, "shapes": [list(w.shape) for w in base]})
+           extra={"width": width, "layers": layers, "shapes": [list(w.shape) for w in base], "interleaved": pairs})
+
+
+def interleaved(build, n: int, device: str) -> list[dict]:
+    """torch.optim.Muon and modman Muon stepped alternately, n pairs, three rounds: medians and their ratio."""
+    names = ("torch.optim.Muon", "modman Muon (PE 5, bf16; default)")
+    opts = [build(OPTIMIZERS[name]) for name in names]
+    for opt in opts:
+        opt.step()
+    out = []
+    for _ in range(3):
+        times: list[list[float]] = [[], []]
+        for _ in range(n):
+            for k, opt in enumerate(opts):
+                sync(device)
+                t0 = time.perf_counter()
+                opt.step()
+                sync(device)
+                times[k].append(time.perf_counter() - t0)
+        torch_ms, modman_ms = (1000 * statistics.median(t) for t in times)
+        out.append({"torch_ms": torch_ms, "modman_ms": modman_ms, "ratio": modman_ms / torch_ms})
+        print(f"interleaved, {n} pairs: torch.optim.Muon {torch_ms:.2f} ms, modman Muon {modman_ms:.2f} ms, "
+              f"ratio {modman_ms / torch_ms:.3f}")
+    return out
 
 
 if __name__ == "__main__":
