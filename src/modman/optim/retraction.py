@@ -68,7 +68,10 @@ class ManifoldRetraction(Optimizer):
             for p in retracted:
                 full = full_tensor(p)  # a DTensor (FSDP2) is projected whole, identically on every rank
                 projected = self.manifold.project(full.reshape(matrix_shape(p))).view_as(full)
-                write_full(p, projected) if is_dtensor(p) else p.copy_(projected)
+                if is_dtensor(p):
+                    write_full(p, projected)
+                else:
+                    p.copy_(projected)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None):
