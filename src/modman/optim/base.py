@@ -16,8 +16,8 @@ from torch.optim import Optimizer
 from ..msign import METHODS, msign
 from ..rules import SOLVER_NAMES
 from ..rules.muon import ADJUST_LR_FNS
-from .distributed import (all_ranks_agree, assign_owners, broadcast_from_owners, gather_to_owners, is_dtensor,
-                          scatter_from_owners, world, write_full)
+from .distributed import (all_ranks_agree, broadcast_from_owners, gather_to_owners, is_dtensor, local_tensor,
+                          scatter_from_owners, with_sharded_owners, world, write_full)
 
 __all__ = ["ManifoldOptimizer", "param_name", "matrix_shape", "nonfinite_grads", "guard_gradients", "run_closure"]
 
@@ -75,7 +75,7 @@ def _accumulator(t: torch.Tensor) -> torch.dtype:
 def nonfinite_grads(named: list[tuple[str, torch.Tensor]]) -> list[str]:
     """Names whose gradient holds NaN or Inf, with one host sync per device. DTensor (FSDP2) gradients are
     checked shard by shard and the verdict agreed by every rank, so that all ranks skip or raise together."""
-    local = [(n, g.to_local() if is_dtensor(g) else g) for n, g in named]
+    local = [(n, local_tensor(g)) for n, g in named]
     by_device: dict[torch.device, list[int]] = {}
     for i, (_, g) in enumerate(local):
         by_device.setdefault(g.device, []).append(i)
@@ -208,10 +208,9 @@ class ManifoldOptimizer(Optimizer):
         if not guard_gradients(self, [(name, p.grad) for _, p, name in work]):
             return loss
         rank, size = world()
-        owners = self._owners or {}
-        if any(is_dtensor(p) and id(p) not in owners for _, p, _ in work):
-            owners = self._owners = {**assign_owners([p for g in self.param_groups for p in g["params"]], size),
-                                     **owners}
+        owners = with_sharded_owners(self._owners, [p for _, p, _ in work],
+                                     [p for g in self.param_groups for p in g["params"]], size)
+        self._owners = owners or self._owners
         # FSDP2: the owner of each sharded parameter gathers it and its gradient (one exchange for all of
         # them, the same lists on every rank), updates the whole matrix, and scatters the rows back below.
         sharded = [p for _, p, _ in work if is_dtensor(p)]

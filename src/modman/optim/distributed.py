@@ -24,7 +24,8 @@ import torch
 import torch.distributed as dist
 from torch.distributed.tensor import DTensor, Shard, distribute_tensor
 
-__all__ = ["world", "assign_owners", "broadcast_from_owners", "is_dtensor", "full_tensor", "gather_to_owners",
+__all__ = ["world", "assign_owners", "broadcast_from_owners", "is_dtensor", "local_tensor", "full_tensor",
+           "with_sharded_owners", "gather_to_owners",
            "scatter_from_owners", "write_full", "all_ranks_agree", "state_owners"]
 
 
@@ -73,6 +74,20 @@ def is_dtensor(t) -> bool:
     return isinstance(t, DTensor)
 
 
+def local_tensor(t: torch.Tensor) -> torch.Tensor:
+    """This rank's shard of a DTensor, else ``t`` itself (no communication)."""
+    return t.to_local() if isinstance(t, DTensor) else t
+
+
+def with_sharded_owners(owners: dict[int, int] | None, moving, pool, size: int) -> dict[int, int]:
+    """``owners``, completed by an assignment over ``pool`` when a DTensor in ``moving`` has no owner yet (an
+    FSDP2 parameter is always updated by one owner rank, whether or not ``share_work`` was called)."""
+    owners = owners or {}
+    if any(isinstance(p, DTensor) and id(p) not in owners for p in moving):
+        return {**assign_owners(pool, size), **owners}
+    return owners
+
+
 def full_tensor(t: torch.Tensor) -> torch.Tensor:
     """The whole tensor: a DTensor's shards gathered (collective: every rank calls it), else ``t`` itself."""
     return t.full_tensor() if isinstance(t, DTensor) else t
@@ -102,6 +117,22 @@ def _buckets(tensors: list[DTensor]) -> tuple[dict[tuple, list[int]], list[int]]
     return fast, slow
 
 
+def _pad_rows(x: torch.Tensor, rows: int, like: torch.Tensor) -> torch.Tensor:
+    """``x`` with zero rows appended up to ``rows``, in ``like``'s dtype, flattened (one rank's block)."""
+    block = like.new_zeros((rows, *x.shape[1:]))
+    block[:x.shape[0]] = x
+    return block.reshape(-1)
+
+
+def _all_to_all(like: torch.Tensor, parts_for: list[list[torch.Tensor]], recv_splits: list[int]) -> torch.Tensor:
+    """``all_to_all_single``: ``parts_for[r]`` (flat tensors) go to rank r; returns what every rank sent here."""
+    flat = [part for parts in parts_for for part in parts]
+    send = torch.cat(flat) if flat else like.new_empty(0)
+    recv = like.new_empty(sum(recv_splits))
+    dist.all_to_all_single(recv, send, recv_splits, [sum(p.numel() for p in parts) for parts in parts_for])
+    return recv
+
+
 @torch.no_grad()
 def gather_to_owners(tensors: list[DTensor], owners: list[int]) -> list[torch.Tensor | None]:
     """Collective (same lists on every rank): tensor i whole on rank ``owners[i]``, None elsewhere.
@@ -113,23 +144,11 @@ def gather_to_owners(tensors: list[DTensor], owners: list[int]) -> list[torch.Te
     fast, slow = _buckets(tensors)
     for idx in fast.values():
         local = tensors[idx[0]].to_local()
-        sends, send_splits = [], []
-        for r in range(size):
-            parts = []
-            for i in idx:
-                if owners[i] == r:
-                    rows, _ = _block(tensors[i], size)
-                    block = local.new_zeros((rows, *tensors[i].shape[1:]))
-                    shard = tensors[i].to_local()
-                    block[:shard.shape[0]] = shard
-                    parts.append(block.reshape(-1))
-            sends += parts
-            send_splits.append(sum(p.numel() for p in parts))
+        parts_for = [[_pad_rows(tensors[i].to_local(), _block(tensors[i], size)[0], local)
+                      for i in idx if owners[i] == r] for r in range(size)]
         mine = [i for i in idx if owners[i] == rank]
         sizes = [_block(tensors[i], size)[1] for i in mine]
-        recv = local.new_empty(size * sum(sizes))
-        send = torch.cat(sends) if sends else local.new_empty(0)
-        dist.all_to_all_single(recv, send, [sum(sizes)] * size, send_splits)
+        recv = _all_to_all(local, parts_for, [sum(sizes)] * size)
         by_source = [chunk.split(sizes) for chunk in recv.split(sum(sizes))] if mine else []
         for j, i in enumerate(mine):
             t = tensors[i]
@@ -150,21 +169,14 @@ def scatter_from_owners(fulls: list[torch.Tensor | None], targets: list[DTensor]
     for idx in fast.values():
         local = targets[idx[0]].to_local()
         mine = [i for i in idx if owners[i] == rank]
-        sends, send_splits = [], []
-        for s in range(size):
-            parts = []
-            for i in mine:
-                t, (rows, _) = targets[i], _block(targets[i], size)
-                block = local.new_zeros((rows, *t.shape[1:]))
-                piece = fulls[i].reshape(t.shape)[s * rows:(s + 1) * rows]
-                block[:piece.shape[0]] = piece
-                parts.append(block.reshape(-1))
-            sends += parts
-            send_splits.append(sum(p.numel() for p in parts))
+
+        def rows_for(i: int, s: int) -> torch.Tensor:
+            rows = _block(targets[i], size)[0]
+            return _pad_rows(fulls[i].reshape(targets[i].shape)[s * rows:(s + 1) * rows], rows, local)
+
+        parts_for = [[rows_for(i, s) for i in mine] for s in range(size)]
         recv_splits = [sum(_block(targets[i], size)[1] for i in idx if owners[i] == r) for r in range(size)]
-        recv = local.new_empty(sum(recv_splits))
-        send = torch.cat(sends) if sends else local.new_empty(0)
-        dist.all_to_all_single(recv, send, recv_splits, send_splits)
+        recv = _all_to_all(local, parts_for, recv_splits)
         for r, chunk in enumerate(recv.split(recv_splits)):
             from_r = [i for i in idx if owners[i] == r]
             for i, block in zip(from_r, chunk.split([_block(targets[i], size)[1] for i in from_r])):

@@ -8,8 +8,8 @@ import torch
 from torch.optim import Optimizer
 
 from ..manifolds import Manifold, SpectralBall, Stiefel
-from .distributed import (all_ranks_agree, assign_owners, broadcast_from_owners, full_tensor, gather_to_owners,
-                          is_dtensor, scatter_from_owners, world, write_full)
+from .distributed import (all_ranks_agree, broadcast_from_owners, full_tensor, gather_to_owners, is_dtensor,
+                          local_tensor as _local, scatter_from_owners, with_sharded_owners, world, write_full)
 from .base import guard_gradients, run_closure, matrix_shape, param_name
 
 __all__ = ["ManifoldRetraction", "StiefelRetraction", "SpectralRetraction"]
@@ -84,9 +84,8 @@ class ManifoldRetraction(Optimizer):
         idle = {id(p): _local(p).clone() for p in targets if not bool(_local(p.grad).any())}
         self.base_optimizer.step()  # elementwise: every rank runs it (on its shards under FSDP2)
         rank, size = world()
-        owners = self._owners or {}
-        if any(is_dtensor(p) and id(p) not in owners for p in targets):
-            owners = self._owners = {**assign_owners(self.retracted, size), **owners}
+        owners = with_sharded_owners(self._owners, targets, self.retracted, size)
+        self._owners = owners or self._owners
         # A sharded weight is idle only when it is unchanged on every rank.
         unchanged = [id(p) in idle and torch.equal(idle[id(p)], _local(p)) for p in targets]
         if any(is_dtensor(p) for p in targets):
@@ -132,10 +131,6 @@ class ManifoldRetraction(Optimizer):
         self.param_groups = self.base_optimizer.param_groups
         self.state = self.base_optimizer.state
         self.nonfinite_skips = int(extra.get("nonfinite_skips", 0))
-
-
-def _local(t: torch.Tensor) -> torch.Tensor:
-    return t.to_local() if is_dtensor(t) else t
 
 
 class StiefelRetraction(ManifoldRetraction):
