@@ -1,7 +1,8 @@
 """(b) Manifold Muon solvers: residual, certified duality gap, msign calls, iterations and time.
 
 Random W (on Stiefel) and G at three gradient scales per aspect ratio, then along a training
-trajectory (a Stiefel layer fitted to a teacher with Nesterov momentum), warm-started or not.
+trajectory (a Stiefel layer fitted to a teacher with Nesterov momentum) with the default solver for
+tall W (``hybrid``), warm-started or not.
 
     python -m benchmarks.solvers [--device cuda] [--quick]
 """
@@ -31,6 +32,7 @@ def solve(W, G, solver, device, multiplier=None):
         "rel_gap": duality_gap(W, G, A, info["multiplier"])["relative_gap"],
         "msign_calls": info["msign_calls"],
         "iterations": info["iterations"],
+        "cg_steps": info.get("cg_steps", 0),
         "ms": 1000 * seconds,
     }
 
@@ -66,8 +68,8 @@ def trajectory_rows(args, shape, steps):
         W = W.detach()
         buf.lerp_(G, 0.05)
         M = G.lerp(buf, 0.95)
-        _, _, cold = solve(W, M, "fixed_point", args.device)
-        A, info, warm = solve(W, M, "fixed_point", args.device, multiplier=warm_multiplier)
+        _, _, cold = solve(W, M, "hybrid", args.device)
+        A, info, warm = solve(W, M, "hybrid", args.device, multiplier=warm_multiplier)
         warm_multiplier = info["multiplier"]
         stats["cold"].append(cold)
         stats["warm"].append(warm)
@@ -92,10 +94,12 @@ def main(argv=None):
             [(1024, 256), (1024, 512)], 20
 
     def solvers(m, n):
-        return ["dual_ascent", "closed_form", "fixed_point"] if m == n else ["dual_ascent", "fixed_point"]
+        return ["dual_ascent", "closed_form", "fixed_point"] if m == n else \
+            ["dual_ascent", "fixed_point", "newton", "hybrid"]
 
     rows = random_rows(args, shapes, solvers)
-    columns = ["shape", "aspect", "solver", "grad_scale", "residual", "rel_gap", "msign_calls", "iterations", "ms"]
+    columns = ["shape", "aspect", "solver", "grad_scale", "residual", "rel_gap", "msign_calls", "iterations",
+               "cg_steps", "ms"]
     traj_rows = [r for shape in traj for r in trajectory_rows(args, shape, traj_steps)]
     from .common import format_table
 

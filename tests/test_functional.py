@@ -109,7 +109,7 @@ def test_warm_start_from_a_solved_multiplier_needs_fewer_iterations():
 @pytest.mark.parametrize(
     "kwargs,match",
     [
-        ({"solver": "newton"}, "unknown solver"),
+        ({"solver": "lbfgs"}, "unknown solver"),
         ({"steps": 0}, "steps"),
         ({"multiplier": torch.zeros(3, 3)}, "multiplier"),
     ],

@@ -29,11 +29,8 @@ def reference_value(W, G):
     return cert["dual"]
 
 
-@pytest.mark.parametrize("shape", [(96, 24), (240, 10), (24, 96), (60, 15)])  # aspect ratios 4, 24, 1/4, 4
-@pytest.mark.parametrize("scale", [1e-4, 1.0, 1e4])
-def test_fixed_point_meets_residual_gap_and_objective_within_1e6(shape, scale):
-    W, G = problem(*shape, seed=1, scale=scale)
-    A, info = manifold_muon_direction(W, G, solver="fixed_point", tol=1e-7)
+def assert_optimal_within_1e6(W, G, A, info):
+    """Tangent, feasible, certified gap <= 1e-6 and objective within 1e-6 of the reference solve."""
     Wt, At = tall(W, A)
     assert tangent_residual(Wt, At) <= 1e-6
     cert = duality_gap(W, G, A, info["multiplier"])
@@ -41,6 +38,14 @@ def test_fixed_point_meets_residual_gap_and_objective_within_1e6(shape, scale):
     assert torch.linalg.matrix_norm(A, ord=2) <= 1 + 1e-9
     objective = float((G * A).sum())
     assert abs(objective - reference_value(W, G)) <= 1e-6 * abs(objective)
+
+
+@pytest.mark.parametrize("shape", [(96, 24), (240, 10), (24, 96), (60, 15)])  # aspect ratios 4, 24, 1/4, 4
+@pytest.mark.parametrize("scale", [1e-4, 1.0, 1e4])
+def test_fixed_point_meets_residual_gap_and_objective_within_1e6(shape, scale):
+    W, G = problem(*shape, seed=1, scale=scale)
+    A, info = manifold_muon_direction(W, G, solver="fixed_point", tol=1e-7)
+    assert_optimal_within_1e6(W, G, A, info)
 
 
 def test_fixed_point_is_scale_invariant_and_reports_multiplier_in_g_units():
@@ -128,3 +133,48 @@ def test_retract_step_falls_back_to_msign_when_a_is_not_a_partial_isometry():
     A = 0.5 * T / torch.linalg.matrix_norm(T, ord=2)  # tangent, but singular values 0.5 and below
     new, used_msign = Stiefel(2.0).retract_step(2.0 * W, A, 1.0)
     assert used_msign and Stiefel(2.0).violation(new) < 1e-6
+
+
+@pytest.mark.parametrize("solver", ["newton", "hybrid"])
+@pytest.mark.parametrize("shape", [(12, 8), (30, 20), (48, 32), (40, 20), (64, 32), (32, 48)])  # aspect 1.5 to 2
+def test_newton_and_hybrid_meet_residual_gap_and_objective_within_1e6(solver, shape):
+    W, G = problem(*shape, seed=1)
+    A, info = manifold_muon_direction(W, G, solver=solver, tol=1e-7)
+    assert_optimal_within_1e6(W, G, A, info)
+
+
+@pytest.mark.parametrize("shape,seed", [((15, 10), 0), ((13, 10), 0), ((13, 10), 1), ((45, 30), 0)])
+def test_newton_solves_optima_that_are_not_partial_isometries(shape, seed):
+    """n − (m − n) odd: the optimal A has a singular value < 1, which no polar-form iterate A = msign(G + 2WΛ)
+    reaches. The fixed point stalls (its repaired direction is 1e-3..1e-1 from optimal); smoothing Newton
+    certifies a feasible direction within 2e-5 (the smoothing floor μ = 1e-8/n leaves O(√μ) there)."""
+    W, G = problem(*shape, seed=seed)
+    A_fp, fp = manifold_muon_direction(W, G, solver="fixed_point", tol=1e-6)
+    A, info = manifold_muon_direction(W, G, solver="newton", tol=1e-6)
+    gap_fp = duality_gap(W, G, A_fp, fp["multiplier"])["relative_gap"]
+    cert = duality_gap(W, G, A, info["multiplier"])
+    assert fp.get("repaired") and gap_fp > 1e-3
+    assert cert["relative_gap"] < 2e-5 and tangent_residual(W, A) <= 1e-6
+    sv = torch.linalg.svdvals(A)
+    assert sv.max() <= 1 + 1e-9 and sv.min() < 0.9  # feasible, and not a partial isometry
+
+
+@pytest.mark.parametrize("rank", [1, 3])
+def test_newton_handles_low_rank_gradients(rank):
+    W, _ = problem(40, 10, seed=4)
+    g = torch.Generator().manual_seed(5)
+    G = torch.randn(40, rank, generator=g, dtype=torch.float64) @ torch.randn(rank, 10, generator=g, dtype=torch.float64)
+    A, info = manifold_muon_direction(W, G, solver="newton", tol=1e-6)
+    assert torch.isfinite(A).all() and tangent_residual(W, A) <= 1e-6
+    assert torch.linalg.matrix_norm(A, ord=2) <= 1 + 1e-9
+    # degenerate like the odd case: the smoothing floor leaves ~1e-5 (the repaired fixed point gets 8e-8 at
+    # rank 1 and 1.1e-5 at rank 3 here; hybrid takes Newton's certified direction)
+    assert duality_gap(W, G, A, info["multiplier"])["relative_gap"] < 2e-5
+
+
+def test_newton_is_scale_invariant():
+    W, G = problem(45, 30, seed=2)
+    A1, i1 = manifold_muon_direction(W, G, solver="newton")
+    A2, i2 = manifold_muon_direction(W, 1e6 * G, solver="newton")
+    assert torch.allclose(A1, A2, atol=1e-8)
+    assert torch.allclose(1e6 * i1["multiplier"], i2["multiplier"], rtol=1e-6, atol=1e-6)

@@ -18,7 +18,7 @@ import torch
 
 from ..manifolds.stiefel import as_tall
 from ..msign import msign
-from .manifold_muon_solvers import closed_form, feasible_tangent, fixed_point
+from .manifold_muon_solvers import closed_form, feasible_tangent, fixed_point, hybrid, newton
 
 __all__ = ["manifold_muon_direction", "dual_ascent", "tangent_residual", "duality_gap", "SOLVERS", "SOLVER_NAMES",
            "resolve_solver"]
@@ -50,14 +50,15 @@ def dual_ascent(W, G, *, Lambda, alpha, steps, tol, msign_fn: MsignFn):
     return A, Lambda, {"msign_calls": step + 1, "iterations": step + 1, "residual": residual}
 
 
-SOLVERS = {"dual_ascent": dual_ascent, "closed_form": closed_form, "fixed_point": fixed_point}
+SOLVERS = {"dual_ascent": dual_ascent, "closed_form": closed_form, "fixed_point": fixed_point, "newton": newton,
+           "hybrid": hybrid}
 SOLVER_NAMES = ("auto",) + tuple(SOLVERS)
 
 
 def resolve_solver(solver: str, shape) -> str:
-    """``"auto"`` is the closed form for square matrices and the fixed point otherwise."""
+    """``"auto"`` is the closed form for square matrices and the hybrid (fixed point, then Newton) otherwise."""
     if solver == "auto":
-        return "closed_form" if shape[-1] == shape[-2] else "fixed_point"
+        return "closed_form" if shape[-1] == shape[-2] else "hybrid"
     return solver
 
 
@@ -94,8 +95,9 @@ def manifold_muon_direction(
     Args:
         W, G: (m, n) weight on the unit Stiefel manifold and the gradient (or momentum).
         alpha, steps, tol: the dual solver's step size, iteration cap and stopping tolerance.
-        solver: ``"auto"`` (closed form when square, fixed point otherwise) or a key of ``SOLVERS``:
-            ``"dual_ascent"`` (the seed's), ``"closed_form"`` (square only), ``"fixed_point"``.
+        solver: ``"auto"`` (closed form when square, hybrid otherwise) or a key of ``SOLVERS``:
+            ``"dual_ascent"`` (the seed's), ``"closed_form"`` (square only), ``"fixed_point"``, ``"newton"``
+            (smoothing Newton, for aspect ratios below ~2.5) or ``"hybrid"`` (fixed point, then Newton).
         multiplier: warm start Λ (n×n with n = min(m, n)); None starts from the seed's guess.
         msign_fn: the matrix sign function to use.
 

@@ -9,6 +9,9 @@
   residual, and the Lyapunov solve ``ΣX + XΣ = −(ΣP + PᵀΣ)`` for the next X. Anderson acceleration
   mixes the last iterates. The m×n work is two Gram products before and ``A = (G + WX)M^{-1/2}`` after:
   no m×n msign at all, and A has orthonormal columns whenever M is non-singular.
+* ``newton`` — smoothing Newton on the same reduced dual (``manifold_muon_newton``): converges where the
+  fixed point stalls (aspect ratios below ~2.5, rank-deficient G, optima that are not partial isometries).
+* ``hybrid`` — the default for tall/wide W: the fixed point, then Newton if it has not certified in 20 steps.
 """
 
 from __future__ import annotations
@@ -18,8 +21,9 @@ import math
 import torch
 
 from ..manifolds import Stiefel
+from .manifold_muon_newton import smoothed_newton
 
-__all__ = ["feasible_tangent", "closed_form", "closed_form_batch", "fixed_point", "reduced_problem", "reduced_direction"]
+__all__ = ["feasible_tangent", "closed_form", "closed_form_batch", "fixed_point", "newton", "hybrid", "reduced_problem", "reduced_direction"]
 
 
 def closed_form(W, G, *, Lambda, alpha, steps, tol, msign_fn):
@@ -78,13 +82,15 @@ def _lyapunov_step(P, V, s):
     return 0.5 * (X + X.mT)
 
 
-def _certificate(P, C, X, V, s, E, with_gap: bool, tol: float = 0.0):
+def _certificate(P, C, X, V, s, E, with_gap: bool, tol: float = 0.0, s0=None):
     """Residual RMS(WᵀA + AᵀW) and, when asked, the certified relative duality gap, in n×n algebra.
 
-    For ``A = (Ĝ + WX)M^{-1/2}``: dual ``‖Ĝ + WX‖_* = Σ s``; primal ``⟨Ĝ, Ã⟩`` for the feasible
+    For ``A = (Ĝ + WX)E`` with ``E = (M + μI)^{-1/2} = V diag(1/s) Vᵀ``: dual ``‖Ĝ + WX‖_* = Σ s0`` (s0 =
+    sqrt of M's eigenvalues; s when μ = 0); primal ``⟨Ĝ, Ã⟩`` for the feasible
     ``Ã = (A − W·sym(WᵀA)) / max(1, ‖A − W·sym(WᵀA)‖_op)``, whose Gram matrix and inner product with Ĝ
     need only ``T = WᵀA``, ``AᵀA`` and ``ĜᵀĜ = C + PᵀP`` (the same quantity as ``duality_gap``).
     """
+    s0 = s if s0 is None else s0
     Z = P + X
     T = Z @ E  # = WᵀA
     H = T + T.mT
@@ -96,7 +102,7 @@ def _certificate(P, C, X, V, s, E, with_gap: bool, tol: float = 0.0):
     proj_gram = gram - S @ T - T.mT @ S + S @ S  # (A − WS)ᵀ(A − WS)
     proj_gram = 0.5 * (proj_gram + proj_gram.mT)
     GtA = ((C + P.mT @ P + P.mT @ X) * E).sum()  # ⟨Ĝ, A⟩ = tr(Ĝᵀ(Ĝ + WX)E)
-    dual = float(s.sum())
+    dual = float(s0.sum())
 
     def relative_gap(op_squared: float) -> float:
         primal = float(GtA - (P * S).sum()) / max(1.0, math.sqrt(max(op_squared, 0.0)))
@@ -105,8 +111,11 @@ def _certificate(P, C, X, V, s, E, with_gap: bool, tol: float = 0.0):
     # ‖Ã‖²_op = λmax(ÃᵀÃ) ≤ 1 + ‖ÃᵀÃ − I‖_F: a bound with no eigensolve, tight near convergence (A has
     # orthonormal columns there). The exact λmax only when the bound misses the tolerance by less than 10x
     # (measured: the bound's gap is within 3x of the exact one), where the exact value may still certify it.
+    # A smoothed direction (μ > 0) has ‖A‖_op = max s0/s < 1, so ‖Ã‖_op ≤ max s0/s + ‖S‖_F bounds it too.
     eye = torch.eye(proj_gram.shape[-1], dtype=proj_gram.dtype, device=proj_gram.device)
-    gap = relative_gap(1.0 + float(torch.linalg.matrix_norm(proj_gram - eye)))
+    bound = min(1.0 + float(torch.linalg.matrix_norm(proj_gram - eye)),
+                (float((s0 / s.clamp_min(torch.finfo(s.dtype).tiny)).max()) + float(torch.linalg.matrix_norm(S))) ** 2)
+    gap = relative_gap(bound)
     if tol <= gap < 10 * tol or tol == 0:
         gap = min(gap, relative_gap(float(torch.linalg.eigvalsh(proj_gram).max())))
     return residual, gap
@@ -121,16 +130,65 @@ def fixed_point(W, G, *, Lambda, alpha, steps, tol, msign_fn, memory: int = 10):
     has no step size and needs no msign).
     """
     P, C, scale = reduced_problem(W, G)
-    n = P.shape[-1]
-    if scale == 0:  # nothing to follow
-        zero = torch.zeros_like(P)
-        return torch.zeros_like(G), zero.to(G.dtype), {"msign_calls": 0, "iterations": 0, "residual": 0.0,
-                                                       "gap": 0.0, "gram": zero.to(G.dtype)}
+    if scale == 0:
+        return _zero_direction(G, P)
+    X, info = _fixed_point_loop(P, C, _start(P, Lambda, scale), steps, tol, memory)
+    return _direction(W, G, P, C, X, scale, tol, info)
+
+
+def newton(W, G, *, Lambda, alpha, steps, tol, msign_fn):
+    """Smoothing Newton on the dual (``manifold_muon_newton``): converges where the fixed point stalls.
+
+    ``steps`` caps the Newton iterations; info adds ``cg_steps`` (Hessian products, two n×n products each).
+    ``alpha`` and ``msign_fn`` are unused.
+    """
+    P, C, scale = reduced_problem(W, G)
+    if scale == 0:
+        return _zero_direction(G, P)
+    X, info = _newton(P, C, _start(P, Lambda, scale), steps, tol)
+    return _direction(W, G, P, C, X, scale, tol, info)
+
+
+def hybrid(W, G, *, Lambda, alpha, steps, tol, msign_fn, fixed_point_steps: int = 20):
+    """The default for tall/wide W: the fixed point (cheapest when it converges: aspect >= ~2.5), then,
+    if it has not certified within ``fixed_point_steps`` iterations, smoothing Newton from its best iterate
+    (starting at μ = 1e-4/n). ``steps`` caps both together."""
+    P, C, scale = reduced_problem(W, G)
+    if scale == 0:
+        return _zero_direction(G, P)
+    X, info = _fixed_point_loop(P, C, _start(P, Lambda, scale), min(steps, fixed_point_steps), tol)
+    if not (info["residual"] < tol and info["gap"] < tol) and steps > info["iterations"]:
+        X_newton, more = _newton(P, C, X, steps - info["iterations"], tol, mu0=1e-4)
+        more["iterations"] += info["iterations"]
+        if (more["gap"], more["residual"]) <= (info["gap"], info["residual"]):
+            X, info = X_newton, more
+        else:  # Newton ran out of steps before improving on the fixed point: keep its iterate
+            info.update(iterations=more["iterations"], cg_steps=more["cg_steps"])
+    return _direction(W, G, P, C, X, scale, tol, info)
+
+
+def _start(P, Lambda, scale):
+    """The initial X = 2Λ/‖G‖_F: the warm start when given, else the seed's ``−sym(WᵀĜ)``."""
+    return -0.5 * (P + P.mT) if Lambda is None else 2.0 * Lambda.to(torch.float64) / scale
+
+
+def _zero_direction(G, P):
+    zero = torch.zeros_like(P)
+    return torch.zeros_like(G), zero.to(G.dtype), {"msign_calls": 0, "iterations": 0, "residual": 0.0,
+                                                   "gap": 0.0, "gram": zero.to(G.dtype)}
+
+
+def _regularised(C):
     # A rank-deficient G leaves the dual degenerate (M singular): solve the problem whose complement
     # Gram is C + εI instead. Its A is still exactly tangent and inside the unit ball, and its objective
     # differs from the optimum by O(sqrt(ε)); ε = 1e-14 (G is normalised to ‖G‖_F = 1).
-    C_reg = C + 1e-14 * torch.eye(n, dtype=C.dtype, device=C.device)
-    X = -0.5 * (P + P.mT) if Lambda is None else 2.0 * Lambda.to(torch.float64) / (scale if scale > 0 else 1.0)
+    return C + 1e-14 * torch.eye(C.shape[-1], dtype=C.dtype, device=C.device)
+
+
+def _fixed_point_loop(P, C, X, steps, tol, memory: int = 10):
+    """Anderson-mixed fixed point from X: ``(X, info)`` with info's E = M^{-1/2} of the best iterate."""
+    n = P.shape[-1]
+    C_reg = _regularised(C)
     mix = _Anderson(memory)
     best = ((math.inf, math.inf), X, None, math.inf, math.inf)
     for k in range(steps):
@@ -146,9 +204,24 @@ def fixed_point(W, G, *, Lambda, alpha, steps, tol, msign_fn, memory: int = 10):
         X = mix(X.reshape(-1), (_lyapunov_step(P, V, s) - X).reshape(-1)).reshape(n, n)
         X = 0.5 * (X + X.mT)
     _, X, E, residual, gap = best
-    A = reduced_direction(W, G, X * scale, E / (scale if scale > 0 else 1.0))
-    info = {"msign_calls": 0, "iterations": k + 1, "residual": residual, "gap": gap}
-    if residual > tol:
+    return X, {"msign_calls": 0, "iterations": k + 1, "residual": residual, "gap": gap, "E": E}
+
+
+def _newton(P, C, X, steps, tol, mu0: float = 1e-2):
+    """Smoothing Newton from X: ``(X, info)`` with info's E = (M + μI)^{-1/2} of the best certified point."""
+    def certificate(X, V, s, s0, E, with_gap):  # exact ‖Ã‖_op (tol=0): the bounds are loose for smoothed A
+        return _certificate(P, C, X, V, s, E, with_gap, 0.0, s0=s0)
+
+    X, E, residual, gap, iterations, cg = smoothed_newton(P, C, X, tol=tol, steps=steps, certificate=certificate,
+                                                          mu0=mu0)
+    return X, {"msign_calls": 0, "iterations": iterations, "cg_steps": cg, "residual": residual, "gap": gap, "E": E}
+
+
+def _direction(W, G, P, C, X, scale, tol, info):
+    """``A = (G + WX)E`` from the reduced solution, repaired (tangent-projected, scaled) if not converged."""
+    E = info.pop("E")
+    A = reduced_direction(W, G, X * scale, E / scale)
+    if info["residual"] > tol:
         # Not converged (a degenerate dual, e.g. a rank-deficient G): project A onto the tangent space and
         # scale it into the unit ball, so the step is exactly tangent and feasible whatever happened.
         A = feasible_tangent(W, A)
@@ -156,7 +229,7 @@ def fixed_point(W, G, *, Lambda, alpha, steps, tol, msign_fn, memory: int = 10):
         info["repaired"] = True
     else:
         Z = P + X
-        info["gram"] = (E @ (Z.mT @ Z + C) @ E).to(A.dtype)  # AᵀA, the projector on A's row space
+        info["gram"] = (E @ (Z.mT @ Z + C) @ E).to(A.dtype)  # AᵀA (a projector when A is a partial isometry)
     return A, 0.5 * scale * X.to(G.dtype), info
 
 
@@ -196,6 +269,8 @@ class _Anderson:
 
 
 def reduced_direction(W, G, X, E):
-    """``A = (G + WX)M^{-1/2}`` in G's dtype, from float64 n×n factors X and ``E = M^{-1/2}``."""
+    """``A = (G + WX)E`` from float64 n×n factors X and E ≈ M^{-1/2}, formed in float64, returned in G's dtype
+    (float32 at least): near a degenerate optimum E has entries up to 1/s_min, and G·E and W·(XE) cancel to
+    A's size, which float32 products would leave ~1e-7·‖E‖ off (measured: ‖A‖_op 1.00003 at 15x10)."""
     dtype = torch.promote_types(G.dtype, torch.float32)
-    return G.to(dtype) @ E.to(dtype) + W.to(dtype) @ (X @ E).to(dtype)
+    return (G.to(torch.float64) @ E + W.to(torch.float64) @ (X @ E)).to(dtype)

@@ -1,0 +1,130 @@
+"""Smoothing Newton solver for the manifold Muon dual, robust where the fixed point stalls (aspect < ~2.5).
+
+With ``Ĝ = G/‖G‖_F``, ``P = WᵀĜ``, ``C = ĜᵀĜ − PᵀP`` (see ``manifold_muon_solvers``) the dual is
+``min_X ‖Ĝ + WX‖_* = tr(M(X)^{1/2})``, ``M = (P+X)ᵀ(P+X) + C``, over symmetric X. When r = m − n < n its
+minimiser can make M singular (the optimal A is then not a partial isometry), where the fixed point
+``A = (Ĝ + WX)M^{-1/2}`` has no limit. Smoothing replaces the dual by the convex, twice differentiable
+
+    F_μ(X) = tr((M(X) + μI)^{1/2}),   ∇F_μ = sym((P+X)(M+μI)^{-1/2}),
+
+whose minimiser gives ``A_μ = (Ĝ + WX)(M + μI)^{-1/2}``: exactly tangent, singular values < 1, so feasible, and
+within O(μ) (O(√μ) when degenerate) of optimal. Newton's method minimises F_μ for μ = 1e-2/n, 1e-3/n, ...
+(each stage warm-starting the next) until the certificate (residual and duality gap) meets the tolerance.
+The Newton system is solved by conjugate gradients in the eigenbasis of M, where one Hessian product costs
+two n×n products and the fixed point's Lyapunov step is an exact, diagonal preconditioner of its first term.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = ["smoothed_newton"]
+
+
+def _eig(P, C, X):
+    Z = P + X
+    lam, V = torch.linalg.eigh(Z.mT @ Z + C)
+    return Z, lam.clamp_min(0), V
+
+
+def _newton_direction(Z, V, s, eta: float, max_cg: int):
+    """``(D, slope, cg_steps)``: the Newton step for F_μ in the eigenbasis of M, by preconditioned CG.
+
+    With ``Ẑ = VᵀZV``, gradient ``ĝ = sym(Ẑ diag(1/s))``; Hessian
+    ``H[D] = sym(D diag(1/s) + Ẑ (Γ ∘ (ẐᵀD + DẐ)))``, ``Γ_ij = −1/(s_i s_j (s_i + s_j))`` (the divided
+    difference of λ^{-1/2}); preconditioner ``2 s_i s_j/(s_i + s_j)``, the inverse of the first term.
+    """
+    Zh = V.mT @ Z @ V
+    si, sj = s[:, None], s[None, :]
+    g = 0.5 * (Zh / sj + Zh.mT / si)
+    gamma = -1.0 / (si * sj * (si + sj))
+    pre = 2.0 * si * sj / (si + sj)
+
+    def hess(D):
+        B = Zh.mT @ D
+        R = D / sj + Zh @ (gamma * (B + B.mT))
+        return 0.5 * (R + R.mT)
+
+    b = -g
+    target = eta * float(torch.linalg.vector_norm(b))
+    D = torch.zeros_like(b)
+    r, z = b, pre * b
+    p, rz = z, float((b * z).sum())
+    steps = 0
+    for steps in range(1, max_cg + 1):
+        Hp = hess(p)
+        curvature = float((p * Hp).sum())
+        if curvature <= 0:  # rounding at the conditioning limit: keep what we have
+            break
+        a = rz / curvature
+        D, r = D + a * p, r - a * Hp
+        if float(torch.linalg.vector_norm(r)) <= target:
+            break
+        z = pre * r
+        rz_new = float((r * z).sum())
+        p, rz = z + (rz_new / rz) * p, rz_new
+    if not torch.isfinite(D).all() or not D.abs().sum() > 0:
+        D = pre * b  # the fixed point's step
+    return V @ D @ V.mT, float((g * D).sum()), steps
+
+
+def smoothed_newton(P, C, X, *, tol: float, steps: int, certificate, mu0: float = 1e-2, shrink: float = 0.1,
+                    mu_min: float = 1e-8, max_cg: int = 100, stage_steps: int = 10):
+    """Minimise the smoothed dual from X; returns ``(X, E, residual, gap, iterations, cg_steps)``, the best
+    certified point, ``E = (M + μI)^{-1/2}``.
+
+    ``certificate(X, V, s, s0, E, with_gap)`` gives (residual, gap) for the direction ``(Ĝ + WX)E`` with dual
+    value ``Σ s0`` (s0 = sqrt of M's eigenvalues, s = sqrt(s0² + μ)). μ is relative to ``‖Ĝ‖²_F/n = 1/n``;
+    below ``mu_min`` the Hessian's conditioning (~μ^{-3/2}) defeats float64.
+    """
+    n = P.shape[-1]
+    mu, floor = mu0 / n, mu_min / n
+
+    def evaluate(X):
+        Z, lam, V = _eig(P, C, X)
+        s0, s = lam.sqrt(), (lam + mu).sqrt()
+        E = (V / s) @ V.mT
+        return (X, Z, V, s0, s, E) + certificate(X, V, s, s0, E, False)
+
+    point = evaluate(X)
+    best = (math.inf, math.inf, X, None)
+    iterations = cg_total = stalls = stage = 0
+    while True:
+        X, Z, V, s0, s, E, residual, gap = point
+        if residual < tol:
+            residual, gap = certificate(X, V, s, s0, E, True)
+            if (gap, residual) < best[:2]:
+                best, stalls = (gap, residual, X, E), 0
+            if gap < tol:
+                break
+        trial = None
+        if not (residual < 1e-2 * tol or stage >= stage_steps or iterations >= steps):
+            iterations, stage = iterations + 1, stage + 1
+            dX, slope, cg = _newton_direction(Z, V, s, eta=min(0.1, math.sqrt(residual)), max_cg=max_cg)
+            cg_total += cg
+            trial = _line_search(evaluate, X, 0.5 * (dX + dX.mT), float(s.sum()), slope, residual)
+        if trial is None:  # this stage is done, or no decrease is left at this μ: smooth less
+            if iterations >= steps or mu <= floor or stalls >= 2:
+                break
+            mu, stalls, stage = max(mu * shrink, floor), stalls + 1, 0
+            trial = evaluate(X)
+        point = trial
+    if best[3] is None:
+        best = (gap, residual, X, E)
+    gap, residual, X, E = best
+    return X, E, residual, gap, iterations, cg_total
+
+
+def _line_search(evaluate, X, dX, F, slope, residual):
+    """Armijo backtracking on the convex F_μ (never accepting an increase); where F's rounding (1e-13·F)
+    cannot see the predicted decrease, the gradient norm (residual) must fall instead. None if nothing does."""
+    resolvable = -1e-4 * slope > 1e-13 * F
+    t = 1.0
+    while t > 1e-6:
+        trial = evaluate(X + t * dX)
+        if (float(trial[4].sum()) <= F + 1e-4 * t * slope) if resolvable else trial[6] < residual:
+            return trial
+        t *= 0.5
+    return None
