@@ -241,7 +241,8 @@ def feasible_tangent(W, A):
 
 class _Anderson:
     """Type-II Anderson mixing ``x + f − (ΔX + ΔF)γ``, γ the least-squares fit of f by ΔF, over the last
-    ``memory`` differences (kept in ring buffers: each iteration writes one column instead of restacking)."""
+    ``memory`` differences, kept as rows of ring buffers (each iteration writes one contiguous row; no
+    (n², memory) temporaries)."""
 
     def __init__(self, memory: int):
         self.memory, self.count, self.last = memory, 0, None
@@ -250,22 +251,22 @@ class _Anderson:
     def __call__(self, x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
         if self.last is not None:
             if self.dX is None:
-                self.dX = x.new_empty((x.numel(), self.memory))
-                self.dF = x.new_empty((x.numel(), self.memory))
+                self.dX = x.new_empty((self.memory, x.numel()))
+                self.dF = x.new_empty((self.memory, x.numel()))
             j = self.count % self.memory
-            self.dX[:, j] = x - self.last[0]
-            self.dF[:, j] = f - self.last[1]
+            torch.sub(x, self.last[0], out=self.dX[j])
+            torch.sub(f, self.last[1], out=self.dF[j])
             self.count += 1
         self.last = (x, f)
         k = min(self.count, self.memory)
         if k == 0:
             return x + f
-        dX, dF = self.dX[:, :k], self.dF[:, :k]
+        dX, dF = self.dX[:k], self.dF[:k]
         # Regularised normal equations: tiny (memory x memory), and the same code on every device.
-        gram = dF.mT @ dF
+        gram = dF @ dF.mT
         ridge = 1e-12 * gram.diagonal().sum().clamp_min(torch.finfo(gram.dtype).tiny)
-        gamma = torch.linalg.solve(gram + ridge * torch.eye(k, dtype=gram.dtype, device=gram.device), dF.mT @ f)
-        return x + f - (dX + dF) @ gamma
+        gamma = torch.linalg.solve(gram + ridge * torch.eye(k, dtype=gram.dtype, device=gram.device), dF @ f)
+        return x + f - gamma @ dX - gamma @ dF
 
 
 def reduced_direction(W, G, X, E):
