@@ -23,7 +23,8 @@ import torch
 from ..manifolds import Stiefel
 from .manifold_muon_newton import smoothed_newton
 
-__all__ = ["feasible_tangent", "closed_form", "closed_form_batch", "fixed_point", "newton", "hybrid", "reduced_problem", "reduced_direction"]
+__all__ = ["feasible_tangent", "closed_form", "closed_form_batch", "fixed_point", "newton", "hybrid", "reduced_problem",
+           "reduced_direction"]
 
 
 def closed_form(W, G, *, Lambda, alpha, steps, tol, msign_fn):
@@ -113,8 +114,8 @@ def _certificate(P, C, X, V, s, E, with_gap: bool, tol: float = 0.0, s0=None):
     # (measured: the bound's gap is within 3x of the exact one), where the exact value may still certify it.
     # A smoothed direction (μ > 0) has ‖A‖_op = max s0/s < 1, so ‖Ã‖_op ≤ max s0/s + ‖S‖_F bounds it too.
     eye = torch.eye(proj_gram.shape[-1], dtype=proj_gram.dtype, device=proj_gram.device)
-    bound = min(1.0 + float(torch.linalg.matrix_norm(proj_gram - eye)),
-                (float((s0 / s.clamp_min(torch.finfo(s.dtype).tiny)).max()) + float(torch.linalg.matrix_norm(S))) ** 2)
+    op_smoothed = float((s0 / s.clamp_min(torch.finfo(s.dtype).tiny)).max()) + float(torch.linalg.matrix_norm(S))
+    bound = min(1.0 + float(torch.linalg.matrix_norm(proj_gram - eye)), op_smoothed ** 2)
     gap = relative_gap(bound)
     if tol <= gap < 10 * tol or tol == 0:
         gap = min(gap, relative_gap(float(torch.linalg.eigvalsh(proj_gram).max())))
@@ -129,11 +130,7 @@ def fixed_point(W, G, *, Lambda, alpha, steps, tol, msign_fn, memory: int = 10):
     iteration (the seed's multiplier, in G's units); ``alpha`` and ``msign_fn`` are unused (the iteration
     has no step size and needs no msign).
     """
-    P, C, scale = reduced_problem(W, G)
-    if scale == 0:
-        return _zero_direction(G, P)
-    X, info = _fixed_point_loop(P, C, _start(P, Lambda, scale), steps, tol, memory)
-    return _direction(W, G, P, C, X, scale, tol, info)
+    return _solve(W, G, Lambda, tol, lambda P, C, X: _fixed_point_loop(P, C, X, steps, tol, memory))
 
 
 def newton(W, G, *, Lambda, alpha, steps, tol, msign_fn):
@@ -142,40 +139,37 @@ def newton(W, G, *, Lambda, alpha, steps, tol, msign_fn):
     ``steps`` caps the Newton iterations; info adds ``cg_steps`` (Hessian products, two n×n products each).
     ``alpha`` and ``msign_fn`` are unused.
     """
-    P, C, scale = reduced_problem(W, G)
-    if scale == 0:
-        return _zero_direction(G, P)
-    X, info = _newton(P, C, _start(P, Lambda, scale), steps, tol)
-    return _direction(W, G, P, C, X, scale, tol, info)
+    return _solve(W, G, Lambda, tol, lambda P, C, X: _newton(P, C, X, steps, tol))
 
 
 def hybrid(W, G, *, Lambda, alpha, steps, tol, msign_fn, fixed_point_steps: int = 20):
     """The default for tall/wide W: the fixed point (cheapest when it converges: aspect >= ~2.5), then,
     if it has not certified within ``fixed_point_steps`` iterations, smoothing Newton from its best iterate
     (starting at μ = 1e-4/n). ``steps`` caps both together."""
+    def run(P, C, X):
+        X, info = _fixed_point_loop(P, C, X, min(steps, fixed_point_steps), tol)
+        if not (info["residual"] < tol and info["gap"] < tol) and steps > info["iterations"]:
+            X_newton, more = _newton(P, C, X, steps - info["iterations"], tol, mu0=1e-4)
+            more["iterations"] += info["iterations"]
+            if (more["gap"], more["residual"]) <= (info["gap"], info["residual"]):
+                return X_newton, more
+            info.update(iterations=more["iterations"], cg_steps=more["cg_steps"])  # keep the fixed point's
+        return X, info
+
+    return _solve(W, G, Lambda, tol, run)
+
+
+def _solve(W, G, Lambda, tol, run):
+    """Reduce, run ``run(P, C, X₀) -> (X, info)`` from the warm start X₀ = 2Λ/‖G‖_F (else the seed's
+    ``−sym(WᵀĜ)``), and form the direction; a zero G gives a zero direction."""
     P, C, scale = reduced_problem(W, G)
     if scale == 0:
-        return _zero_direction(G, P)
-    X, info = _fixed_point_loop(P, C, _start(P, Lambda, scale), min(steps, fixed_point_steps), tol)
-    if not (info["residual"] < tol and info["gap"] < tol) and steps > info["iterations"]:
-        X_newton, more = _newton(P, C, X, steps - info["iterations"], tol, mu0=1e-4)
-        more["iterations"] += info["iterations"]
-        if (more["gap"], more["residual"]) <= (info["gap"], info["residual"]):
-            X, info = X_newton, more
-        else:  # Newton ran out of steps before improving on the fixed point: keep its iterate
-            info.update(iterations=more["iterations"], cg_steps=more["cg_steps"])
+        zero = torch.zeros_like(P)
+        return torch.zeros_like(G), zero.to(G.dtype), {"msign_calls": 0, "iterations": 0, "residual": 0.0,
+                                                       "gap": 0.0, "gram": zero.to(G.dtype)}
+    X = -0.5 * (P + P.mT) if Lambda is None else 2.0 * Lambda.to(torch.float64) / scale
+    X, info = run(P, C, X)
     return _direction(W, G, P, C, X, scale, tol, info)
-
-
-def _start(P, Lambda, scale):
-    """The initial X = 2Λ/‖G‖_F: the warm start when given, else the seed's ``−sym(WᵀĜ)``."""
-    return -0.5 * (P + P.mT) if Lambda is None else 2.0 * Lambda.to(torch.float64) / scale
-
-
-def _zero_direction(G, P):
-    zero = torch.zeros_like(P)
-    return torch.zeros_like(G), zero.to(G.dtype), {"msign_calls": 0, "iterations": 0, "residual": 0.0,
-                                                   "gap": 0.0, "gram": zero.to(G.dtype)}
 
 
 def _regularised(C):
@@ -215,7 +209,8 @@ def _newton(P, C, X, steps, tol, mu0: float = 1e-2):
 
     X, E, residual, gap, iterations, cg = smoothed_newton(P, C, X, tol=tol, steps=steps, certificate=certificate,
                                                           mu0=mu0)
-    return X, {"msign_calls": 0, "iterations": iterations, "cg_steps": cg, "residual": residual, "gap": gap, "E": E}
+    return X, {"msign_calls": 0, "iterations": iterations, "cg_steps": cg, "residual": residual, "gap": gap,
+               "E": E}
 
 
 def _direction(W, G, P, C, X, scale, tol, info):
