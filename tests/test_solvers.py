@@ -178,3 +178,14 @@ def test_newton_is_scale_invariant():
     A2, i2 = manifold_muon_direction(W, 1e6 * G, solver="newton")
     assert torch.allclose(A1, A2, atol=1e-8)
     assert torch.allclose(1e6 * i1["multiplier"], i2["multiplier"], rtol=1e-6, atol=1e-6)
+
+
+def test_hybrid_certifies_aspect_2_where_the_fixed_point_stalls_with_float32_cg():
+    """256x128: n = 128 runs Newton's CG in float32 (the line search and certificate stay float64)."""
+    W, G = problem(256, 128, seed=1)
+    A_fp, fp = manifold_muon_direction(W, G, solver="fixed_point", tol=1e-7)
+    A, info = manifold_muon_direction(W, G, tol=1e-7)  # auto -> hybrid
+    assert duality_gap(W, G, A_fp, fp["multiplier"])["relative_gap"] > 1e-5
+    cert = duality_gap(W, G, A, info["multiplier"])
+    assert info["cg_steps"] > 0 and cert["relative_gap"] <= 1e-6 and tangent_residual(W, A) <= 1e-6
+    assert torch.linalg.matrix_norm(A, ord=2) <= 1 + 1e-9

@@ -29,18 +29,21 @@ def _eig(P, C, X):
     return Z, lam.clamp_min(0), V
 
 
-def _newton_direction(Z, V, s, eta: float, max_cg: int):
+def _newton_direction(Z, V, s, eta: float, max_cg: int, cg_dtype: torch.dtype):
     """``(D, slope, cg_steps)``: the Newton step for F_μ in the eigenbasis of M, by preconditioned CG.
 
     With ``Ẑ = VᵀZV``, gradient ``ĝ = sym(Ẑ diag(1/s))``; Hessian
     ``H[D] = sym(D diag(1/s) + Ẑ (Γ ∘ (ẐᵀD + DẐ)))``, ``Γ_ij = −1/(s_i s_j (s_i + s_j))`` (the divided
     difference of λ^{-1/2}); preconditioner ``2 s_i s_j/(s_i + s_j)``, the inverse of the first term.
+    CG runs in ``cg_dtype``: it only needs the step to ~10 %, and the line search judges it in float64.
     """
     Zh = V.mT @ Z @ V
     si, sj = s[:, None], s[None, :]
     g = 0.5 * (Zh / sj + Zh.mT / si)
     gamma = -1.0 / (si * sj * (si + sj))
     pre = 2.0 * si * sj / (si + sj)
+    g64 = g
+    Zh, gamma, pre, sj, g = (t.to(cg_dtype) for t in (Zh, gamma, pre, sj, g))
 
     def hess(D):
         B = Zh.mT @ D
@@ -67,7 +70,8 @@ def _newton_direction(Z, V, s, eta: float, max_cg: int):
         p, rz = z + (rz_new / rz) * p, rz_new
     if not torch.isfinite(D).all() or not D.abs().sum() > 0:
         D = pre * b  # the fixed point's step
-    return V @ D @ V.mT, float((g * D).sum()), steps
+    D = D.to(g64.dtype)
+    return V @ D @ V.mT, float((g64 * D).sum()), steps
 
 
 def smoothed_newton(P, C, X, *, tol: float, steps: int, certificate, mu0: float = 1e-2, shrink: float = 0.1,
@@ -81,6 +85,9 @@ def smoothed_newton(P, C, X, *, tol: float, steps: int, certificate, mu0: float 
     """
     n = P.shape[-1]
     mu, floor = mu0 / n, mu_min / n
+    # float32 Hessian products from n = 128 (measured 1.7x faster at 384..1024 x 256..512 with the same
+    # iterations and gaps); at n = 64 they cost accuracy (gap 1.7e-6 instead of 8.9e-7) and save nothing.
+    cg_dtype = torch.float32 if n >= 128 else P.dtype
 
     def evaluate(X):
         Z, lam, V = _eig(P, C, X)
@@ -102,7 +109,8 @@ def smoothed_newton(P, C, X, *, tol: float, steps: int, certificate, mu0: float 
         trial = None
         if not (residual < 1e-2 * tol or stage >= stage_steps or iterations >= steps):
             iterations, stage = iterations + 1, stage + 1
-            dX, slope, cg = _newton_direction(Z, V, s, eta=min(0.1, math.sqrt(residual)), max_cg=max_cg)
+            dX, slope, cg = _newton_direction(Z, V, s, eta=min(0.1, math.sqrt(residual)), max_cg=max_cg,
+                                              cg_dtype=cg_dtype)
             cg_total += cg
             trial = _line_search(evaluate, X, 0.5 * (dX + dX.mT), float(s.sum()), slope, residual)
         if trial is None:  # this stage is done, or no decrease is left at this μ: smooth less
