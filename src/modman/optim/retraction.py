@@ -105,7 +105,7 @@ class ManifoldRetraction(Optimizer):
                 self.local_msign_calls += self.msign_per_retraction
         if sharded:
             scatter_from_owners([fulls[id(p)] for p in sharded], sharded, [owners[id(p)] for p in sharded])
-        replicated = [p for p, still in zip(targets, unchanged) if id(p) in owners and not is_dtensor(p) and not still]
+        replicated = [p for p in moving if id(p) in owners and not is_dtensor(p)]
         if replicated:
             broadcast_from_owners(replicated, owners)
         return loss

@@ -20,10 +20,11 @@ import math
 
 import torch
 
-__all__ = ["smoothed_newton"]
+__all__ = ["gram_eig", "smoothed_newton"]
 
 
-def _eig(P, C, X):
+def gram_eig(P, C, X):
+    """``(Z, λ, V)``: Z = P + X and the eigen-decomposition of ``M = ZᵀZ + C`` (eigenvalues clamped at 0)."""
     Z = P + X
     lam, V = torch.linalg.eigh(Z.mT @ Z + C)
     return Z, lam.clamp_min(0), V
@@ -90,7 +91,7 @@ def smoothed_newton(P, C, X, *, tol: float, steps: int, certificate, mu0: float 
     cg_dtype = torch.float32 if n >= 128 else P.dtype
 
     def evaluate(X):
-        Z, lam, V = _eig(P, C, X)
+        Z, lam, V = gram_eig(P, C, X)
         s0, s = lam.sqrt(), (lam + mu).sqrt()
         E = (V / s) @ V.mT
         return (X, Z, V, s0, s, E) + certificate(X, V, s, s0, E, False)

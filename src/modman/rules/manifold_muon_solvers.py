@@ -21,7 +21,7 @@ import math
 import torch
 
 from ..manifolds import Stiefel
-from .manifold_muon_newton import smoothed_newton
+from .manifold_muon_newton import gram_eig, smoothed_newton
 
 __all__ = ["feasible_tangent", "closed_form", "closed_form_batch", "fixed_point", "newton", "hybrid", "reduced_problem",
            "reduced_direction"]
@@ -56,13 +56,6 @@ def reduced_problem(W: torch.Tensor, G: torch.Tensor):
     P = W.to(torch.float64).mT @ Gn
     C = Gn.mT @ Gn - P.mT @ P
     return P, 0.5 * (C + C.mT), scale
-
-
-def _gram_eig(P, C, X):
-    """Eigen-decomposition of ``M = (P+X)ᵀ(P+X) + C``: ``(V, s)`` with s = sqrt(eigenvalues) >= 0."""
-    Z = P + X
-    lam, V = torch.linalg.eigh(Z.mT @ Z + C)
-    return V, lam.clamp_min(0).sqrt()
 
 
 def _inv_sqrt(V, s):
@@ -186,7 +179,8 @@ def _fixed_point_loop(P, C, X, steps, tol, memory: int = 10):
     mix = _Anderson(memory)
     best = ((math.inf, math.inf), X, None, math.inf, math.inf, 0.0)
     for k in range(steps):
-        V, s = _gram_eig(P, C_reg, X)
+        _, lam, V = gram_eig(P, C_reg, X)
+        s = lam.sqrt()
         E = _inv_sqrt(V, s)
         residual, gap = _certificate(P, C, X, V, s, E, with_gap=False)
         if residual < tol:
