@@ -189,3 +189,27 @@ def test_hybrid_certifies_aspect_2_where_the_fixed_point_stalls_with_float32_cg(
     cert = duality_gap(W, G, A, info["multiplier"])
     assert info["cg_steps"] > 0 and cert["relative_gap"] <= 1e-6 and tangent_residual(W, A) <= 1e-6
     assert torch.linalg.matrix_norm(A, ord=2) <= 1 + 1e-9
+
+
+@pytest.mark.parametrize("shape", [(96, 24), (240, 10), (24, 96), (384, 128), (80, 32)])  # aspect 4, 24, 1/4, 3, 2.5
+@pytest.mark.parametrize("scale", [1e-4, 1.0, 1e4])
+def test_hybrid_goes_straight_to_newton_where_the_complement_gram_is_well_conditioned(shape, scale):
+    """λ_min(C) >= 1e-3/n: Newton at μ = 1e-8/n certifies in a few eigensolves (the fixed point takes ~9)."""
+    W, G = problem(*shape, seed=1, scale=scale)
+    A, info = manifold_muon_direction(W, G, solver="hybrid", tol=1e-7)
+    assert_optimal_within_1e6(W, G, A, info)
+    _, fp = manifold_muon_direction(W, G, solver="fixed_point", tol=1e-7)
+    assert info["cg_steps"] > 0 and info["iterations"] < fp["iterations"]
+
+
+def test_well_conditioned_test_splits_at_aspect_above_2():
+    from modman.rules.manifold_muon_solvers import _well_conditioned, reduced_problem
+
+    def conditioned(m, n):
+        return _well_conditioned(reduced_problem(*problem(m, n, seed=0))[1])
+
+    assert conditioned(1024, 256) and conditioned(384, 128)
+    assert not conditioned(256, 128) and not conditioned(192, 128)  # aspect 2 and 1.5: C near singular
+    W, G = problem(40, 10, seed=4)
+    low_rank = G[:, :3] @ torch.randn(3, 10, dtype=torch.float64)
+    assert not _well_conditioned(reduced_problem(W, low_rank)[1])

@@ -77,8 +77,8 @@ def _newton_direction(Z, V, s, eta: float, max_cg: int, cg_dtype: torch.dtype):
 
 def smoothed_newton(P, C, X, *, tol: float, steps: int, certificate, mu0: float = 1e-2, shrink: float = 0.1,
                     mu_min: float = 1e-8, max_cg: int = 100, stage_steps: int = 10):
-    """Minimise the smoothed dual from X; returns ``(X, E, residual, gap, iterations, cg_steps)``, the best
-    certified point, ``E = (M + μI)^{-1/2}``.
+    """Minimise the smoothed dual from X; returns ``(X, E, residual, gap, iterations, cg_steps, conditioning)``
+    for the best certified point: ``E = (M + μI)^{-1/2}``, conditioning = s_min/s_max of ``(M + μI)^{1/2}``.
 
     ``certificate(X, V, s, s0, E, with_gap)`` gives (residual, gap) for the direction ``(Ĝ + WX)E`` with dual
     value ``Σ s0`` (s0 = sqrt of M's eigenvalues, s = sqrt(s0² + μ)). μ is relative to ``‖Ĝ‖²_F/n = 1/n``;
@@ -97,14 +97,14 @@ def smoothed_newton(P, C, X, *, tol: float, steps: int, certificate, mu0: float 
         return (X, Z, V, s0, s, E) + certificate(X, V, s, s0, E, False)
 
     point = evaluate(X)
-    best = (math.inf, math.inf, X, None)
+    best = (math.inf, math.inf, X, None, 0.0)
     iterations = cg_total = stalls = stage = 0
     while True:
         X, Z, V, s0, s, E, residual, gap = point
         if residual < tol:
             residual, gap = certificate(X, V, s, s0, E, True)
             if (gap, residual) < best[:2]:
-                best, stalls = (gap, residual, X, E), 0
+                best, stalls = (gap, residual, X, E, float(s.min() / s.max())), 0
             if gap < tol:
                 break
         trial = None
@@ -121,9 +121,9 @@ def smoothed_newton(P, C, X, *, tol: float, steps: int, certificate, mu0: float 
             trial = evaluate(X)
         point = trial
     if best[3] is None:
-        best = (gap, residual, X, E)
-    gap, residual, X, E = best
-    return X, E, residual, gap, iterations, cg_total
+        best = (gap, residual, X, E, float(s.min() / s.max()))
+    gap, residual, X, E, conditioning = best
+    return X, E, residual, gap, iterations, cg_total, conditioning
 
 
 def _line_search(evaluate, X, dX, F, slope, residual):
