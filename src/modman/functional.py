@@ -46,7 +46,8 @@ def manifold_muon(
     """``W ← msign(W − ηA)`` with A the manifold Muon direction (W on the unit Stiefel manifold).
 
     ``solver="dual_ascent"`` is the seed's algorithm; the default ``"auto"`` is the closed form for
-    square W and otherwise the reduced fixed point, then smoothing Newton where it stalls
+    square W and otherwise Newton on the reduced dual (straight away where the dual is smooth, after the
+    fixed point where it is not)
     (``modman.rules.manifold_muon_solvers``).
     With the seed's solver, ``msign_dtype=torch.bfloat16`` reproduces the seed's half-precision msign
     exactly (the default computes msign in float32). With ``eta=0`` and a zero G this is the seed's

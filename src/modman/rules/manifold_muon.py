@@ -56,7 +56,7 @@ SOLVER_NAMES = ("auto",) + tuple(SOLVERS)
 
 
 def resolve_solver(solver: str, shape) -> str:
-    """``"auto"`` is the closed form for square matrices and the hybrid (fixed point, then Newton) otherwise."""
+    """``"auto"`` is the closed form for square matrices and the hybrid (Newton / fixed point) otherwise."""
     if solver == "auto":
         return "closed_form" if shape[-1] == shape[-2] else "hybrid"
     return solver
@@ -97,7 +97,8 @@ def manifold_muon_direction(
         alpha, steps, tol: the dual solver's step size, iteration cap and stopping tolerance.
         solver: ``"auto"`` (closed form when square, hybrid otherwise) or a key of ``SOLVERS``:
             ``"dual_ascent"`` (the seed's), ``"closed_form"`` (square only), ``"fixed_point"``, ``"newton"``
-            (smoothing Newton, for aspect ratios below ~2.5) or ``"hybrid"`` (fixed point, then Newton).
+            (smoothing Newton on the reduced dual) or ``"hybrid"`` (Newton at once where the dual is smooth,
+            else the fixed point, then Newton).
         multiplier: warm start Λ (n×n with n = min(m, n)); None starts from the seed's guess.
         msign_fn: the matrix sign function to use.
 

@@ -131,23 +131,32 @@ def fixed_point(W, G, *, Lambda, alpha, steps, tol, msign_fn, memory: int = 10):
 def newton(W, G, *, Lambda, alpha, steps, tol, msign_fn):
     """Smoothing Newton on the dual (``manifold_muon_newton``): converges where the fixed point stalls.
 
-    ``steps`` caps the Newton iterations; info adds ``cg_steps`` (Hessian products, two n×n products each).
-    ``alpha`` and ``msign_fn`` are unused.
+    Where C is well-conditioned (``_well_conditioned``) the dual is smooth everywhere and Newton starts at
+    the smallest μ = 1e-8/n; otherwise it smooths from μ = 1e-2/n down. ``steps`` caps the Newton
+    iterations; info adds ``cg_steps`` (Hessian products, two n×n products each). ``alpha`` and
+    ``msign_fn`` are unused.
     """
-    return _solve(W, G, Lambda, tol, lambda P, C, X: _newton(P, C, X, steps, tol))
+    return _solve(W, G, Lambda, tol, lambda P, C, X: _newton(P, C, X, steps, tol,
+                                                                 **_smoothing(_well_conditioned(C))))
+
+
+def _smoothing(well_conditioned: bool) -> dict:
+    """Newton's first μ: the last one at once on a well-conditioned C (where the cheap ‖Ã‖_op bounds are
+    tight enough to certify), else the first of the smoothing stages."""
+    return {"mu0": 1e-8 if well_conditioned else 1e-2, "exact_norm": not well_conditioned}
 
 
 def hybrid(W, G, *, Lambda, alpha, steps, tol, msign_fn, fixed_point_steps: int = 20):
     """The default for tall/wide W. When the complement Gram C is well-conditioned (``λ_min(C) ≥ 1e-3/n``,
-    one Cholesky test; generic for aspect ratios above ~2.2) the dual is smooth and strongly convex near
-    its minimiser and Newton at μ = 1e-8/n converges quadratically: 3–5 eigensolves where the fixed point
+    one Cholesky test; generic for aspect ratios above ~2.2) the dual is smooth for every X (M ≽ C ≻ 0),
+    and Newton at μ = 1e-8/n converges quadratically: 3–5 eigensolves where the fixed point
     takes ~9. Otherwise (or if that has not certified) the fixed point for up to ``fixed_point_steps``
     iterations, then, if it has not certified, smoothing Newton from its best iterate (from μ = 1e-4/n).
     ``steps`` caps all of them together; the best certified result is returned."""
     def run(P, C, X0):
         tried = []
         if _well_conditioned(C):
-            tried.append(_newton(P, C, X0, steps, tol, mu0=1e-8, exact_norm=False))
+            tried.append(_newton(P, C, X0, steps, tol, **_smoothing(True)))
             if _certified(tried[-1][1], tol):
                 return tried[-1]
         if steps > _spent(tried):
