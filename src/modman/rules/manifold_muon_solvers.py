@@ -235,14 +235,16 @@ def _newton(P, C, X, steps, tol, mu0: float = 1e-2, exact_norm: bool = True):
     """Smoothing Newton from X: ``(X, info)`` with info's E = (M + μI)^{-1/2} of the best certified point.
 
     ``exact_norm`` certifies with the exact ‖Ã‖_op (an eigensolve per certificate): the cheap bounds are loose
-    for strongly smoothed directions; at μ = 1e-8/n on a well-conditioned M they are tight."""
+    for strongly smoothed directions; at μ = 1e-8/n on a well-conditioned M they are tight. Only then may A
+    be formed in float32 (``reduced_direction``): near a singular M that costs the certificate ~10x
+    (measured at 1024x512: gap 2.8e-6 instead of 3.9e-7)."""
     def certificate(X, V, s, s0, E, with_gap):
         return _certificate(P, C, X, V, s, E, with_gap, 0.0 if exact_norm else tol, s0=s0)
 
     X, E, residual, gap, iterations, cg, conditioning = smoothed_newton(P, C, X, tol=tol, steps=steps,
                                                                         certificate=certificate, mu0=mu0)
     return X, {"msign_calls": 0, "iterations": iterations, "cg_steps": cg, "residual": residual, "gap": gap,
-               "E": E, "float64": conditioning < 1e-3}
+               "E": E, "float64": exact_norm or conditioning < 1e-3}
 
 
 def _direction(W, G, P, C, X, scale, tol, info):
