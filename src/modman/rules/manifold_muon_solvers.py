@@ -12,7 +12,7 @@
 * ``newton`` — smoothing Newton on the same reduced dual (``manifold_muon_newton``): converges where the
   fixed point stalls (aspect ratios below ~2.5, rank-deficient G, optima that are not partial isometries).
 * ``hybrid`` — the default for tall/wide W: Newton at once where the dual is uniformly smooth (the complement
-  Gram C well-conditioned: aspect ratios above ~2.2), else the fixed point, then Newton if it has not
+  Gram C well-conditioned: aspect ratios above ~2.4 for Gaussian G), else the fixed point, then Newton if it has not
   certified in 20 steps.
 """
 
@@ -147,8 +147,8 @@ def _smoothing(well_conditioned: bool) -> dict:
 
 
 def hybrid(W, G, *, Lambda, alpha, steps, tol, msign_fn, fixed_point_steps: int = 20):
-    """The default for tall/wide W. When the complement Gram C is well-conditioned (``λ_min(C) ≥ 1e-3/n``,
-    one Cholesky test; generic for aspect ratios above ~2.2) the dual is smooth for every X (M ≽ C ≻ 0),
+    """The default for tall/wide W. When the complement Gram C is well-conditioned (``λ_min(C) ≥ 2e-2/n``,
+    one Cholesky test; generic for aspect ratios above ~2.4) the dual is smooth for every X (M ≽ C ≻ 0),
     and Newton at μ = 1e-8/n converges quadratically: 3–5 eigensolves where the fixed point
     takes ~9. Otherwise (or if that has not certified) the fixed point for up to ``fixed_point_steps``
     iterations, then, if it has not certified, smoothing Newton from its best iterate (from μ = 1e-4/n).
@@ -180,10 +180,15 @@ def _spent(tried) -> int:
 
 
 def _well_conditioned(C) -> bool:
-    """``λ_min(C) ≥ 1e-3/n`` (C is normalised: tr(ĜᵀĜ) = 1), by one Cholesky factorisation. Then
-    M = (P+X)ᵀ(P+X) + C ≽ C is uniformly positive definite and the dual is smooth for every X."""
+    """``λ_min(C) ≥ 2e-2/n`` (C is normalised: tr(ĜᵀĜ) = 1), by one Cholesky factorisation. Then
+    M = (P+X)ᵀ(P+X) + C ≽ C is uniformly positive definite and the dual is smooth for every X.
+
+    The bound is where Newton at μ = 1e-8/n beats the fixed point by measurement: on Gaussian G it
+    certifies in 3–5 iterations from n·λ_min(C) = 1e-2 up (the fixed point: 9–19); on real gradients (the
+    CIFAR MLP's 128x3072 layer, n·λ_min(C) = 3e-3..1e-2) it took 7–10 and sometimes failed to certify,
+    while the fixed point took 7–11."""
     n = C.shape[-1]
-    shifted = C - (1e-3 / n) * torch.eye(n, dtype=C.dtype, device=C.device)
+    shifted = C - (2e-2 / n) * torch.eye(n, dtype=C.dtype, device=C.device)
     return int(torch.linalg.cholesky_ex(shifted).info) == 0
 
 
