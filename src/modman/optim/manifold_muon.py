@@ -17,10 +17,10 @@ class ManifoldMuon(ManifoldOptimizer):
     r"""``W ← r·polar(W − ηA)``, ``A = argmax{⟨M, A⟩ : ‖A‖_op ≤ 1, WᵀA + AᵀW = 0}`` on ``WᵀW = r²I``.
 
     M is the gradient or its (Nesterov) momentum. The direction comes from ``solver``: ``"auto"`` (the
-    closed form for square matrices, ``"hybrid"`` otherwise: Newton on the reduced dual where it is smooth,
-    aspect ratios above ~2.4, else the reduced fixed point, then smoothing Newton if it has not certified), ``"fixed_point"``, ``"newton"``, ``"closed_form"`` or seed
-    003's ``"dual_ascent"``; the dual multiplier Λ is kept in the state to
-    warm-start the next step (``warm_start=True``). ``retraction="auto"`` takes the exact polar factor
+    closed form for square matrices, ``"hybrid"`` otherwise: Newton on the reduced dual where it is
+    uniformly smooth, else the reduced fixed point, then smoothing Newton if it has not certified),
+    ``"fixed_point"``, ``"newton"``, ``"closed_form"`` or seed 003's ``"dual_ascent"``; the dual multiplier
+    Λ is kept in the state to warm-start the next step (``warm_start=True``). ``retraction="auto"`` takes the exact polar factor
     from n×n algebra when the solver provides AᵀA (``Stiefel.retract_step``), ``"msign"`` always calls
     msign (the seed's retraction). Weights are projected onto the Stiefel manifold (exact polar factor) when
     the optimizer is built, as the seed does before training; ``step`` never re-projects. Conv kernels

@@ -11,9 +11,9 @@
   no m×n msign at all, and A has orthonormal columns whenever M is non-singular.
 * ``newton`` — smoothing Newton on the same reduced dual (``manifold_muon_newton``): converges where the
   fixed point stalls (aspect ratios below ~2.5, rank-deficient G, optima that are not partial isometries).
-* ``hybrid`` — the default for tall/wide W: Newton at once where the dual is uniformly smooth (the complement
-  Gram C well-conditioned: aspect ratios above ~2.4 for Gaussian G), else the fixed point, then Newton if it has not
-  certified in 20 steps.
+* ``hybrid`` — the default for tall/wide W: Newton at once where the dual is uniformly smooth (the
+  complement Gram C well-conditioned: aspect ratios above ~2.4 for Gaussian G), else the fixed point, then
+  Newton if it has not certified in 20 steps.
 """
 
 from __future__ import annotations
