@@ -20,9 +20,9 @@ class ManifoldMuon(ManifoldOptimizer):
     closed form for square matrices, ``"hybrid"`` otherwise: Newton on the reduced dual where it is
     uniformly smooth, else the reduced fixed point, then smoothing Newton if it has not certified),
     ``"fixed_point"``, ``"newton"``, ``"closed_form"`` or seed 003's ``"dual_ascent"``; the dual multiplier
-    Λ is kept in the state to warm-start the next step (``warm_start=True``). ``retraction="auto"`` takes the exact polar factor
-    from n×n algebra when the solver provides AᵀA (``Stiefel.retract_step``), ``"msign"`` always calls
-    msign (the seed's retraction). Weights are projected onto the Stiefel manifold (exact polar factor) when
+    Λ is kept in the state to warm-start the next step (``warm_start=True``). ``retraction="auto"`` takes
+    the exact polar factor from n×n algebra when the solver provides AᵀA (``Stiefel.retract_step``),
+    ``"msign"`` always calls msign (the seed's retraction). Weights are projected onto the Stiefel manifold (exact polar factor) when
     the optimizer is built, as the seed does before training; ``step`` never re-projects. Conv kernels
     are treated as (out, in·kh·kw) matrices. Diagnostics: ``residual`` (RMS of WᵀA + AᵀW),
     ``iterations`` and ``msign_calls`` (solver + retraction) of the last step.
