@@ -136,14 +136,11 @@ def newton(W, G, *, Lambda, alpha, steps, tol, msign_fn):
     iterations; info adds ``cg_steps`` (Hessian products, two n×n products each). ``alpha`` and
     ``msign_fn`` are unused.
     """
-    return _solve(W, G, Lambda, tol, lambda P, C, X: _newton(P, C, X, steps, tol,
-                                                                 **_smoothing(_well_conditioned(C))))
+    def run(P, C, X):
+        well = _well_conditioned(C)
+        return _newton(P, C, X, steps, tol, mu0=1e-8 if well else 1e-2, well_conditioned=well)
 
-
-def _smoothing(well_conditioned: bool) -> dict:
-    """Newton's first μ: the last one at once on a well-conditioned C (where the cheap ‖Ã‖_op bounds are
-    tight enough to certify), else the first of the smoothing stages."""
-    return {"mu0": 1e-8 if well_conditioned else 1e-2, "exact_norm": not well_conditioned}
+    return _solve(W, G, Lambda, tol, run)
 
 
 def hybrid(W, G, *, Lambda, alpha, steps, tol, msign_fn, fixed_point_steps: int = 20):
@@ -156,7 +153,7 @@ def hybrid(W, G, *, Lambda, alpha, steps, tol, msign_fn, fixed_point_steps: int 
     def run(P, C, X0):
         tried = []
         if _well_conditioned(C):
-            tried.append(_newton(P, C, X0, steps, tol, **_smoothing(True)))
+            tried.append(_newton(P, C, X0, steps, tol, mu0=1e-8, well_conditioned=True))
             if _certified(tried[-1][1], tol):
                 return tried[-1]
         if steps > _spent(tried):
@@ -236,20 +233,20 @@ def _fixed_point_loop(P, C, X, steps, tol, memory: int = 10):
                "float64": conditioning < 1e-3}
 
 
-def _newton(P, C, X, steps, tol, mu0: float = 1e-2, exact_norm: bool = True):
+def _newton(P, C, X, steps, tol, mu0: float = 1e-2, well_conditioned: bool = False):
     """Smoothing Newton from X: ``(X, info)`` with info's E = (M + μI)^{-1/2} of the best certified point.
 
-    ``exact_norm`` certifies with the exact ‖Ã‖_op (an eigensolve per certificate): the cheap bounds are loose
-    for strongly smoothed directions; at μ = 1e-8/n on a well-conditioned M they are tight. Only then may A
-    be formed in float32 (``reduced_direction``): near a singular M that costs the certificate ~10x
-    (measured at 1024x512: gap 2.8e-6 instead of 3.9e-7)."""
+    Unless C is ``well_conditioned`` (``_well_conditioned``) the certificate uses the exact ‖Ã‖_op (an
+    eigensolve each): the cheap bounds are loose for strongly smoothed directions, tight at μ = 1e-8/n on a
+    well-conditioned M. Only there may A be formed in float32 (``reduced_direction``): near a singular M
+    that costs the certificate ~10x (measured at 1024x512: gap 2.8e-6 instead of 3.9e-7)."""
     def certificate(X, V, s, s0, E, with_gap):
-        return _certificate(P, C, X, V, s, E, with_gap, 0.0 if exact_norm else tol, s0=s0)
+        return _certificate(P, C, X, V, s, E, with_gap, tol if well_conditioned else 0.0, s0=s0)
 
     X, E, residual, gap, iterations, cg, conditioning = smoothed_newton(P, C, X, tol=tol, steps=steps,
                                                                         certificate=certificate, mu0=mu0)
     return X, {"msign_calls": 0, "iterations": iterations, "cg_steps": cg, "residual": residual, "gap": gap,
-               "E": E, "float64": exact_norm or conditioning < 1e-3}
+               "E": E, "float64": not well_conditioned or conditioning < 1e-3}
 
 
 def _direction(W, G, P, C, X, scale, tol, info):
