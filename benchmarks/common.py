@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from modman.experiments.runlog import write_json_atomic
+from modman.msign import fast_bfloat16
 
 
 def parser(description: str) -> argparse.ArgumentParser:
@@ -52,7 +53,8 @@ def machine() -> dict:
         sha = ""
     return {"torch": torch.__version__, "python": platform.python_version(), "cpu": platform.processor() or
             platform.machine(), "threads": torch.get_num_threads(), "cuda": torch.cuda.get_device_name(0)
-            if torch.cuda.is_available() else None, "git": sha, "cores": os.cpu_count()}
+            if torch.cuda.is_available() else None, "git": sha, "cores": os.cpu_count(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu_fast_bfloat16": fast_bfloat16("cpu")}
 
 
 def format_table(rows: list[dict], columns: list[str]) -> str:

@@ -31,7 +31,8 @@ def model_matrices(width: int, layers: int, device: str, seed: int) -> list[torc
 OPTIMIZERS = {
     "AdamW": lambda ps: torch.optim.AdamW(ps, lr=1e-3),
     "torch.optim.Muon": lambda ps: torch.optim.Muon(ps, lr=0.02, weight_decay=0.0),
-    "modman Muon (PE 5, bf16; default)": lambda ps: Muon(ps, lr=0.02),
+    "modman Muon (PE 5, auto; default)": lambda ps: Muon(ps, lr=0.02),
+    "modman Muon (PE 5, bf16)": lambda ps: Muon(ps, lr=0.02, msign_dtype=torch.bfloat16),
     "modman Muon (PE 5, fp32)": lambda ps: Muon(ps, lr=0.02, msign_dtype=None),
     "modman Muon (NS 5, bf16)": lambda ps: Muon(ps, lr=0.02, msign_method="newton_schulz", msign_dtype=torch.bfloat16),
     "HypersphericalDescent": lambda ps: HypersphericalDescent(ps, lr=0.1),
@@ -80,7 +81,7 @@ def main(argv=None):
 
 def interleaved(build, n: int, device: str) -> list[dict]:
     """torch.optim.Muon and modman Muon stepped alternately, n pairs, three rounds: medians and their ratio."""
-    names = ("torch.optim.Muon", "modman Muon (PE 5, bf16; default)")
+    names = ("torch.optim.Muon", "modman Muon (PE 5, auto; default)")
     opts = [build(OPTIMIZERS[name]) for name in names]
     for opt in opts:
         opt.step()

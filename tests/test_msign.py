@@ -1,5 +1,7 @@
 """msign against the float64 SVD polar factor, per method, step count, shape and dtype."""
 
+import importlib
+
 import pytest
 import torch
 from hypothesis import given
@@ -9,6 +11,8 @@ from modman import msign
 from modman.msign import NEWTON_SCHULZ_COEFFICIENTS, POLAR_EXPRESS_COEFFICIENTS
 
 import seed_reference
+
+msign_module = importlib.import_module("modman.msign")  # the package's ``msign`` attribute is the function
 
 
 def gaussian(*shape, seed=0, dtype=torch.float32):
@@ -145,11 +149,27 @@ def test_batched_equals_loop():
 
 @pytest.mark.parametrize(
     "kwargs,match",
-    [({"method": "svd"}, "unknown method"), ({"steps": -1}, "steps"), ({"steps": 2.5}, "steps")],
+    [({"method": "svd"}, "unknown method"), ({"steps": -1}, "steps"), ({"steps": 2.5}, "steps"),
+     ({"dtype": "bf16"}, "dtype must be .*'auto'"), ({"dtype": 16}, "dtype must be")],
 )
 def test_bad_arguments_raise(kwargs, match):
     with pytest.raises(ValueError, match=match):
         msign(torch.ones(3, 3), **kwargs)
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_auto_dtype_is_bfloat16_only_where_the_cpu_multiplies_it_natively(monkeypatch, fast):
+    monkeypatch.setattr(msign_module, "_cpu_bfloat16_matmul", lambda: fast)
+    G = gaussian(40, 24, seed=11)
+    expected = msign(G, dtype=torch.bfloat16 if fast else None)
+    assert torch.equal(msign(G, dtype="auto"), expected)
+    assert not torch.equal(msign(G, dtype=torch.bfloat16), msign(G))  # the two paths differ: the test can fail
+    assert msign_module.fast_bfloat16("cpu") is fast
+    assert msign_module.fast_bfloat16("cuda:0") and msign_module.fast_bfloat16(torch.device("mps"))
+
+
+def test_cpu_bfloat16_probe_answers_a_bool():
+    assert isinstance(msign_module._cpu_bfloat16_matmul(), bool)
 
 
 def test_vector_input_raises_with_shape():

@@ -204,7 +204,7 @@ def test_muon_shape_scaling_and_weight_decay():
     before = W.detach().clone()
     W.grad = G.clone()
     opt.step()
-    expected = before * (1 - 0.1 * 0.5) - 0.1 * 2.0 * msign(G, steps=5, dtype=torch.bfloat16)  # sqrt(64/16) = 2
+    expected = before * (1 - 0.1 * 0.5) - 0.1 * 2.0 * msign(G, steps=5, dtype="auto")  # sqrt(64/16) = 2
     assert torch.allclose(W.detach(), expected, atol=1e-6)
 
 
@@ -217,7 +217,7 @@ def test_muon_nesterov_momentum_matches_torch_recurrence():
         W.grad = g.clone()
         opt.step()
         buf = 0.9 * buf + 0.1 * g
-        ref = ref - 0.1 * msign(0.1 * g + 0.9 * buf, steps=5, dtype=torch.bfloat16)
+        ref = ref - 0.1 * msign(0.1 * g + 0.9 * buf, steps=5, dtype="auto")
     assert torch.allclose(W.detach(), ref, atol=1e-5)
 
 
@@ -244,7 +244,7 @@ def test_conv_kernels_are_treated_as_out_by_rest_matrices():
     opt2 = Muon([conv2.weight], lr=0.1, momentum=0.0, adjust_lr_fn=None)
     conv2.weight.grad = G
     opt2.step()
-    expected = before - 0.1 * msign(G.reshape(8, 27), steps=5, dtype=torch.bfloat16).reshape(8, 3, 3, 3)
+    expected = before - 0.1 * msign(G.reshape(8, 27), steps=5, dtype="auto").reshape(8, 3, 3, 3)
     assert torch.allclose(conv2.weight.detach(), expected, atol=1e-6)
 
 
@@ -275,6 +275,7 @@ def test_hyperspherical_accepts_vectors_rejects_scalars():
         (Muon, {"adjust_lr_fn": "moonlight"}, "adjust_lr_fn"),
         (Muon, {"msign_method": "svd"}, "msign_method"),
         (Muon, {"msign_steps": -2}, "msign_steps"),
+        (Muon, {"msign_dtype": "bf16"}, "msign_dtype.*'auto'"),
         (SpectralDescent, {"radius": 0.0}, "radius"),
         (HypersphericalDescent, {"momentum": 1.5}, "momentum"),
         (HypersphericalDescent, {"radius": -1.0}, "radius"),

@@ -16,9 +16,11 @@ Three methods:
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
-__all__ = ["msign", "METHODS", "DEFAULT_STEPS", "POLAR_EXPRESS_COEFFICIENTS", "NEWTON_SCHULZ_COEFFICIENTS"]
+__all__ = ["msign", "fast_bfloat16", "METHODS", "DEFAULT_STEPS", "POLAR_EXPRESS_COEFFICIENTS", "NEWTON_SCHULZ_COEFFICIENTS"]
 
 # Polar Express, degree-5 polynomials optimised for singular values in [1e-3, 1] (seed 003, msign.py;
 # arXiv:2505.16932). The last triple is the classical quintic 15/8, -10/8, 3/8 it converges to.
@@ -52,7 +54,7 @@ def msign(
     *,
     steps: int | None = None,
     method: str = "polar_express",
-    dtype: torch.dtype | None = None,
+    dtype: torch.dtype | str | None = None,
 ) -> torch.Tensor:
     """Polar factor ``msign(G) = U sign(Σ) Vᵀ`` of a matrix or a batch of matrices.
 
@@ -62,7 +64,8 @@ def msign(
             ``"exact"``). Polar Express steps past the table repeat its last polynomial.
         method: ``"polar_express"``, ``"newton_schulz"`` or ``"exact"``.
         dtype: compute dtype of the iterative methods. Default float32 (float64 when G is float64);
-            ``torch.bfloat16`` reproduces the seed's half-precision iteration.
+            ``torch.bfloat16`` reproduces the seed's half-precision iteration; ``"auto"`` is bfloat16 where
+            G's device multiplies it natively (``fast_bfloat16``), else the default.
 
     Returns:
         A new tensor of G's shape, dtype and device. ``G`` itself is never written.
@@ -76,8 +79,12 @@ def msign(
         steps = DEFAULT_STEPS[method]
     if not isinstance(steps, int) or steps < 0:
         raise ValueError(f"msign: steps must be an int >= 0; got {steps!r}")
+    if isinstance(dtype, str) and dtype != "auto" or not isinstance(dtype, (str, torch.dtype, type(None))):
+        raise ValueError(f"msign: dtype must be a torch dtype, None or 'auto'; got {dtype!r}")
     if method == "exact":
         return _msign_exact(G).to(G.dtype)
+    if dtype == "auto":
+        dtype = torch.bfloat16 if fast_bfloat16(G.device) else None
     if dtype is None:
         dtype = torch.float64 if G.dtype == torch.float64 else torch.float32
     wide = G.size(-2) <= G.size(-1)
@@ -94,6 +101,25 @@ def msign(
             X = _odd_quintic(X, *NEWTON_SCHULZ_COEFFICIENTS)
     X = X if wide else X.mT
     return X.to(G.dtype)
+
+
+def fast_bfloat16(device: torch.device | str) -> bool:
+    """Whether bfloat16 matrix products on ``device`` run natively (faster than float32).
+
+    True on accelerators. On the CPU only where oneDNN takes bfloat16 matmuls (AVX-512 or AMX on x86, BF16
+    on Arm): elsewhere torch falls back to a scalar kernel, measured 51x slower than float32 for Muon's
+    step on an AVX2 CPU (BENCHMARKS.md), so ``dtype="auto"`` stays in float32 there.
+    """
+    device = torch.device(device)
+    return device.type != "cpu" or _cpu_bfloat16_matmul()
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_bfloat16_matmul() -> bool:
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch build without the probe: assume the slow kernel
+        return False
 
 
 def _odd_quintic(X: torch.Tensor, a: float, b: float, c: float) -> torch.Tensor:

@@ -42,8 +42,9 @@ _HYPERPARAMETER_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "msign_method": (lambda v: v in METHODS, f"one of {list(METHODS)}"),
     "msign_steps": (lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 0),
                     "None or an int >= 0"),
-    "msign_dtype": (lambda v: v is None or v in (torch.float32, torch.float64, torch.bfloat16, torch.float16),
-                    "None or a torch floating dtype"),
+    "msign_dtype": (lambda v: v is None or v == "auto"
+                    or v in (torch.float32, torch.float64, torch.bfloat16, torch.float16),
+                    "None, 'auto' or a torch floating dtype"),
     "adjust_lr_fn": (lambda v: v in ADJUST_LR_FNS, f"one of {list(ADJUST_LR_FNS)}"),
 }
 

@@ -17,15 +17,17 @@ class Muon(ManifoldOptimizer):
     lr (η) is the spectral norm of the update times the shape factor s (``adjust_lr_fn``, torch's
     names: "original" = sqrt(max(1, out/in)), "match_rms_adamw" = 0.2·sqrt(max(out, in)), None = 1).
     Weight decay λ is decoupled. Conv kernels are orthogonalized as (out, in·kh·kw) matrices.
-    Keller Jordan, *Muon* (2024); torch.optim.Muon. msign: Polar Express, 5 steps, computed in bfloat16
-    by default like torch.optim.Muon and Keller's Muon (an update direction needs no more; measured in
-    BENCHMARKS.md); pass ``msign_dtype=None`` for float32.
+    Keller Jordan, *Muon* (2024); torch.optim.Muon. msign: Polar Express, 5 steps; ``msign_dtype="auto"``
+    computes it in bfloat16 like torch.optim.Muon and Keller's Muon (an update direction needs no more;
+    measured in BENCHMARKS.md) wherever the device multiplies bfloat16 natively (GPUs; CPUs with AVX-512,
+    AMX or Arm BF16), and in float32 on other CPUs, where bfloat16 products are ~50x slower
+    (``modman.msign.fast_bfloat16``). Pass ``torch.bfloat16`` or ``None`` (float32) to fix it.
     """
 
     def __init__(self, params, lr: float = 0.02, momentum: float = 0.95, nesterov: bool = True,
                  weight_decay: float = 0.0, adjust_lr_fn: str | None = "original",
                  msign_method: str = "polar_express", msign_steps: int | None = 5,
-                 msign_dtype: torch.dtype | None = torch.bfloat16, *, skip_nonfinite: bool = False):
+                 msign_dtype: torch.dtype | str | None = "auto", *, skip_nonfinite: bool = False):
         defaults = dict(lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
                         adjust_lr_fn=adjust_lr_fn, msign_method=msign_method, msign_steps=msign_steps,
                         msign_dtype=msign_dtype)
