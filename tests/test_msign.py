@@ -166,6 +166,8 @@ def test_auto_dtype_is_bfloat16_only_where_the_cpu_multiplies_it_natively(monkey
     assert not torch.equal(msign(G, dtype=torch.bfloat16), msign(G))  # the two paths differ: the test can fail
     assert msign_module.fast_bfloat16("cpu") is fast
     assert msign_module.fast_bfloat16("cuda:0") and msign_module.fast_bfloat16(torch.device("mps"))
+    monkeypatch.setattr(torch.backends.mkldnn, "enabled", False)  # torch then takes the scalar kernel
+    assert not msign_module.fast_bfloat16("cpu")
 
 
 def test_cpu_bfloat16_probe_answers_a_bool():

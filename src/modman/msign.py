@@ -107,11 +107,12 @@ def fast_bfloat16(device: torch.device | str) -> bool:
     """Whether bfloat16 matrix products on ``device`` run natively (faster than float32).
 
     True on accelerators. On the CPU only where oneDNN takes bfloat16 matmuls (AVX-512 or AMX on x86, BF16
-    on Arm): elsewhere torch falls back to a scalar kernel, measured 51x slower than float32 for Muon's
-    step on an AVX2 CPU (BENCHMARKS.md), so ``dtype="auto"`` stays in float32 there.
+    on Arm), while ``torch.backends.mkldnn`` is enabled: elsewhere torch falls back to a scalar kernel,
+    measured ~50x slower than float32 for Muon's step on an AVX2 CPU (BENCHMARKS.md), so ``dtype="auto"``
+    stays in float32 there.
     """
     device = torch.device(device)
-    return device.type != "cpu" or _cpu_bfloat16_matmul()
+    return device.type != "cpu" or bool(getattr(torch.backends.mkldnn, "enabled", True)) and _cpu_bfloat16_matmul()
 
 
 @functools.lru_cache(maxsize=1)
