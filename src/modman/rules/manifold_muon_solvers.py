@@ -12,8 +12,8 @@
 * ``newton`` — smoothing Newton on the same reduced dual (``manifold_muon_newton``): converges where the
   fixed point stalls (aspect ratios below ~2.5, rank-deficient G, optima that are not partial isometries).
 * ``hybrid`` — the default for tall/wide W: Newton at once where the dual is uniformly smooth (the
-  complement Gram C well-conditioned: aspect ratios above ~2.4 for Gaussian G), else the fixed point, then
-  Newton if it has not certified in 20 steps.
+  complement Gram C well-conditioned: aspect ratios above ~2.4 for Gaussian G), else five fixed-point
+  steps, then Newton, then smoothing Newton if it has not certified.
 """
 
 from __future__ import annotations
@@ -143,13 +143,15 @@ def newton(W, G, *, Lambda, alpha, steps, tol, msign_fn):
     return _solve(W, G, Lambda, tol, run)
 
 
-def hybrid(W, G, *, Lambda, alpha, steps, tol, msign_fn, fixed_point_steps: int = 20):
+def hybrid(W, G, *, Lambda, alpha, steps, tol, msign_fn, fixed_point_steps: int = 5, direct_steps: int = 4):
     """The default for tall/wide W. When the complement Gram C is well-conditioned (``λ_min(C) ≥ 2e-2/n``,
     one Cholesky test; generic for aspect ratios above ~2.4) the dual is smooth for every X (M ≽ C ≻ 0),
     and Newton at μ = 1e-8/n converges quadratically: 3–5 eigensolves where the fixed point
     takes ~9. Otherwise (or if that has not certified) the fixed point for up to ``fixed_point_steps``
-    iterations, then, if it has not certified, smoothing Newton from its best iterate (from μ = 1e-4/n).
-    ``steps`` caps all of them together; the best certified result is returned."""
+    iterations, then Newton at μ = 1e-8/n from there for up to ``direct_steps`` (real training gradients:
+    their dual optimum is regular, measured), then, if still uncertified (an optimum with M singular, e.g.
+    Gaussian G at aspect <= 2), smoothing Newton from the best iterate and μ = 1e-4/n. ``steps`` caps all of
+    them together; the best certified result is returned."""
     def run(P, C, X0):
         tried = []
         if _well_conditioned(C):
@@ -157,15 +159,22 @@ def hybrid(W, G, *, Lambda, alpha, steps, tol, msign_fn, fixed_point_steps: int 
             if _certified(tried[-1][1], tol):
                 return tried[-1]
         if steps > _spent(tried):
-            X, info = _fixed_point_loop(P, C, X0, min(steps - _spent(tried), fixed_point_steps), tol)
-            tried.append((X, info))
-            if not _certified(info, tol) and steps > _spent(tried):
-                tried.append(_newton(P, C, X, steps - _spent(tried), tol, mu0=1e-4))
-        X, info = min(tried, key=lambda t: (t[1]["gap"], t[1]["residual"]))
+            tried.append(_fixed_point_loop(P, C, X0, min(steps - _spent(tried), fixed_point_steps), tol))
+        for mu0, cap in ((1e-8, direct_steps), (1e-4, steps)):
+            if _certified(_best(tried)[1], tol) or steps <= _spent(tried):
+                break
+            if cap == 0:
+                continue
+            tried.append(_newton(P, C, _best(tried)[0], min(cap, steps - _spent(tried)), tol, mu0=mu0))
+        X, info = _best(tried)
         info.update(iterations=_spent(tried), cg_steps=sum(t[1].get("cg_steps", 0) for t in tried))
         return X, info
 
     return _solve(W, G, Lambda, tol, run)
+
+
+def _best(tried):
+    return min(tried, key=lambda t: (t[1]["gap"], t[1]["residual"]))
 
 
 def _certified(info, tol) -> bool:
