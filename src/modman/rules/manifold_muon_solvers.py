@@ -158,14 +158,14 @@ def hybrid(W, G, *, Lambda, alpha, steps, tol, msign_fn, fixed_point_steps: int 
             tried.append(_newton(P, C, X0, steps, tol, mu0=1e-8, well_conditioned=True))
             if _certified(tried[-1][1], tol):
                 return tried[-1]
-        if steps > _spent(tried):
+        if steps > _spent(tried) and fixed_point_steps > 0:
             tried.append(_fixed_point_loop(P, C, X0, min(steps - _spent(tried), fixed_point_steps), tol))
         for mu0, cap in ((1e-8, direct_steps), (1e-4, steps)):
-            if _certified(_best(tried)[1], tol) or steps <= _spent(tried):
+            if tried and _certified(_best(tried)[1], tol) or steps <= _spent(tried):
                 break
-            if cap == 0:
-                continue
-            tried.append(_newton(P, C, _best(tried)[0], min(cap, steps - _spent(tried)), tol, mu0=mu0))
+            if cap > 0:
+                start = _best(tried)[0] if tried else X0
+                tried.append(_newton(P, C, start, min(cap, steps - _spent(tried)), tol, mu0=mu0))
         X, info = _best(tried)
         info.update(iterations=_spent(tried), cg_steps=sum(t[1].get("cg_steps", 0) for t in tried))
         return X, info
