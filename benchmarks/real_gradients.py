@@ -27,8 +27,8 @@ from modman.rules.manifold_muon_solvers import fixed_point, hybrid
 from .common import finish, parser
 
 SOLVERS = {
-    "hybrid (default)": hybrid,
-    "hybrid before (fixed point <= 20, then smoothing Newton)": partial(hybrid, fixed_point_steps=20, direct_steps=0),
+    "hybrid (default: fixed point <= 20, then smoothing Newton)": hybrid,
+    "hybrid, fixed point <= 5, Newton <= 4, then smoothing": partial(hybrid, fixed_point_steps=5, direct_steps=4),
     "fixed_point": fixed_point,
 }
 

@@ -18,7 +18,7 @@ class ManifoldMuon(ManifoldOptimizer):
 
     M is the gradient or its (Nesterov) momentum. The direction comes from ``solver``: ``"auto"`` (the
     closed form for square matrices, ``"hybrid"`` otherwise: Newton on the reduced dual where it is
-    uniformly smooth, else a few reduced fixed-point steps, then Newton, then smoothing Newton if needed),
+    uniformly smooth, else the reduced fixed point, then smoothing Newton if it has not certified),
     ``"fixed_point"``, ``"newton"``, ``"closed_form"`` or seed 003's ``"dual_ascent"``; the dual multiplier
     Λ is kept in the state to warm-start the next step (``warm_start=True``). ``retraction="auto"`` takes
     the exact polar factor from n×n algebra when the solver provides AᵀA (``Stiefel.retract_step``),

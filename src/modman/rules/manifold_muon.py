@@ -98,7 +98,7 @@ def manifold_muon_direction(
         solver: ``"auto"`` (closed form when square, hybrid otherwise) or a key of ``SOLVERS``:
             ``"dual_ascent"`` (the seed's), ``"closed_form"`` (square only), ``"fixed_point"``, ``"newton"``
             (smoothing Newton on the reduced dual) or ``"hybrid"`` (Newton at once where the dual is smooth,
-            else a few fixed-point steps, then Newton).
+            else the fixed point, then Newton).
         multiplier: warm start Λ (n×n with n = min(m, n)); None starts from the seed's guess.
         msign_fn: the matrix sign function to use.
 
