@@ -35,24 +35,28 @@ SOLVERS = {
 
 def capture(train_steps: int, steps: set[int], preset: str) -> list[dict]:
     """Train manifold_muon for ``train_steps`` and keep the solver inputs at the optimizer steps in ``steps``."""
-    original, kept, calls = optim_module.manifold_muon_direction, [], []
+    direction, update = optim_module.manifold_muon_direction, optim_module.ManifoldMuon._update
+    kept, current = [], {"step": -1}
+
+    def updating(self, W, G, state, group):
+        current["step"] = state.get("step", 0)  # steps this matrix has taken: the index of this one
+        return update(self, W, G, state, group)
 
     def recording(W, G, **kw):
-        calls.append(1)
-        # ManifoldMuon solves its tall matrices in a fixed order each step; the step count is read off the run.
-        kept.append({"call": len(calls), "W": W.clone(), "G": G.clone(), "tol": kw["tol"], "steps": kw["steps"],
-                     "multiplier": None if kw.get("multiplier") is None else kw["multiplier"].clone()})
-        return original(W, G, **kw)
+        if current["step"] in steps:
+            kept.append({"step": current["step"], "W": W.clone(), "G": G.clone(), "tol": kw["tol"],
+                         "steps": kw["steps"],
+                         "multiplier": None if kw.get("multiplier") is None else kw["multiplier"].clone()})
+        return direction(W, G, **kw)
 
-    optim_module.manifold_muon_direction = recording
+    optim_module.manifold_muon_direction, optim_module.ManifoldMuon._update = recording, updating
     try:
         with tempfile.TemporaryDirectory() as out:
             cli_main(["train", "--exp", "manifold_muon", "--max-steps", str(train_steps), "--preset", preset,
                       "--no-progress", "--eval-every", str(10**9), "--checkpoint-every", str(10**9), "--out", out])
     finally:
-        optim_module.manifold_muon_direction = original
-    per_step = len(calls) // train_steps
-    return [dict(r, step=(r["call"] - 1) // per_step) for r in kept if (r["call"] - 1) // per_step in steps]
+        optim_module.manifold_muon_direction, optim_module.ManifoldMuon._update = direction, update
+    return kept
 
 
 def main(argv=None):

@@ -79,7 +79,7 @@ def msign(
         steps = DEFAULT_STEPS[method]
     if not isinstance(steps, int) or steps < 0:
         raise ValueError(f"msign: steps must be an int >= 0; got {steps!r}")
-    if isinstance(dtype, str) and dtype != "auto" or not isinstance(dtype, (str, torch.dtype, type(None))):
+    if not (dtype is None or dtype == "auto" or isinstance(dtype, torch.dtype)):
         raise ValueError(f"msign: dtype must be a torch dtype, None or 'auto'; got {dtype!r}")
     if method == "exact":
         return _msign_exact(G).to(G.dtype)

@@ -150,8 +150,8 @@ def hybrid(W, G, *, Lambda, alpha, steps, tol, msign_fn, fixed_point_steps: int 
     takes ~9. Otherwise (or if that has not certified) the fixed point for up to ``fixed_point_steps``
     iterations, then Newton at μ = 1e-8/n from its best iterate for up to ``direct_steps``, then, if still
     uncertified, smoothing Newton from the best iterate and μ = 1e-4/n. ``steps`` caps all of them together;
-    the best certified result is returned. ``fixed_point_steps=5, direct_steps=4`` is 1.4x faster on the LLM
-    experiment's warm-started FFN solves but 2x slower on the ``modular`` GPT's (measured; BENCHMARKS.md (b)),
+    the best certified result is returned. ``fixed_point_steps=5, direct_steps=4`` makes the LLM experiment's
+    manifold_muon training 1.4x faster but the ``modular`` GPT's 2x slower (measured; BENCHMARKS.md (b)),
     so the default stays at 20 and 0."""
     def run(P, C, X0):
         tried = []
