@@ -1,12 +1,17 @@
-"""(b') Manifold Muon solvers on real training gradients, captured from ``modman train --exp manifold_muon``.
+"""(b') Manifold Muon solvers on real training gradients, captured from ``modman train``.
 
 Gaussian gradients (``benchmarks.solvers``) are easier than real ones, whose spectra decay: the complement
-Gram C is near singular, so ``hybrid`` does not take its Newton-at-once path. This benchmark trains the
-default LLM with manifold Muon for ``--train-steps`` steps, keeps the solver inputs (W, momentum, warm-start
-multiplier, tolerance, step cap) of every tall matrix at the steps in ``--capture``, then solves each of
-them again with every solver below and reports iterations, certificate and time.
+Gram C is near singular, so ``hybrid`` does not take its Newton-at-once path. Two kinds of solve:
 
-    python -m benchmarks.real_gradients [--quick] [--train-steps N] [--capture 0,1,5,20,50,100]
+* ``manifold_muon`` — trains the default LLM with manifold Muon for ``--train-steps`` steps and keeps the solver
+  inputs (W, momentum, warm-start multiplier, tolerance, step cap) of every tall matrix at the optimizer steps
+  in ``--capture``: warm-started, near their optimum;
+* ``modular`` — trains the modman.modular GPT for ``--modular-steps`` steps and keeps every 7th non-square
+  solve: cold-started (no multiplier), far from it.
+
+Each is solved again with every solver below; the table reports iterations, certificate and time.
+
+    python -m benchmarks.real_gradients [--quick] [--train-steps N] [--capture 0,1,5,20,50,100] [--modular-steps N]
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from functools import partial
 
 import torch
 
+import modman.modular.atoms as atoms_module
 import modman.optim.manifold_muon as optim_module
 from modman.cli import main as cli_main
 from modman.manifolds.stiefel import as_tall
@@ -27,8 +33,8 @@ from modman.rules.manifold_muon_solvers import fixed_point, hybrid
 from .common import finish, parser
 
 SOLVERS = {
-    "hybrid (default: fixed point <= 20, then smoothing Newton)": hybrid,
-    "hybrid, fixed point <= 5, Newton <= 4, then smoothing": partial(hybrid, fixed_point_steps=5, direct_steps=4),
+    "hybrid (default: Newton probe after 5 fixed-point steps)": hybrid,
+    "hybrid, direct_steps=0 (fixed point <= 20, then smoothing Newton)": partial(hybrid, direct_steps=0),
     "fixed_point": fixed_point,
 }
 
@@ -51,45 +57,75 @@ def capture(train_steps: int, steps: set[int], preset: str) -> list[dict]:
 
     optim_module.manifold_muon_direction, optim_module.ManifoldMuon._update = recording, updating
     try:
-        with tempfile.TemporaryDirectory() as out:
-            cli_main(["train", "--exp", "manifold_muon", "--max-steps", str(train_steps), "--preset", preset,
-                      "--no-progress", "--eval-every", str(10**9), "--checkpoint-every", str(10**9), "--out", out])
+        _train("manifold_muon", train_steps, preset)
     finally:
         optim_module.manifold_muon_direction, optim_module.ManifoldMuon._update = direction, update
     return kept
+
+
+def capture_modular(train_steps: int, preset: str, every: int = 7) -> list[dict]:
+    """Train the modular GPT for ``train_steps`` and keep every ``every``-th non-square solve (cold-started)."""
+    direction, kept, count = atoms_module.manifold_muon_direction, [], [0]
+
+    def recording(W, G, **kw):
+        if W.shape[0] != W.shape[1]:
+            count[0] += 1
+            if count[0] % every == 0:
+                kept.append({"step": None, "W": W.clone(), "G": G.clone(), "tol": kw["tol"], "steps": kw["steps"],
+                             "multiplier": None})
+        return direction(W, G, **kw)
+
+    atoms_module.manifold_muon_direction = recording
+    try:
+        _train("modular", train_steps, preset)
+    finally:
+        atoms_module.manifold_muon_direction = direction
+    return kept
+
+
+def _train(exp: str, steps: int, preset: str) -> None:
+    with tempfile.TemporaryDirectory() as out:
+        cli_main(["train", "--exp", exp, "--max-steps", str(steps), "--preset", preset, "--no-progress",
+                  "--eval-every", str(10**9), "--checkpoint-every", str(10**9), "--out", out])
 
 
 def main(argv=None):
     p = parser(__doc__)
     p.add_argument("--train-steps", type=int, default=None)
     p.add_argument("--capture", default=None, help="optimizer steps whose solves are kept (default 0,1,5,20,50,100)")
+    p.add_argument("--modular-steps", type=int, default=None, help="modular GPT training steps (default 40)")
     args = p.parse_args(argv)
     train_steps = args.train_steps or (6 if args.quick else 101)
+    modular_steps = args.modular_steps or (2 if args.quick else 40)
     steps = {int(s) for s in (args.capture or ("0,1,5" if args.quick else "0,1,5,20,50,100")).split(",")}
-    solves = capture(train_steps, steps, "tiny" if args.quick else "small")
-    rows = []
-    for name, solver in SOLVERS.items():
-        its, gaps, res, ms = [], [], [], []
-        for rec in solves:
-            W, G = rec["W"].to(args.device), rec["G"].to(args.device)
-            Wt, wide = as_tall(W)
-            Gt = G.mT if wide else G
-            multiplier = None if rec["multiplier"] is None else rec["multiplier"].to(args.device)
-            t0 = time.perf_counter()
-            A, Lambda, info = solver(Wt, Gt, Lambda=multiplier, alpha=0.01, steps=rec["steps"], tol=rec["tol"],
-                                     msign_fn=None)
-            ms.append(1000 * (time.perf_counter() - t0))
-            its.append(info["iterations"])
-            res.append(tangent_residual(Wt.double(), A.double()))
-            gaps.append(duality_gap(Wt, Gt, A, Lambda)["relative_gap"])
-        tol = solves[0]["tol"]
-        rows.append({"solver": name, "solves": len(solves), "median_iterations": statistics.median(its),
-                     "max_iterations": max(its), "uncertified": sum(1 for g, r in zip(gaps, res) if g > tol or r > tol),
-                     "max_rel_gap": max(gaps), "max_residual": max(res), "total_ms": sum(ms)})
-    finish("real_gradients", args, rows, ["solver", "solves", "median_iterations", "max_iterations", "uncertified",
-                                          "max_rel_gap", "max_residual", "total_ms"],
-           extra={"train_steps": train_steps, "captured_steps": sorted(steps),
-                  "shapes": sorted({tuple(r["W"].shape) for r in solves})})
+    preset = "tiny" if args.quick else "small"
+    sources = {"manifold_muon": capture(train_steps, steps, preset), "modular": capture_modular(modular_steps, preset)}
+    rows = [_row(source, name, solver, solves, args.device)
+            for source, solves in sources.items() if solves for name, solver in SOLVERS.items()]
+    finish("real_gradients", args, rows, ["solves_from", "solver", "solves", "median_iterations", "max_iterations",
+                                          "uncertified", "max_rel_gap", "max_residual", "total_ms"],
+           extra={"train_steps": train_steps, "captured_steps": sorted(steps), "modular_steps": modular_steps,
+                  "shapes": sorted({tuple(r["W"].shape) for solves in sources.values() for r in solves})})
+
+
+def _row(source, name, solver, solves, device) -> dict:
+    its, gaps, res, ms = [], [], [], []
+    for rec in solves:
+        W, G = rec["W"].to(device), rec["G"].to(device)
+        Wt, wide = as_tall(W)
+        Gt = G.mT if wide else G
+        multiplier = None if rec["multiplier"] is None else rec["multiplier"].to(device)
+        t0 = time.perf_counter()
+        A, Lambda, info = solver(Wt, Gt, Lambda=multiplier, alpha=0.01, steps=rec["steps"], tol=rec["tol"],
+                                 msign_fn=None)
+        ms.append(1000 * (time.perf_counter() - t0))
+        its.append(info["iterations"])
+        res.append(tangent_residual(Wt.double(), A.double()))
+        gaps.append(duality_gap(Wt, Gt, A, Lambda)["relative_gap"])
+    tol = solves[0]["tol"]
+    return {"solves_from": source, "solver": name, "solves": len(solves), "median_iterations": statistics.median(its),
+            "max_iterations": max(its), "uncertified": sum(1 for g, r in zip(gaps, res) if g > tol or r > tol),
+            "max_rel_gap": max(gaps), "max_residual": max(res), "total_ms": sum(ms)}
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import torch
 from modman import msign
 from modman.manifolds import Stiefel
 from modman.rules import duality_gap, manifold_muon_direction, tangent_residual
-from modman.rules.manifold_muon_solvers import _well_conditioned, hybrid, reduced_problem
+from modman.rules.manifold_muon_solvers import _fixed_point_loop, _newton, _well_conditioned, hybrid, reduced_problem
 
 
 def problem(m, n, seed=0, scale=1.0, dtype=torch.float64):
@@ -237,18 +237,44 @@ def decaying_gradient_problem(m, n, seed):
 
 
 @pytest.mark.parametrize("seed", [0, 1])
-def test_hybrid_on_decaying_spectra_with_newton_after_a_few_fixed_point_steps(seed):
-    """Real-like gradients fail the Cholesky test but their dual optimum is regular: 5 fixed-point steps then
-    Newton certify the training tolerance in <= 10 iterations, where the default (20 fixed-point steps, then
-    smoothing Newton) takes 23 and the fixed point alone does not certify in 30."""
+def test_hybrid_on_decaying_spectra_takes_newton_after_a_few_fixed_point_steps(seed):
+    """Real-like gradients fail the Cholesky test but their dual optimum is regular: the default (5 fixed-point
+    steps, then Newton once it halves the residual) certifies the training tolerance in <= 10 iterations, where
+    20 fixed-point steps then smoothing Newton (``direct_steps=0``) take 23."""
     W, G = decaying_gradient_problem(256, 64, seed)
     assert not _well_conditioned(reduced_problem(W, G)[1])
-    A, Lambda, info = hybrid(W, G, Lambda=None, alpha=0.01, steps=30, tol=1e-4, msign_fn=None,
-                             fixed_point_steps=5, direct_steps=4)
-    assert info["iterations"] <= 10
+    A, Lambda, info = hybrid(W, G, Lambda=None, alpha=0.01, steps=30, tol=1e-4, msign_fn=None)
+    assert info["iterations"] <= 10 and "stalled" not in info
     assert tangent_residual(W, A) < 1e-4 and duality_gap(W, G, A, Lambda)["relative_gap"] < 1e-4
-    default = hybrid(W, G, Lambda=None, alpha=0.01, steps=30, tol=1e-4, msign_fn=None)
-    assert default[2]["iterations"] > 20
+    without = hybrid(W, G, Lambda=None, alpha=0.01, steps=30, tol=1e-4, msign_fn=None, direct_steps=0)
+    assert without[2]["iterations"] > 20
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_newton_probe_stalls_far_from_the_optimum_and_runs_near_it(seed):
+    """``min_progress``: from the seed's start Newton's first step does not halve the residual (a stall after
+    one iteration); from the fifth fixed-point iterate it converges without stalling."""
+    W, G = decaying_gradient_problem(256, 64, seed)
+    P, C, _ = reduced_problem(W, G)
+    X0 = -0.5 * (P + P.mT)
+    far = _newton(P, C, X0, 4, 1e-4, mu0=1e-8, min_progress=0.5)[1]
+    assert far["stalled"] and far["iterations"] == 1
+    near = _newton(P, C, _fixed_point_loop(P, C, X0, 5, 1e-4)[0], 4, 1e-4, mu0=1e-8, min_progress=0.5)[1]
+    assert not near["stalled"] and near["residual"] < 1e-4 and near["gap"] < 1e-4
+
+
+def test_fixed_point_resumes_exactly_where_it_stopped():
+    """5 iterations then 15 more through ``resume`` (same iterate, same Anderson history) = 20 in one go."""
+    W, G = decaying_gradient_problem(256, 64, 0)
+    P, C, _ = reduced_problem(W, G)
+    X0 = -0.5 * (P + P.mT)
+    whole = _fixed_point_loop(P, C, X0, 20, 1e-12)
+    state = {}
+    _fixed_point_loop(P, C, X0, 5, 1e-12, resume=state)
+    resumed = _fixed_point_loop(P, C, state["X"], 15, 1e-12, resume=state)
+    assert torch.equal(whole[0], resumed[0]) and whole[1]["residual"] == resumed[1]["residual"]
+    fresh = _fixed_point_loop(P, C, _fixed_point_loop(P, C, X0, 5, 1e-12)[0], 15, 1e-12)
+    assert not torch.equal(whole[0], fresh[0])  # restarting from the best iterate, without the history, differs
 
 
 @pytest.mark.parametrize("fixed_point_steps,direct_steps", [(0, 4), (0, 0), (5, 0)])

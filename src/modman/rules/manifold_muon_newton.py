@@ -76,9 +76,11 @@ def _newton_direction(Z, V, s, eta: float, max_cg: int, cg_dtype: torch.dtype):
 
 
 def smoothed_newton(P, C, X, *, tol: float, steps: int, certificate, mu0: float = 1e-2, shrink: float = 0.1,
-                    mu_min: float = 1e-8, max_cg: int = 100, stage_steps: int = 10):
-    """Minimise the smoothed dual from X; returns ``(X, E, residual, gap, iterations, cg_steps, conditioning)``
-    for the best certified point: ``E = (M + μI)^{-1/2}``, conditioning = s_min/s_max of ``(M + μI)^{1/2}``.
+                    mu_min: float = 1e-8, max_cg: int = 100, stage_steps: int = 10, min_progress: float = 0.0):
+    """Minimise the smoothed dual from X; returns ``(X, E, residual, gap, iterations, cg_steps, conditioning,
+    stalled)`` for the best certified point: ``E = (M + μI)^{-1/2}``, conditioning = s_min/s_max of
+    ``(M + μI)^{1/2}``. With ``min_progress`` > 0 it stops (``stalled`` True) after the first Newton step that
+    does not cut the residual to ``min_progress`` times its value: outside Newton's region of fast convergence.
 
     ``certificate(X, V, s, s0, E, with_gap)`` gives (residual, gap) for the direction ``(Ĝ + WX)E`` with dual
     value ``Σ s0`` (s0 = sqrt of M's eigenvalues, s = sqrt(s0² + μ)). μ is relative to ``‖Ĝ‖²_F/n = 1/n``;
@@ -99,6 +101,7 @@ def smoothed_newton(P, C, X, *, tol: float, steps: int, certificate, mu0: float 
     point = evaluate(X)
     best = (math.inf, math.inf, X, None, 0.0)
     iterations = cg_total = stalls = stage = 0
+    stalled = False
     while True:
         X, Z, V, s0, s, E, residual, gap = point
         if residual < tol:
@@ -107,13 +110,20 @@ def smoothed_newton(P, C, X, *, tol: float, steps: int, certificate, mu0: float 
                 best, stalls = (gap, residual, X, E, float(s.min() / s.max())), 0
             if gap < tol:
                 break
+        if stalled:
+            break
         trial = None
         if not (residual < 1e-2 * tol or stage >= stage_steps or iterations >= steps):
             iterations, stage = iterations + 1, stage + 1
             dX, slope, cg = _newton_direction(Z, V, s, eta=min(0.1, math.sqrt(residual)), max_cg=max_cg,
                                               cg_dtype=cg_dtype)
             cg_total += cg
-            trial = _line_search(evaluate, X, 0.5 * (dX + dX.mT), float(s.sum()), slope, residual)
+            # Probing (min_progress > 0), a step that needs more than one halving is already a stall.
+            trial = _line_search(evaluate, X, 0.5 * (dX + dX.mT), float(s.sum()), slope, residual,
+                                 t_min=0.5 if min_progress > 0 else 1e-6)
+            stalled = min_progress > 0 and (trial is None or trial[6] > min_progress * residual)
+            if stalled and trial is None:
+                break
         if trial is None:  # this stage is done, or no decrease is left at this μ: smooth less
             if iterations >= steps or mu <= floor or stalls >= 2:
                 break
@@ -123,15 +133,16 @@ def smoothed_newton(P, C, X, *, tol: float, steps: int, certificate, mu0: float 
     if best[3] is None:
         best = (gap, residual, X, E, float(s.min() / s.max()))
     gap, residual, X, E, conditioning = best
-    return X, E, residual, gap, iterations, cg_total, conditioning
+    return X, E, residual, gap, iterations, cg_total, conditioning, stalled
 
 
-def _line_search(evaluate, X, dX, F, slope, residual):
-    """Armijo backtracking on the convex F_μ (never accepting an increase); where F's rounding (1e-13·F)
-    cannot see the predicted decrease, the gradient norm (residual) must fall instead. None if nothing does."""
+def _line_search(evaluate, X, dX, F, slope, residual, t_min: float = 1e-6):
+    """Armijo backtracking on the convex F_μ (never accepting an increase) down to step ``t_min``; where F's
+    rounding (1e-13·F) cannot see the predicted decrease, the gradient norm (residual) must fall instead.
+    None if nothing does."""
     resolvable = -1e-4 * slope > 1e-13 * F
     t = 1.0
-    while t > 1e-6:
+    while t >= t_min:
         trial = evaluate(X + t * dX)
         if (float(trial[4].sum()) <= F + 1e-4 * t * slope) if resolvable else trial[6] < residual:
             return trial
