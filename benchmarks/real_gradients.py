@@ -9,7 +9,8 @@ Gram C is near singular, so ``hybrid`` does not take its Newton-at-once path. Tw
 * ``modular`` — trains the modman.modular GPT for ``--modular-steps`` steps and keeps every 7th non-square
   solve: cold-started (no multiplier), far from it.
 
-Each is solved again with every solver below; the table reports iterations, certificate and time.
+Each is solved again with every solver below (the warm-started ones also cold, to show what the warm start
+saves); the table reports iterations, certificate and time.
 
     python -m benchmarks.real_gradients [--quick] [--train-steps N] [--capture 0,1,5,20,50,100] [--modular-steps N]
 """
@@ -32,10 +33,17 @@ from modman.rules.manifold_muon_solvers import fixed_point, hybrid
 
 from .common import finish, parser
 
+def cold_hybrid(W, G, *, Lambda, **kw):
+    """The default solver without the optimizer's warm start: what the warm start saves."""
+    return hybrid(W, G, Lambda=None, **kw)
+
+
+COLD = "hybrid, cold (the warm-start multiplier dropped)"
 SOLVERS = {
     "hybrid (default: Newton probe after 5 fixed-point steps)": hybrid,
     "hybrid, direct_steps=0 (fixed point <= 20, then smoothing Newton)": partial(hybrid, direct_steps=0),
     "fixed_point": fixed_point,
+    COLD: cold_hybrid,
 }
 
 
@@ -101,7 +109,8 @@ def main(argv=None):
     preset = "tiny" if args.quick else "small"
     sources = {"manifold_muon": capture(train_steps, steps, preset), "modular": capture_modular(modular_steps, preset)}
     rows = [_row(source, name, solver, solves, args.device)
-            for source, solves in sources.items() if solves for name, solver in SOLVERS.items()]
+            for source, solves in sources.items() if solves for name, solver in SOLVERS.items()
+            if name != COLD or any(r["multiplier"] is not None for r in solves)]
     finish("real_gradients", args, rows, ["solves_from", "solver", "solves", "median_iterations", "max_iterations",
                                           "uncertified", "max_rel_gap", "max_residual", "total_ms"],
            extra={"train_steps": train_steps, "captured_steps": sorted(steps), "modular_steps": modular_steps,
