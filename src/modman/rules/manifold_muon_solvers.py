@@ -154,9 +154,9 @@ def hybrid(W, G, *, Lambda, alpha, steps, tol, msign_fn, fixed_point_steps: int 
     at least halves the residual: warm-started training solves are near their optimum and finish in 1–4
     (LLM experiment: median 11 → 7 iterations). Cold-started ones (the modular GPT's) are at 1.3e-2..2.6e-2
     after 5 steps and skip it: there Newton's first step barely changes the residual (factor 0.94–1.9,
-    measured; the threshold is the cheap pre-test, the halving rule the guard). If Newton stalls, the fixed point resumes
-    where it stopped (same iterate, same Anderson history) for the rest of its ``fixed_point_steps``. Then, if
-    still uncertified, smoothing Newton from the best iterate and μ = 1e-4/n. ``steps`` caps all of them
+    measured; the threshold is the cheap pre-test, the halving rule the guard). If Newton stalls, the fixed
+    point resumes where it stopped (same iterate, same Anderson history) for the rest of its
+    ``fixed_point_steps``. Then, if still uncertified, smoothing Newton from the best iterate and μ = 1e-4/n. ``steps`` caps all of them
     together; the best certified result is returned. ``direct_steps=0``: the fixed point, then smoothing Newton."""
     def run(P, C, X0):
         tried = []
@@ -164,14 +164,17 @@ def hybrid(W, G, *, Lambda, alpha, steps, tol, msign_fn, fixed_point_steps: int 
         def left() -> int:
             return 0 if tried and _certified(_best(tried)[1], tol) else steps - _spent(tried)
 
-        if _well_conditioned(C):
+        well = _well_conditioned(C)
+        if well:
             tried.append(_newton(P, C, X0, steps, tol, mu0=1e-8, well_conditioned=True))
         resume = {"X": X0}
         first = min(direct_after, fixed_point_steps) if direct_steps > 0 else fixed_point_steps
         if first > 0 and left() > 0:
             tried.append(_fixed_point_loop(P, C, X0, min(first, left()), tol, resume=resume))
-        direct = None  # Newton's probe, tried only near the optimum (residual < 1e-2: see the docstring)
-        if direct_steps > 0 and left() > 0 and (first == 0 or _best(tried)[1]["residual"] < 1e-2):
+        # Newton's probe: only near the optimum (residual < 1e-2: see the docstring), and not again where
+        # Newton at the same μ has just run from X0 (well-conditioned C) without certifying.
+        direct = None
+        if direct_steps > 0 and not well and left() > 0 and (first == 0 or _best(tried)[1]["residual"] < 1e-2):
             direct = _newton(P, C, _best(tried)[0] if tried else X0, min(direct_steps, left()), tol, mu0=1e-8,
                              min_progress=0.5)
             tried.append(direct)
