@@ -37,6 +37,8 @@ OPTIMIZERS = {
     "modman Muon (NS 5, bf16)": lambda ps: Muon(ps, lr=0.02, msign_method="newton_schulz", msign_dtype=torch.bfloat16),
     "HypersphericalDescent": lambda ps: HypersphericalDescent(ps, lr=0.1),
     "ManifoldMuon auto": lambda ps: ManifoldMuon(ps, lr=0.05, momentum=0.95, nesterov=True),
+    "ManifoldMuon auto, in turn (workers=1)": lambda ps: ManifoldMuon(ps, lr=0.05, momentum=0.95, nesterov=True,
+                                                                    workers=1),
     "ManifoldMuon fixed_point": lambda ps: ManifoldMuon(ps, lr=0.05, momentum=0.95, nesterov=True, solver="fixed_point"),
     "ManifoldMuon dual_ascent (seed)": lambda ps: ManifoldMuon(ps, lr=0.05, momentum=0.95, nesterov=True,
                                                                solver="dual_ascent", retraction="msign"),

@@ -285,6 +285,8 @@ def test_hyperspherical_accepts_vectors_rejects_scalars():
         (ManifoldMuon, {"alpha": -0.01}, "alpha"),
         (ManifoldMuon, {"solver": "admm-typo"}, "solver"),
         (ManifoldMuon, {"nesterov": "yes"}, "nesterov"),
+        (ManifoldMuon, {"workers": 0}, "workers"),
+        (ManifoldMuon, {"workers": 2.0}, "workers"),
     ],
 )
 def test_invalid_hyperparameters_raise_in_init(cls, kwargs, name):

@@ -45,6 +45,8 @@ _HYPERPARAMETER_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "msign_dtype": (lambda v: v is None or v == "auto"
                     or v in (torch.float32, torch.float64, torch.bfloat16, torch.float16),
                     "None, 'auto' or a torch floating dtype"),
+    "workers": (lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 1),
+                "None or an int >= 1"),
     "adjust_lr_fn": (lambda v: v in ADJUST_LR_FNS, f"one of {list(ADJUST_LR_FNS)}"),
 }
 
@@ -228,12 +230,15 @@ class ManifoldOptimizer(Optimizer):
             if owners.get(id(p), rank) == rank:
                 key = (id(group), tuple(p.shape), p.dtype, str(p.device))
                 buckets.setdefault(key, [group]).append(p)
+        jobs = []
         for group, *params in buckets.values():
             views = [(gathered[id(p)][0], lambda: None) if id(p) in gathered else self._as_update_view(p)
                      for p in params]
             Ws = [W for W, _ in views]
             Gs = [gathered[id(p)][1] if id(p) in gathered else p.grad.reshape(W.shape) for p, W in zip(params, Ws)]
-            self._update_many(Ws, Gs, [self.state[p] for p in params], group)
+            jobs.append((params, views, (Ws, Gs, [self.state[p] for p in params], group)))
+        self._update_buckets([bucket for _, _, bucket in jobs])
+        for params, views, _ in jobs:
             for p, (_, writeback) in zip(params, views):
                 writeback()
                 self.state[p]["step"] = self.state[p].get("step", 0) + 1
@@ -246,6 +251,11 @@ class ManifoldOptimizer(Optimizer):
         if replicated:
             broadcast_from_owners(replicated, owners)
         return loss
+
+    def _update_buckets(self, buckets: list[tuple[list, list, list, dict]]) -> None:
+        """Update every bucket ``(Ws, Gs, states, group)`` of same-shape matrices; by default in turn."""
+        for bucket in buckets:
+            self._update_many(*bucket)
 
     def _update_many(self, Ws: list[torch.Tensor], Gs: list[torch.Tensor], states: list[dict], group: dict) -> None:
         """Update several same-shape parameters of one group; by default one at a time."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 
 from ..manifolds import Stiefel
@@ -9,6 +11,7 @@ from ..rules import manifold_muon_direction
 from ..rules.manifold_muon import resolve_solver
 from ..rules.manifold_muon_solvers import closed_form_batch
 from .base import ManifoldOptimizer
+from .concurrent import run_concurrently
 
 __all__ = ["ManifoldMuon"]
 
@@ -26,6 +29,12 @@ class ManifoldMuon(ManifoldOptimizer):
     the optimizer is built, as the seed does before training; ``step`` never re-projects. Conv kernels
     are treated as (out, in·kh·kw) matrices. Diagnostics: ``residual`` (RMS of WᵀA + AᵀW),
     ``iterations`` and ``msign_calls`` (solver + retraction) of the last step.
+
+    ``workers``: matrices solved one by one (tall, wide, or alone in their shape) are solved up to this
+    many at a time, each in its own thread on its own CUDA stream (``modman.optim.concurrent``). None (the
+    default): 4 on CUDA (measured best on an H200: 1.3–1.5x faster steps than 1; 8 and 16 lanes are
+    slower), 1 on the CPU, whose cores are already busy inside each solve. The results are bit for bit the
+    same either way; only the time differs.
     """
 
     def __init__(self, params, lr: float = 0.1, momentum: float = 0.0, nesterov: bool = False,
@@ -33,20 +42,41 @@ class ManifoldMuon(ManifoldOptimizer):
                  solver: str = "auto", warm_start: bool = True, retraction: str = "auto",
                  msign_method: str = "polar_express",
                  msign_steps: int | None = 10, msign_dtype: torch.dtype | None = None, *,
-                 skip_nonfinite: bool = False):
+                 workers: int | None = None, skip_nonfinite: bool = False):
         defaults = dict(lr=lr, momentum=momentum, nesterov=nesterov, radius=radius, alpha=alpha, steps=steps,
                         tol=tol, solver=solver, warm_start=warm_start, retraction=retraction,
                         msign_method=msign_method,
-                        msign_steps=msign_steps, msign_dtype=msign_dtype)
+                        msign_steps=msign_steps, msign_dtype=msign_dtype, workers=workers)
         super().__init__(params, defaults, skip_nonfinite=skip_nonfinite)
+        self._streams: dict = {}  # CUDA streams of the concurrent lanes, by device
+        self._lanes: dict[int, int] = {}  # id(state) -> lane: a matrix keeps its stream from step to step
 
     def _init_param(self, W, group):
         W.copy_(Stiefel(group["radius"]).project(W))
 
+    @staticmethod
+    def _batched(Ws, group) -> bool:
+        return (len(Ws) > 1 and Ws[0].shape[0] == Ws[0].shape[1]
+                and resolve_solver(group["solver"], Ws[0].shape) == "closed_form")
+
+    def _update_buckets(self, buckets):
+        """Batched closed forms first, then every other matrix, concurrently per device (``workers``)."""
+        single: dict[torch.device, list] = {}
+        for Ws, Gs, states, group in buckets:
+            if self._batched(Ws, group):
+                self._update_many(Ws, Gs, states, group)
+                continue
+            for W, G, state in zip(Ws, Gs, states):
+                lane = self._lanes.setdefault(id(state), len(self._lanes))
+                single.setdefault(W.device, []).append((group, (lane, partial(self._update, W, G, state, group))))
+        for device, tasks in single.items():
+            chosen = [g["workers"] for g, _ in tasks if g["workers"] is not None]
+            workers = min(chosen) if chosen else (4 if device.type == "cuda" else 1)
+            run_concurrently([task for _, task in tasks], device, workers, self._streams)
+
     def _update_many(self, Ws, Gs, states, group):
         """Square matrices under the closed form share one batched msign; the rest go one by one."""
-        square = Ws[0].shape[0] == Ws[0].shape[1]
-        if len(Ws) == 1 or not square or resolve_solver(group["solver"], Ws[0].shape) != "closed_form":
+        if not self._batched(Ws, group):
             return super()._update_many(Ws, Gs, states, group)
         Ms = [self._momentum(G, state, group) for G, state in zip(Gs, states)]
         moving = [i for i, M in enumerate(Ms) if bool(M.any())]

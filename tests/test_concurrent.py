@@ -1,0 +1,80 @@
+"""ManifoldMuon's concurrent lanes (modman.optim.concurrent): same results as solving in turn."""
+
+import threading
+
+import pytest
+import torch
+from torch import nn
+
+from modman.optim import ManifoldMuon
+from modman.optim.concurrent import run_concurrently
+
+SHAPES = [(48, 16), (48, 16), (16, 48), (16, 16), (16, 16), (24, 24), (40, 8)]
+
+
+def trained(workers, device="cpu", steps=3):
+    g = torch.Generator().manual_seed(0)
+    params = [nn.Parameter(torch.randn(*s, generator=g, dtype=torch.float64).to(device)) for s in SHAPES]
+    opt = ManifoldMuon(params, lr=0.05, momentum=0.9, nesterov=True, workers=workers)
+    for _ in range(steps):
+        for p in params:
+            p.grad = torch.randn(p.shape, generator=g, dtype=torch.float64).to(device)
+        opt.step()
+    return params, opt
+
+
+def test_lanes_give_bit_identical_weights_state_and_diagnostics():
+    (seq, opt_seq), (par, opt_par) = trained(1), trained(3)
+    assert all(torch.equal(a, b) for a, b in zip(seq, par))
+    for a, b in zip(seq, par):
+        for key in ("multiplier", "momentum_buffer"):
+            assert torch.equal(opt_seq.state[a][key], opt_par.state[b][key])
+    assert opt_seq.diagnostics() == opt_par.diagnostics()
+    # 7 matrices: the two 16x16 share one batched closed form; the five others take lanes, kept across steps
+    assert len(opt_par._lanes) == 5
+
+
+def test_lanes_really_run_in_threads_and_without_grad(monkeypatch):
+    seen = []
+    original = ManifoldMuon._update
+
+    def spy(self, W, G, state, group):
+        seen.append((threading.current_thread().name, torch.is_grad_enabled()))
+        return original(self, W, G, state, group)
+
+    monkeypatch.setattr(ManifoldMuon, "_update", spy)
+    trained(2, steps=1)
+    names = {name for name, _ in seen}
+    assert len(seen) == 5 and len(names) == 2 and all(n.startswith("modman-lane") for n in names)
+    assert not any(grad for _, grad in seen)
+
+
+def test_run_concurrently_reraises_after_every_lane_finished():
+    done = []
+
+    def ok(i):
+        return lambda: done.append(i)
+
+    def boom():
+        raise RuntimeError("lane failed")
+
+    tasks = [(0, boom), (1, ok(1)), (2, ok(2)), (3, ok(3)), (4, ok(4))]
+    with pytest.raises(RuntimeError, match="lane failed"):
+        run_concurrently(tasks, torch.device("cpu"), 3, {})
+    # lanes 0 and 3 share a thread (3 workers), which stops at the failure; the other threads finish
+    assert sorted(done) == [1, 2, 4]
+
+
+def test_one_worker_runs_in_order_in_the_calling_thread():
+    order = []
+    tasks = [(lane, (lambda lane=lane: order.append((lane, threading.current_thread().name)))) for lane in range(4)]
+    run_concurrently(tasks, torch.device("cpu"), 1, {})
+    assert order == [(lane, threading.current_thread().name) for lane in range(4)]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_lanes_match_cuda_in_turn_and_the_default_stream_sees_the_update():
+    (seq, _), (par, opt) = trained(1, "cuda"), trained(None, "cuda")  # None: 4 lanes on CUDA
+    assert len(opt._streams) == 1
+    # read on the default stream right after step(): it must wait for every lane
+    assert all(torch.equal(a, b) for a, b in zip(seq, par))
