@@ -5,9 +5,11 @@ SwiGLU w1, w3 of 4d×d and w2 of d×4d). Every optimizer steps the same tensors 
 gradients; the table gives the median step time and its ratio to torch.optim.Muon.
 
     python -m benchmarks.optimizer_step [--device cuda] [--quick] [--width D] [--layers L] [--interleave N]
+                                        [--workers 1,2,4,...]
 
 ``--interleave N`` also times torch.optim.Muon and modman's default Muon alternately, N pairs of steps, three
-times: the ratio of the medians then sees the same machine state on both sides.
+times: the ratio of the medians then sees the same machine state on both sides. ``--workers`` adds a row of
+ManifoldMuon (default solver) per number of concurrent lanes (``ManifoldMuon(workers=W)``).
 """
 
 from __future__ import annotations
@@ -51,7 +53,19 @@ def main(argv=None):
     p.add_argument("--layers", type=int, default=None)
     p.add_argument("--interleave", type=int, default=0, metavar="N",
                    help="also time torch.optim.Muon and modman Muon alternately, N pairs, three times")
+    p.add_argument("--workers", default="", metavar="W,W,...",
+                   help="also time ManifoldMuon with each number of concurrent lanes (e.g. 1,2,4,8)")
     args = p.parse_args(argv)
+    try:
+        lanes = [int(w) for w in args.workers.split(",") if w.strip()]
+    except ValueError:
+        p.error(f"--workers {args.workers!r}: give comma-separated ints >= 1, e.g. 1,2,4,8")
+    if any(w < 1 for w in lanes):
+        p.error(f"--workers {args.workers!r}: every number of lanes must be >= 1")
+    optimizers = dict(OPTIMIZERS)
+    for w in lanes:
+        optimizers[f"ManifoldMuon auto, workers={w}"] = (
+            lambda ps, w=w: ManifoldMuon(ps, lr=0.05, momentum=0.95, nesterov=True, workers=w))
     width = args.width or (64 if args.quick else 256)
     layers = args.layers or (1 if args.quick else 2)
     base = model_matrices(width, layers, args.device, args.seed)
@@ -66,7 +80,7 @@ def main(argv=None):
             prm.grad = grad.clone()
         return opt
 
-    for name, make in OPTIMIZERS.items():
+    for name, make in optimizers.items():
         opt = build(make)
         repeat = 1 if "dual_ascent" in name else 5
         seconds = timeit(opt.step, args.device, repeat=repeat, warmup=1)
