@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from modman.modular import MLP, ModularDescent
 from modman.optim import ManifoldMuon
 from modman.optim.concurrent import run_concurrently
 
@@ -77,4 +78,30 @@ def test_cuda_lanes_match_cuda_in_turn_and_the_default_stream_sees_the_update():
     (seq, _), (par, opt) = trained(1, "cuda"), trained(None, "cuda")  # None: 4 lanes on CUDA
     assert len(opt._streams) == 1
     # read on the default stream right after step(): it must wait for every lane
+    assert all(torch.equal(a, b) for a, b in zip(seq, par))
+
+
+def modular_trained(workers, device="cpu", steps=3):
+    torch.manual_seed(0)
+    net = MLP((16, 48, 24, 4), seed=0).double().to(device)
+    opt = ModularDescent(net, lr=0.3, momentum=0.9, workers=workers)
+    X = torch.randn(64, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(1)).to(device)
+    for _ in range(steps):
+        opt.zero_grad()
+        net(X).square().mean().backward()
+        opt.step()
+    return [p.detach().clone() for p in net.parameters()], opt
+
+
+def test_modular_descent_lanes_give_bit_identical_weights():
+    (seq, opt_seq), (par, opt_par) = modular_trained(1), modular_trained(3)
+    assert len(seq) == 3 and all(torch.equal(a, b) for a, b in zip(seq, par))
+    for a, b in zip(opt_seq.state.values(), opt_par.state.values()):
+        assert torch.equal(a["momentum_buffer"], b["momentum_buffer"])
+    assert not opt_seq._streams and opt_par.local_work == {"matrices": 9}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_modular_descent_cuda_lanes_match_cuda_in_turn():
+    (seq, _), (par, _) = modular_trained(1, "cuda"), modular_trained(None, "cuda")
     assert all(torch.equal(a, b) for a, b in zip(seq, par))

@@ -231,7 +231,8 @@ def test_modular_descent_trains_an_mlp_on_its_manifolds_and_round_trips_state():
     again.load_state_dict(opt.state_dict())
     p0 = next(iter(opt.state.values()))["momentum_buffer"]
     assert torch.equal(next(iter(again.state.values()))["momentum_buffer"], p0)
-    for kwargs, match in (({"lr": 0}, "lr"), ({"momentum": 1.0}, "momentum")):
+    for kwargs, match in (({"lr": 0}, "lr"), ({"momentum": 1.0}, "momentum"), ({"workers": 0}, "workers"),
+                          ({"workers": True}, "workers")):
         with pytest.raises(ValueError, match=match):
             ModularDescent(net, **kwargs)
     with pytest.raises(TypeError, match="modman.modular Module"):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from ..optim.base import guard_gradients
+from ..optim.concurrent import run_concurrently
 from ..optim.distributed import assign_owners, broadcast_from_owners, is_dtensor, world
 from .module import Module
 
@@ -26,16 +27,20 @@ class ModularDescent(torch.optim.Optimizer):
         momentum: β of the gradient average (0 for none).
         tangent: directions in each manifold's tangent space (True) or unconstrained duals (False).
         skip_nonfinite: skip a step whose gradients hold NaN/Inf instead of raising.
+        workers: atoms updated at a time, each in its own thread on its own CUDA stream
+            (``modman.optim.concurrent``); None: 4 on CUDA, 1 (in turn) on the CPU. Same results either way.
     """
 
     def __init__(self, net: Module, lr: float = 0.1, momentum: float = 0.9, *, tangent: bool = True,
-                 skip_nonfinite: bool = False):
+                 skip_nonfinite: bool = False, workers: int | None = None):
         if not isinstance(net, Module):
             raise TypeError(f"ModularDescent: net must be a modman.modular Module; got {type(net).__name__}")
         if not lr > 0:
             raise ValueError(f"ModularDescent: lr must be > 0; got {lr!r}")
         if not 0 <= momentum < 1:
             raise ValueError(f"ModularDescent: momentum must be in [0, 1); got {momentum!r}")
+        if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+            raise ValueError(f"ModularDescent: workers must be None or an int >= 1; got {workers!r}")
         pairs = net.budgets()
         if not pairs:
             raise ValueError("ModularDescent: the network has no atoms (no weights) to train")
@@ -53,6 +58,7 @@ class ModularDescent(torch.optim.Optimizer):
         self.assignment = {name: "modular" for name in self.roles}
         self._owners: dict[int, int] | None = None
         self.local_matrices = 0
+        self.workers, self._streams = workers, {}
 
     owner_keeps_state = True  # under share_work only an atom's owner rank keeps its momentum
 
@@ -79,18 +85,26 @@ class ModularDescent(torch.optim.Optimizer):
         if not guard_gradients(self, named):
             return loss
         rank, owners = world()[0], self._owners or {}
-        for atom, group in zip(self._atoms, self.param_groups):
+        tasks: dict[torch.device, list] = {}
+        for lane, (atom, group) in enumerate(zip(self._atoms, self.param_groups)):
             p = group["params"][0]
             if p.grad is None or owners.get(id(p), rank) != rank:
                 continue
             self.local_matrices += 1
-            state = self.state[p]
-            if "momentum_buffer" not in state:
-                state["momentum_buffer"] = p.grad.detach().clone()
-            buf = state["momentum_buffer"]
-            buf.lerp_(p.grad, 1 - group["momentum"])
-            delta = atom.direction(buf, tangent=group["tangent"])
-            p.copy_(atom.retract_step(delta, group["lr"]))
+            tasks.setdefault(p.device, []).append((lane, lambda atom=atom, group=group: self._update(atom, group)))
+        for device, work in tasks.items():
+            workers = self.workers or (4 if device.type == "cuda" else 1)
+            run_concurrently(work, device, workers, self._streams)
         if owners:
             broadcast_from_owners([g["params"][0] for g in self.param_groups if g["params"][0].grad is not None], owners)
         return loss
+
+    def _update(self, atom, group) -> None:
+        p = group["params"][0]
+        state = self.state[p]
+        if "momentum_buffer" not in state:
+            state["momentum_buffer"] = p.grad.detach().clone()
+        buf = state["momentum_buffer"]
+        buf.lerp_(p.grad, 1 - group["momentum"])
+        delta = atom.direction(buf, tangent=group["tangent"])
+        p.copy_(atom.retract_step(delta, group["lr"]))
