@@ -232,7 +232,7 @@ def test_modular_descent_trains_an_mlp_on_its_manifolds_and_round_trips_state():
     p0 = next(iter(opt.state.values()))["momentum_buffer"]
     assert torch.equal(next(iter(again.state.values()))["momentum_buffer"], p0)
     for kwargs, match in (({"lr": 0}, "lr"), ({"momentum": 1.0}, "momentum"), ({"workers": 0}, "workers"),
-                          ({"workers": True}, "workers")):
+                          ({"workers": True}, "workers"), ({"warm_start": 1}, "warm_start")):
         with pytest.raises(ValueError, match=match):
             ModularDescent(net, **kwargs)
     with pytest.raises(TypeError, match="modman.modular Module"):
@@ -263,3 +263,32 @@ def test_it_is_a_torch_module():
     assert torch.allclose(compiled(idx), net(idx), atol=1e-5)
     assert net.double()(idx).dtype == torch.float64
     assert {type(m).__name__ for m in net.modules()} >= {"Linear", "Embed", "Attention", "GELU", "Tuple"}
+
+
+@pytest.mark.parametrize("warm", [True, False])
+def test_modular_descent_warm_starts_each_linear_solve_from_its_multiplier(warm, monkeypatch):
+    import modman.modular.atoms as atoms
+
+    seen = []
+    original = atoms.manifold_muon_direction
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["multiplier"])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(atoms, "manifold_muon_direction", spy)
+    net = MLP((16, 32, 4), seed=0)
+    opt = ModularDescent(net, lr=0.2, warm_start=warm)
+    X = unit_rms(32, 16).float()
+    for _ in range(2):
+        opt.zero_grad()
+        net(X).square().mean().backward()
+        opt.step()
+    assert len(seen) == 4 and seen[0] is None and seen[1] is None  # two atoms, cold on the first step
+    states = [opt.state[a.weight] for a, _ in net.budgets()]
+    if warm:
+        assert [tuple(s["multiplier"].shape) for s in states] == [(16, 16), (4, 4)]
+        assert seen[2] is not None and seen[3] is not None and seen[2].shape == (16, 16)
+        assert all(s["iterations"] >= 1 and s["residual"] < 1e-6 for s in states)
+    else:
+        assert seen[2] is None and seen[3] is None and not any("multiplier" in s for s in states)

@@ -47,11 +47,18 @@ class Linear(Atom):
     def weight_norm(self, w: torch.Tensor) -> torch.Tensor:
         return math.sqrt(self.in_features / self.out_features) * torch.linalg.matrix_norm(w.double(), ord=2)
 
-    def direction(self, g: torch.Tensor, *, tangent: bool = True) -> torch.Tensor:
+    def direction(self, g: torch.Tensor, *, tangent: bool = True, state: dict | None = None) -> torch.Tensor:
+        """``state`` (kept by the optimizer between steps): the solve warm-starts from its ``"multiplier"`` Λ
+        and leaves the new one there, with the solver's ``"iterations"`` and ``"residual"``."""
         r = self.manifold.radius
         if tangent:
             W = self.weight.detach()
-            A, _ = manifold_muon_direction((W / r).to(g.dtype), g, solver=self.solver, tol=self.tol, steps=self.steps)
+            warm = None if state is None else state.get("multiplier")
+            A, info = manifold_muon_direction((W / r).to(g.dtype), g, solver=self.solver, tol=self.tol,
+                                              steps=self.steps, multiplier=None if warm is None else warm.to(g.dtype))
+            if state is not None:
+                state["multiplier"] = info["multiplier"]
+                state.update(iterations=info["iterations"], residual=info["residual"])
         else:
             A = msign(g)
         return r * A
@@ -88,7 +95,7 @@ class Embed(Atom):
     def weight_norm(self, w: torch.Tensor) -> torch.Tensor:
         return torch.linalg.vector_norm(w.double(), dim=-1).max() / math.sqrt(self.embedding_dim)
 
-    def direction(self, g: torch.Tensor, *, tangent: bool = True) -> torch.Tensor:
+    def direction(self, g: torch.Tensor, *, tangent: bool = True, state: dict | None = None) -> torch.Tensor:
         unit_rows = Sphere(1.0, dim=-1)
         if tangent:
             A, _ = hyperspherical_direction(self.weight.detach().to(g.dtype), g, unit_rows)

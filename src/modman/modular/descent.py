@@ -27,18 +27,22 @@ class ModularDescent(torch.optim.Optimizer):
         momentum: β of the gradient average (0 for none).
         tangent: directions in each manifold's tangent space (True) or unconstrained duals (False).
         skip_nonfinite: skip a step whose gradients hold NaN/Inf instead of raising.
+        warm_start: each Linear atom's manifold Muon solve starts from its previous multiplier Λ, kept in the
+            optimizer state (``"multiplier"``, with the last ``"iterations"`` and ``"residual"``).
         workers: atoms updated at a time, each in its own thread on its own CUDA stream
             (``modman.optim.concurrent``); None: 4 on CUDA, 1 (in turn) on the CPU. Same results either way.
     """
 
     def __init__(self, net: Module, lr: float = 0.1, momentum: float = 0.9, *, tangent: bool = True,
-                 skip_nonfinite: bool = False, workers: int | None = None):
+                 skip_nonfinite: bool = False, warm_start: bool = True, workers: int | None = None):
         if not isinstance(net, Module):
             raise TypeError(f"ModularDescent: net must be a modman.modular Module; got {type(net).__name__}")
         if not lr > 0:
             raise ValueError(f"ModularDescent: lr must be > 0; got {lr!r}")
         if not 0 <= momentum < 1:
             raise ValueError(f"ModularDescent: momentum must be in [0, 1); got {momentum!r}")
+        if not isinstance(warm_start, bool):
+            raise ValueError(f"ModularDescent: warm_start must be True or False; got {warm_start!r}")
         if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
             raise ValueError(f"ModularDescent: workers must be None or an int >= 1; got {workers!r}")
         pairs = net.budgets()
@@ -50,7 +54,7 @@ class ModularDescent(torch.optim.Optimizer):
         net.project()
         groups = [{"params": [atom.weight], "lr": lr / c, "budget": 1.0 / c, "role": getattr(atom, "role", "other"),
                    "rule": "modular"} for atom, c in pairs]
-        super().__init__(groups, {"lr": lr, "momentum": momentum, "tangent": tangent})
+        super().__init__(groups, {"lr": lr, "momentum": momentum, "tangent": tangent, "warm_start": warm_start})
         self._atoms = [atom for atom, _ in pairs]
         self.skip_nonfinite, self.nonfinite_skips = skip_nonfinite, 0
         names = {id(p): n for n, p in net.named_parameters()}
@@ -106,5 +110,5 @@ class ModularDescent(torch.optim.Optimizer):
             state["momentum_buffer"] = p.grad.detach().clone()
         buf = state["momentum_buffer"]
         buf.lerp_(p.grad, 1 - group["momentum"])
-        delta = atom.direction(buf, tangent=group["tangent"])
+        delta = atom.direction(buf, tangent=group["tangent"], state=state if group["warm_start"] else None)
         p.copy_(atom.retract_step(delta, group["lr"]))

@@ -157,8 +157,10 @@ class Atom(Module):
     def weight_norm(self, w: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def direction(self, g: torch.Tensor, *, tangent: bool = True) -> torch.Tensor:  # pragma: no cover
-        raise NotImplementedError
+    def direction(self, g: torch.Tensor, *, tangent: bool = True, state: dict | None = None) -> torch.Tensor:
+        """The atom's unit-norm update direction for gradient g; ``state`` is a dict the optimizer keeps for
+        this atom between steps (warm starts), None for a stateless call."""
+        raise NotImplementedError  # pragma: no cover
 
     def retract_step(self, delta: torch.Tensor, lr: float) -> torch.Tensor:
         """The weight after a step ``W − lr·Δ`` taken back onto the manifold."""
