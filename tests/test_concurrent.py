@@ -105,3 +105,24 @@ def test_modular_descent_lanes_give_bit_identical_weights():
 def test_modular_descent_cuda_lanes_match_cuda_in_turn():
     (seq, _), (par, _) = modular_trained(1, "cuda"), modular_trained(None, "cuda")
     assert all(torch.equal(a, b) for a, b in zip(seq, par))
+
+
+def test_state_dicts_saved_before_workers_and_warm_start_existed_still_load_and_step():
+    params, opt = trained(1, steps=1)
+    old = opt.state_dict()
+    for group in old["param_groups"]:
+        del group["workers"]  # as written by modman before the lanes
+    fresh = ManifoldMuon(params, lr=0.05, momentum=0.9, nesterov=True, workers=2)
+    fresh.load_state_dict(old)
+    assert all(g["workers"] == 2 for g in fresh.param_groups)
+    for p in params:
+        p.grad = torch.randn_like(p)
+    fresh.step()
+
+    weights, mod = modular_trained(1, steps=1)
+    old = mod.state_dict()
+    for group in old["param_groups"]:
+        del group["warm_start"]
+    again = ModularDescent(MLP((16, 48, 24, 4), seed=0).double(), lr=0.3)
+    again.load_state_dict(old)
+    assert all(g["warm_start"] is True for g in again.param_groups)

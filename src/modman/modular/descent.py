@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from ..optim.base import guard_gradients
+from ..optim.base import fill_group_defaults, guard_gradients
 from ..optim.concurrent import run_concurrently
 from ..optim.distributed import assign_owners, broadcast_from_owners, is_dtensor, world
 from .module import Module
@@ -78,6 +78,10 @@ class ModularDescent(torch.optim.Optimizer):
     def local_work(self) -> dict[str, int]:
         """Atoms updated by this process so far (to check the work is shared)."""
         return {"matrices": self.local_matrices}
+
+    def __setstate__(self, state) -> None:
+        super().__setstate__(state)
+        fill_group_defaults(self)  # state dicts saved before warm_start existed
 
     @torch.no_grad()
     def step(self, closure=None):

@@ -19,7 +19,8 @@ from ..rules.muon import ADJUST_LR_FNS
 from .distributed import (all_ranks_agree, broadcast_from_owners, gather_to_owners, is_dtensor, local_tensor,
                           scatter_from_owners, with_sharded_owners, world, write_full)
 
-__all__ = ["ManifoldOptimizer", "param_name", "matrix_shape", "nonfinite_grads", "guard_gradients", "run_closure"]
+__all__ = ["ManifoldOptimizer", "fill_group_defaults", "param_name", "matrix_shape", "nonfinite_grads",
+           "guard_gradients", "run_closure"]
 
 
 def _finite_number(v: Any) -> bool:
@@ -56,6 +57,14 @@ def check_hyperparameters(owner: str, group: dict) -> None:
     for key, (valid, requirement) in _HYPERPARAMETER_RULES.items():
         if key in group and not valid(group[key]):
             raise ValueError(f"{owner}: invalid {key}={group[key]!r}; it must be {requirement}")
+
+
+def fill_group_defaults(opt: Optimizer) -> None:
+    """Give every param group the hyperparameters it lacks from ``opt.defaults``: a state dict saved before a
+    hyperparameter existed (torch's ``load_state_dict`` takes the saved groups as they are) then loads and steps."""
+    for group in opt.param_groups:
+        for key, value in opt.defaults.items():
+            group.setdefault(key, value)
 
 
 def param_name(group: dict, index: int, group_index: int) -> str:
@@ -296,6 +305,10 @@ class ManifoldOptimizer(Optimizer):
         sd = super().state_dict()
         sd["modman"] = {"nonfinite_skips": self.nonfinite_skips}
         return sd
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        fill_group_defaults(self)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         state_dict = dict(state_dict)

@@ -32,7 +32,7 @@ class ManifoldMuon(ManifoldOptimizer):
 
     ``workers``: matrices solved one by one (tall, wide, or alone in their shape) are solved up to this
     many at a time, each in its own thread on its own CUDA stream (``modman.optim.concurrent``). None (the
-    default): 4 on CUDA (measured best on an H200: 1.3–1.5x faster steps than 1; 8 and 16 lanes are
+    default): 4 on CUDA (measured best on an H200: 1.2–1.6x faster steps than 1; 8 and 16 lanes are
     slower), 1 on the CPU, whose cores are already busy inside each solve. The results are bit for bit the
     same either way; only the time differs.
     """
