@@ -7,7 +7,8 @@ Gram C is near singular, so ``hybrid`` does not take its Newton-at-once path. Tw
   inputs (W, momentum, warm-start multiplier, tolerance, step cap) of every tall matrix at the optimizer steps
   in ``--capture``: warm-started, near their optimum;
 * ``modular`` — trains the modman.modular GPT for ``--modular-steps`` steps and keeps every 7th non-square
-  solve: cold-started (no multiplier), far from it.
+  solve with its multiplier: ``ModularDescent`` warm-starts each atom's solve from its previous multiplier
+  (the first step's solves are cold).
 
 Each is solved again with every solver below (the warm-started ones also cold, to show what the warm start
 saves); the table reports iterations, certificate and time.
@@ -72,15 +73,16 @@ def capture(train_steps: int, steps: set[int], preset: str) -> list[dict]:
 
 
 def capture_modular(train_steps: int, preset: str, every: int = 7) -> list[dict]:
-    """Train the modular GPT for ``train_steps`` and keep every ``every``-th non-square solve (cold-started)."""
+    """Train the modular GPT for ``train_steps`` and keep every ``every``-th non-square solve's inputs."""
     direction, kept, count = atoms_module.manifold_muon_direction, [], [0]
 
     def recording(W, G, **kw):
         if W.shape[0] != W.shape[1]:
             count[0] += 1
             if count[0] % every == 0:
+                warm = kw.get("multiplier")
                 kept.append({"step": None, "W": W.clone(), "G": G.clone(), "tol": kw["tol"], "steps": kw["steps"],
-                             "multiplier": None})
+                             "multiplier": None if warm is None else warm.clone()})
         return direction(W, G, **kw)
 
     atoms_module.manifold_muon_direction = recording
