@@ -1,4 +1,4 @@
-"""ManifoldMuon's concurrent lanes (modman.optim.concurrent): same results as solving in turn."""
+"""Concurrent lanes (modman.optim.concurrent) in ManifoldMuon and ModularDescent: the results of solving in turn."""
 
 import threading
 
