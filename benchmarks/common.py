@@ -26,6 +26,17 @@ def parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
+def lane_counts(p: argparse.ArgumentParser, text: str) -> list[int]:
+    """``--workers 1,2,4``: the numbers of concurrent lanes, each an int >= 1 (else a parser error)."""
+    try:
+        lanes = [int(w) for w in text.split(",") if w.strip()]
+    except ValueError:
+        lanes = [0]
+    if any(w < 1 for w in lanes):
+        p.error(f"--workers {text!r}: give comma-separated ints >= 1, e.g. 1,2,4")
+    return lanes
+
+
 def sync(device: str) -> None:
     if str(device).startswith("cuda"):
         torch.cuda.synchronize()

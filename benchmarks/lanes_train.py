@@ -20,7 +20,7 @@ from modman.experiments.train import TrainConfig, train
 from modman.modular import ModularDescent
 from modman.optim import ManifoldMuon
 
-from .common import finish, parser
+from .common import finish, lane_counts, parser
 
 
 def main(argv=None):
@@ -29,12 +29,9 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=None, help="training steps per run (default: 40; 3 with --quick)")
     p.add_argument("--workers", default="1,4", help="lanes per run, comma-separated (default: %(default)s)")
     args = p.parse_args(argv)
-    try:
-        lanes = [int(w) for w in args.workers.split(",") if w.strip()]
-    except ValueError:
-        p.error(f"--workers {args.workers!r}: give comma-separated ints >= 1, e.g. 1,4")
-    if not lanes or any(w < 1 for w in lanes):
-        p.error(f"--workers {args.workers!r}: give comma-separated ints >= 1, e.g. 1,4")
+    lanes = lane_counts(p, args.workers)
+    if not lanes:
+        p.error("--workers: give at least one number of lanes, e.g. 1,4")
     steps = args.steps or (3 if args.quick else 40)
     if steps < 1:
         p.error(f"--steps {steps}: must be >= 1")

@@ -21,7 +21,7 @@ import torch
 
 from modman.optim import HypersphericalDescent, ManifoldMuon, Muon
 
-from .common import finish, parser, sync, timeit
+from .common import finish, lane_counts, parser, sync, timeit
 
 
 def model_matrices(width: int, layers: int, device: str, seed: int) -> list[torch.Tensor]:
@@ -56,14 +56,8 @@ def main(argv=None):
     p.add_argument("--workers", default="", metavar="W,W,...",
                    help="also time ManifoldMuon with each number of concurrent lanes (e.g. 1,2,4,8)")
     args = p.parse_args(argv)
-    try:
-        lanes = [int(w) for w in args.workers.split(",") if w.strip()]
-    except ValueError:
-        p.error(f"--workers {args.workers!r}: give comma-separated ints >= 1, e.g. 1,2,4,8")
-    if any(w < 1 for w in lanes):
-        p.error(f"--workers {args.workers!r}: every number of lanes must be >= 1")
     optimizers = dict(OPTIMIZERS)
-    for w in lanes:
+    for w in lane_counts(p, args.workers):
         optimizers[f"ManifoldMuon auto, workers={w}"] = (
             lambda ps, w=w: ManifoldMuon(ps, lr=0.05, momentum=0.95, nesterov=True, workers=w))
     width = args.width or (64 if args.quick else 256)

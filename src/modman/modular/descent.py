@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from ..optim.base import fill_group_defaults, guard_gradients
+from ..optim.base import check_hyperparameters, fill_group_defaults, guard_gradients
 from ..optim.concurrent import run_concurrently
 from ..optim.distributed import assign_owners, broadcast_from_owners, is_dtensor, world
 from .module import Module
@@ -41,10 +41,7 @@ class ModularDescent(torch.optim.Optimizer):
             raise ValueError(f"ModularDescent: lr must be > 0; got {lr!r}")
         if not 0 <= momentum < 1:
             raise ValueError(f"ModularDescent: momentum must be in [0, 1); got {momentum!r}")
-        if not isinstance(warm_start, bool):
-            raise ValueError(f"ModularDescent: warm_start must be True or False; got {warm_start!r}")
-        if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
-            raise ValueError(f"ModularDescent: workers must be None or an int >= 1; got {workers!r}")
+        check_hyperparameters("ModularDescent", {"warm_start": warm_start, "workers": workers})
         pairs = net.budgets()
         if not pairs:
             raise ValueError("ModularDescent: the network has no atoms (no weights) to train")
@@ -101,8 +98,7 @@ class ModularDescent(torch.optim.Optimizer):
             self.local_matrices += 1
             tasks.setdefault(p.device, []).append((lane, lambda atom=atom, group=group: self._update(atom, group)))
         for device, work in tasks.items():
-            workers = self.workers or (4 if device.type == "cuda" else 1)
-            run_concurrently(work, device, workers, self._streams)
+            run_concurrently(work, device, self.workers, self._streams)
         if owners:
             broadcast_from_owners([g["params"][0] for g in self.param_groups if g["params"][0].grad is not None], owners)
         return loss

@@ -20,17 +20,24 @@ from typing import Callable
 
 import torch
 
-__all__ = ["run_concurrently"]
+__all__ = ["run_concurrently", "CUDA_WORKERS"]
+
+# Lanes when the caller sets none: measured best on an H200 (2 and 4 lanes 1.2–1.6x faster steps than 1; 8 and
+# 16 slower). On a CPU each solve's own BLAS threads already use the cores, so tasks run in turn there.
+CUDA_WORKERS = 4
 
 
-def run_concurrently(tasks: list[tuple[int, Callable[[], None]]], device: torch.device, workers: int,
+def run_concurrently(tasks: list[tuple[int, Callable[[], None]]], device: torch.device, workers: int | None,
                      streams: dict) -> None:
-    """Run ``(lane, task)`` pairs, ``workers`` lanes at a time (lane mod workers): in turn when workers is 1.
+    """Run ``(lane, task)`` pairs, ``workers`` lanes at a time (lane mod workers): in turn when workers is 1;
+    None: ``CUDA_WORKERS`` on CUDA, 1 elsewhere.
 
     On CUDA each lane has its own stream, kept in ``streams`` (a cache owned by the caller) between calls.
     Tasks run under ``torch.no_grad()`` (grad mode is per thread). The first exception is re-raised after
     every lane has finished.
     """
+    if workers is None:
+        workers = CUDA_WORKERS if device.type == "cuda" else 1
     workers = max(1, min(workers, len(tasks)))
     if workers == 1:
         for _, task in tasks:

@@ -71,8 +71,7 @@ class ManifoldMuon(ManifoldOptimizer):
                 single.setdefault(W.device, []).append((group, (lane, partial(self._update, W, G, state, group))))
         for device, tasks in single.items():
             chosen = [g["workers"] for g, _ in tasks if g["workers"] is not None]
-            workers = min(chosen) if chosen else (4 if device.type == "cuda" else 1)
-            run_concurrently([task for _, task in tasks], device, workers, self._streams)
+            run_concurrently([task for _, task in tasks], device, min(chosen, default=None), self._streams)
 
     def _update_many(self, Ws, Gs, states, group):
         """Square matrices under the closed form share one batched msign; the rest go one by one."""
