@@ -226,13 +226,13 @@ def test_float32_inputs_keep_the_certificate_near_a_singular_m():
     assert cert["relative_gap"] <= 1e-6
 
 
-def decaying_gradient_problem(m, n, seed):
-    """W on Stiefel and a G like a real training gradient: singular values ~ 1/k, plus a tangent-ish part."""
+def decaying_gradient_problem(m, n, seed, power: float = 1.0):
+    """W on Stiefel and a G like a real training gradient: singular values ~ 1/k^power, plus a tangent-ish part."""
     g = torch.Generator().manual_seed(seed)
     W = Stiefel().project(torch.randn(m, n, generator=g, dtype=torch.float64))
     U = torch.linalg.qr(torch.randn(m, n, generator=g, dtype=torch.float64))[0]
     V = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))[0]
-    s = 1.0 / torch.arange(1, n + 1, dtype=torch.float64)
+    s = 1.0 / torch.arange(1, n + 1, dtype=torch.float64) ** power
     return W, (U * s) @ V.T + 0.3 * s.mean() * W @ torch.randn(n, n, generator=g, dtype=torch.float64)
 
 
@@ -240,14 +240,29 @@ def decaying_gradient_problem(m, n, seed):
 def test_hybrid_on_decaying_spectra_takes_newton_after_a_few_fixed_point_steps(seed):
     """Real-like gradients fail the Cholesky test but their dual optimum is regular: the default (5 fixed-point
     steps, then Newton once it halves the residual) certifies the training tolerance in <= 10 iterations, where
-    20 fixed-point steps then smoothing Newton (``direct_steps=0``) take 23."""
+    20 fixed-point steps then smoothing Newton (``direct_steps=0, fixed_point_steps=20``) take 23."""
     W, G = decaying_gradient_problem(256, 64, seed)
     assert not _well_conditioned(reduced_problem(W, G)[1])
     A, Lambda, info = hybrid(W, G, Lambda=None, alpha=0.01, steps=30, tol=1e-4, msign_fn=None)
     assert info["iterations"] <= 10 and "stalled" not in info
     assert tangent_residual(W, A) < 1e-4 and duality_gap(W, G, A, Lambda)["relative_gap"] < 1e-4
-    without = hybrid(W, G, Lambda=None, alpha=0.01, steps=30, tol=1e-4, msign_fn=None, direct_steps=0)
+    without = hybrid(W, G, Lambda=None, alpha=0.01, steps=30, tol=1e-4, msign_fn=None, direct_steps=0,
+                     fixed_point_steps=20)
     assert without[2]["iterations"] > 20
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_hybrid_goes_to_smoothing_newton_where_the_probe_stalls(seed):
+    """Faster-decaying spectra (late in training): the probe stalls near a degenerate optimum, where more
+    fixed-point steps bring the residual under the tolerance but not the gap. Straight to smoothing Newton
+    (the default) certifies in <= 20 iterations; letting the fixed point resume to 20 (the rule before) takes
+    28+ or ends uncertified at the cap."""
+    W, G = decaying_gradient_problem(256, 64, seed, power=2.0)
+    A, Lambda, info = hybrid(W, G, Lambda=None, alpha=0.01, steps=30, tol=1e-4, msign_fn=None)
+    assert info["iterations"] <= 20
+    assert tangent_residual(W, A) < 1e-4 and duality_gap(W, G, A, Lambda)["relative_gap"] < 1e-4
+    resumed = hybrid(W, G, Lambda=None, alpha=0.01, steps=30, tol=1e-4, msign_fn=None, fixed_point_steps=20)[2]
+    assert resumed["iterations"] >= 28
 
 
 @pytest.mark.parametrize("seed", [0, 1])
