@@ -150,8 +150,9 @@ def _rows(source, solvers: dict, solves, device, repeat: int) -> list[dict]:
             o["res"].append(tangent_residual(Wt.double(), A.double()))
             o["gaps"].append(duality_gap(Wt, Gt, A, Lambda)["relative_gap"])
     tol = solves[0]["tol"]
-    return [{"solves_from": source, "solver": name, "solves": len(solves), "median_iterations": statistics.median(o["its"]),
-             "mean_iterations": statistics.fmean(o["its"]), "max_iterations": max(o["its"]),
+    return [{"solves_from": source, "solver": name, "solves": len(solves),
+             "median_iterations": statistics.median(o["its"]), "mean_iterations": statistics.fmean(o["its"]),
+             "max_iterations": max(o["its"]),
              "uncertified": sum(1 for g, r in zip(o["gaps"], o["res"]) if g > tol or r > tol),
              "max_rel_gap": max(o["gaps"]), "max_residual": max(o["res"]), "total_ms": sum(o["ms"])}
             for name, o in out.items()]

@@ -162,8 +162,9 @@ def hybrid(W, G, *, Lambda, alpha, steps, tol, msign_fn, fixed_point_steps: int 
     resume) is measured: where the probe stalls the optimum is degenerate (M near singular), and there the
     fixed point brings the residual under the tolerance but not the gap — late in the LLM experiment
     (step 400, tol 1e-4) 15 more fixed-point steps then 6 Newton ones; straight to Newton: 17.8 → 10.8
-    iterations and 99.5 → 77.3 ms per solve, uncertified 5 → 0 of 60 (BENCHMARKS.md (e)). ``direct_steps=0``: the fixed point for
-    ``fixed_point_steps``, then smoothing Newton."""
+    iterations and 99.5 → 77.3 ms per solve, uncertified 5 → 0 of 60 (BENCHMARKS.md (e)). Cold-started solves
+    of real gradients (probe skipped) pay for it: the modular GPT's, median 15 → 22 iterations.
+    ``direct_steps=0``: the fixed point for ``fixed_point_steps``, then smoothing Newton."""
     def run(P, C, X0):
         tried = []
 
