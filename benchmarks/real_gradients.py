@@ -43,9 +43,9 @@ def cold_hybrid(W, G, *, Lambda, **kw):
 
 COLD = "hybrid, cold (the warm-start multiplier dropped)"
 SOLVERS = {
-    "hybrid (default: Newton probe after 5 fixed-point steps)": hybrid,
+    "hybrid (default: Newton probe after 5 or 10 fixed-point steps)": hybrid,
     "hybrid, direct_steps=0, fixed_point_steps=20 (no probe)": partial(hybrid, direct_steps=0, fixed_point_steps=20),
-    "hybrid, fixed_point_steps=20 (the default before 2026-11-30)": partial(hybrid, fixed_point_steps=20),
+    "hybrid, fixed_point_steps=5 (one round: the rule of 0a52565)": partial(hybrid, fixed_point_steps=5),
     "fixed_point": fixed_point,
     COLD: cold_hybrid,
 }

@@ -255,14 +255,56 @@ def test_hybrid_on_decaying_spectra_takes_newton_after_a_few_fixed_point_steps(s
 def test_hybrid_goes_to_smoothing_newton_where_the_probe_stalls(seed):
     """Faster-decaying spectra (late in training): the probe stalls near a degenerate optimum, where more
     fixed-point steps bring the residual under the tolerance but not the gap. Straight to smoothing Newton
-    (the default) certifies in <= 20 iterations; letting the fixed point resume to 20 (the rule before) takes
-    28+ or ends uncertified at the cap."""
+    (the default) certifies in <= 20 iterations; 20 fixed-point steps then smoothing Newton take 28+ (the rule
+    before 2026-11-30 resumed the fixed point to 20 after the stall and took as many)."""
     W, G = decaying_gradient_problem(256, 64, seed, power=2.0)
     A, Lambda, info = hybrid(W, G, Lambda=None, alpha=0.01, steps=30, tol=1e-4, msign_fn=None)
     assert info["iterations"] <= 20
     assert tangent_residual(W, A) < 1e-4 and duality_gap(W, G, A, Lambda)["relative_gap"] < 1e-4
-    resumed = hybrid(W, G, Lambda=None, alpha=0.01, steps=30, tol=1e-4, msign_fn=None, fixed_point_steps=20)[2]
-    assert resumed["iterations"] >= 28
+    late = hybrid(W, G, Lambda=None, alpha=0.01, steps=30, tol=1e-4, msign_fn=None, direct_steps=0,
+                  fixed_point_steps=20)[2]
+    assert late["iterations"] >= 28
+
+
+def spectrum_problem(m, n, seed, spectrum):
+    """W on Stiefel and G = U diag(spectrum(k)) Vᵀ with random U, V: a cold-started solve of a real gradient
+    (the modular GPT's are like e^(-k/25)/k at 512x128: W's span is unrelated to G's)."""
+    g = torch.Generator().manual_seed(seed)
+    W = Stiefel().project(torch.randn(m, n, generator=g, dtype=torch.float64))
+    U = torch.linalg.qr(torch.randn(m, n, generator=g, dtype=torch.float64))[0]
+    V = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))[0]
+    return W, (U * spectrum(torch.arange(1, n + 1, dtype=torch.float64))) @ V.T
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_hybrid_runs_a_second_fixed_point_round_where_the_probe_is_skipped(seed):
+    """Cold start, residual 1.5e-2..1.7e-2 after 5 fixed-point steps (probe skipped): 5 more bring it under
+    1e-2 and the probe finishes — <= 12 iterations, where smoothing Newton after 5 (``fixed_point_steps=5``,
+    the rule of 2026-11-30) takes 20+."""
+    W, G = spectrum_problem(512, 128, seed, lambda k: torch.exp(-k / 25) / k)
+    A, Lambda, info = hybrid(W, G, Lambda=None, alpha=0.01, steps=30, tol=1e-4, msign_fn=None)
+    assert info["iterations"] <= 12
+    assert tangent_residual(W, A) < 1e-4 and duality_gap(W, G, A, Lambda)["relative_gap"] < 1e-4
+    after_5 = hybrid(W, G, Lambda=None, alpha=0.01, steps=30, tol=1e-4, msign_fn=None, fixed_point_steps=5)[2]
+    assert after_5["iterations"] >= 20
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_hybrid_leaves_a_slow_fixed_point_after_one_round(seed):
+    """Spectrum e^(-k/8): residual ~3.9e-2 after 5 fixed-point steps, falling ×0.8 per step. A second round
+    would leave smoothing Newton too few of the 30 iterations (it ends uncertified at the cap); going to
+    Newton after the first certifies."""
+    W, G = spectrum_problem(512, 128, seed, lambda k: torch.exp(-k / 8))
+    A, Lambda, info = hybrid(W, G, Lambda=None, alpha=0.01, steps=30, tol=1e-4, msign_fn=None)
+    assert info["iterations"] <= 30 and not info.get("repaired")
+    assert tangent_residual(W, A) < 1e-4 and duality_gap(W, G, A, Lambda)["relative_gap"] < 1e-4
+
+
+def test_hybrid_rejects_bad_phase_lengths():
+    W, G = decaying_gradient_problem(64, 16, 0)
+    for bad in ({"direct_after": 0}, {"fixed_point_steps": -1}, {"direct_steps": -2}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            hybrid(W, G, Lambda=None, alpha=0.01, steps=30, tol=1e-4, msign_fn=None, **bad)
 
 
 @pytest.mark.parametrize("seed", [0, 1])

@@ -143,28 +143,32 @@ def newton(W, G, *, Lambda, alpha, steps, tol, msign_fn):
     return _solve(W, G, Lambda, tol, run)
 
 
-def hybrid(W, G, *, Lambda, alpha, steps, tol, msign_fn, fixed_point_steps: int = 5, direct_after: int = 5,
+def hybrid(W, G, *, Lambda, alpha, steps, tol, msign_fn, fixed_point_steps: int = 10, direct_after: int = 5,
            direct_steps: int = 4):
     """The default for tall/wide W. When the complement Gram C is well-conditioned (``λ_min(C) ≥ 2e-2/n``,
     one Cholesky test; generic for aspect ratios above ~2.4) the dual is smooth for every X (M ≽ C ≻ 0),
     and Newton at μ = 1e-8/n converges quadratically: 3–5 eigensolves where the fixed point takes ~9.
-    Otherwise the fixed point. After ``direct_after`` of its iterations, if the residual is below 1e-2,
-    Newton at μ = 1e-8/n probes for up to ``direct_steps`` iterations and is kept only while every step
-    at least halves the residual: warm-started training solves are near their optimum and finish in 1–4
-    (LLM experiment: median 11 → 7 iterations). Cold-started ones (the modular GPT's first step) are at
-    1.3e-2..2.6e-2 after 5 steps and skip it: there Newton's first step barely changes the residual (factor
-    0.94–1.9, measured; the threshold is the cheap pre-test, the halving rule the guard). Where the probe
-    stalls or is skipped, smoothing Newton from the best iterate and μ = 1e-4/n, until certified or ``steps``
-    (which caps all of them together); the best certified result is returned.
+    Otherwise the fixed point, in rounds of ``direct_after`` iterations (``fixed_point_steps`` in all). After
+    a round, if the residual is below 1e-2, Newton at μ = 1e-8/n probes for up to ``direct_steps`` iterations
+    and is kept only while every step at least halves the residual: warm-started training solves are near
+    their optimum and finish in 1–4 (LLM experiment: median 11 → 7 iterations). Cold-started ones (the
+    modular GPT's first steps) are at 1.3e-2..2.6e-2 after 5 steps, where Newton's first step barely changes
+    the residual (factor 0.94–1.9, measured; the threshold is the cheap pre-test, the halving rule the guard):
+    they run another round, which brings most under 1e-2 (modular GPT, cold: median 23 → 11 iterations against
+    going to smoothing Newton after 5). At 3e-2 or above after a round the fixed point is slow (residual ×0.8
+    per step on spectra like e^(-k/8)) and goes no further. Where the probe stalls or is not taken, smoothing
+    Newton from the best iterate and μ = 1e-4/n, until certified or ``steps`` (which caps all of them
+    together); the best certified result is returned.
 
-    ``fixed_point_steps`` > ``direct_after`` lets the fixed point resume after a stalled probe (same iterate,
-    same Anderson history) up to that many iterations in all before smoothing Newton. The default (5: no
-    resume) is measured: where the probe stalls the optimum is degenerate (M near singular), and there the
-    fixed point brings the residual under the tolerance but not the gap — late in the LLM experiment
-    (step 400, tol 1e-4) 15 more fixed-point steps then 6 Newton ones; straight to Newton: 17.8 → 10.8
-    iterations and 99.5 → 77.3 ms per solve, uncertified 5 → 0 of 60 (BENCHMARKS.md (e)). Cold-started solves
-    of real gradients (probe skipped) pay for it: the modular GPT's, median 15 → 22 iterations.
+    A stalled probe goes straight to smoothing Newton: there the optimum is degenerate (M near singular) and
+    the fixed point brings the residual under the tolerance but not the gap — late in the LLM experiment (step
+    400, tol 1e-4), resuming it up to 20 iterations then Newton took 17.8 iterations and 99.5 ms per solve,
+    straight to Newton 10.8 and 77.3 ms, uncertified 5 → 0 of 60 (BENCHMARKS.md (e)).
     ``direct_steps=0``: the fixed point for ``fixed_point_steps``, then smoothing Newton."""
+    if direct_after < 1 or fixed_point_steps < 0 or direct_steps < 0:
+        raise ValueError(f"hybrid: direct_after must be >= 1 and fixed_point_steps, direct_steps >= 0 (got "
+                         f"{direct_after}, {fixed_point_steps}, {direct_steps}); fixed_point_steps=0 probes at once")
+
     def run(P, C, X0):
         tried = []
 
@@ -174,20 +178,19 @@ def hybrid(W, G, *, Lambda, alpha, steps, tol, msign_fn, fixed_point_steps: int 
         well = _well_conditioned(C)
         if well:
             tried.append(_newton(P, C, X0, steps, tol, mu0=1e-8, well_conditioned=True))
-        resume = {"X": X0}
-        first = min(direct_after, fixed_point_steps) if direct_steps > 0 else fixed_point_steps
-        if first > 0 and left() > 0:
-            tried.append(_fixed_point_loop(P, C, X0, min(first, left()), tol, resume=resume))
-        # Newton's probe: only near the optimum (residual < 1e-2: see the docstring), and not again where
-        # Newton at the same μ has just run from X0 (well-conditioned C) without certifying.
-        direct = None
-        if direct_steps > 0 and not well and left() > 0 and (first == 0 or _best(tried)[1]["residual"] < 1e-2):
-            direct = _newton(P, C, _best(tried)[0] if tried else X0, min(direct_steps, left()), tol, mu0=1e-8,
-                             min_progress=0.5)
-            tried.append(direct)
-        if (direct is None or direct[1]["stalled"]) and fixed_point_steps > first and left() > 0:
-            tried.append(_fixed_point_loop(P, C, resume["X"], min(fixed_point_steps - first, left()), tol,
-                                           resume=resume))
+        # Newton's probe: only near the optimum (residual < 1e-2: see the docstring), and not where Newton at
+        # the same μ has just run from X0 (well-conditioned C) without certifying.
+        probe = direct_steps > 0 and not well
+        resume, done = {"X": X0}, 0
+        while done < fixed_point_steps and left() > 0:
+            chunk = min(direct_after if probe else fixed_point_steps, fixed_point_steps - done, left())
+            tried.append(_fixed_point_loop(P, C, resume["X"], chunk, tol, resume=resume))
+            done += chunk
+            if probe and not 1e-2 <= _best(tried)[1]["residual"] < 3e-2:
+                break  # near enough for the probe, or too far for the fixed point to get there: see the docstring
+        if probe and left() > 0 and (fixed_point_steps == 0 or _best(tried)[1]["residual"] < 1e-2):
+            tried.append(_newton(P, C, _best(tried)[0] if tried else X0, min(direct_steps, left()), tol,
+                                 mu0=1e-8, min_progress=0.5))
         if left() > 0:
             tried.append(_newton(P, C, _best(tried)[0] if tried else X0, left(), tol, mu0=1e-4))
         X, info = _best(tried)
