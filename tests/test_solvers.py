@@ -256,7 +256,7 @@ def test_hybrid_goes_to_smoothing_newton_where_the_probe_stalls(seed):
     """Faster-decaying spectra (late in training): the probe stalls near a degenerate optimum, where more
     fixed-point steps bring the residual under the tolerance but not the gap. Straight to smoothing Newton
     (the default) certifies in <= 20 iterations; 20 fixed-point steps then smoothing Newton take 28+ (the rule
-    before 2026-11-30 resumed the fixed point to 20 after the stall and took as many)."""
+    before 0a52565 resumed the fixed point to 20 after the stall and took as many)."""
     W, G = decaying_gradient_problem(256, 64, seed, power=2.0)
     A, Lambda, info = hybrid(W, G, Lambda=None, alpha=0.01, steps=30, tol=1e-4, msign_fn=None)
     assert info["iterations"] <= 20
@@ -280,7 +280,7 @@ def spectrum_problem(m, n, seed, spectrum):
 def test_hybrid_runs_a_second_fixed_point_round_where_the_probe_is_skipped(seed):
     """Cold start, residual 1.5e-2..1.7e-2 after 5 fixed-point steps (probe skipped): 5 more bring it under
     1e-2 and the probe finishes — <= 12 iterations, where smoothing Newton after 5 (``fixed_point_steps=5``,
-    the rule of 2026-11-30) takes 20+."""
+    the rule of 0a52565) takes 20+."""
     W, G = spectrum_problem(512, 128, seed, lambda k: torch.exp(-k / 25) / k)
     A, Lambda, info = hybrid(W, G, Lambda=None, alpha=0.01, steps=30, tol=1e-4, msign_fn=None)
     assert info["iterations"] <= 12
