@@ -155,10 +155,10 @@ def hybrid(W, G, *, Lambda, alpha, steps, tol, msign_fn, fixed_point_steps: int 
     modular GPT's first steps) are at 1.3e-2..2.6e-2 after 5 steps, where Newton's first step barely changes
     the residual (factor 0.94–1.9, measured; the threshold is the cheap pre-test, the halving rule the guard):
     they run another round, which brings most under 1e-2 (modular GPT, cold: median 23 → 11 iterations against
-    going to smoothing Newton after 5). At 3e-2 or above after a round the fixed point is slow (residual ×0.8
-    per step on spectra like e^(-k/8)) and goes no further. Where the probe stalls or is not taken, smoothing
-    Newton from the best iterate and μ = 1e-4/n, until certified or ``steps`` (which caps all of them
-    together); the best certified result is returned.
+    going to smoothing Newton after 5). At 3e-2 or above after a round the fixed point is slow (residual
+    ×0.85 per step for the next 8 on spectra like e^(-k/8)) and goes no further. Where the probe stalls or is
+    not taken, smoothing Newton from the best iterate and μ = 1e-4/n, until certified or ``steps`` (which caps
+    all of them together); the best certified result is returned.
 
     A stalled probe goes straight to smoothing Newton: there the optimum is degenerate (M near singular) and
     the fixed point brings the residual under the tolerance but not the gap — late in the LLM experiment (step
