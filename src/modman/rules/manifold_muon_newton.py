@@ -113,7 +113,13 @@ def smoothed_newton(P, C, X, *, tol: float, steps: int, certificate, mu0: float 
         if stalled:
             break
         trial = None
-        if not (residual < 1e-2 * tol or stage >= stage_steps or iterations >= steps):
+        # A stage ends once the residual is 100x under tol, or already at tol where the certified gap is far
+        # (> 10 tol) from it: that gap is set by μ, not by the residual, so a further Newton step at this μ buys
+        # nothing. At the floor μ cannot shrink, so there the stage goes on (Newton's gap falls with its residual
+        # where M is regular) unless a larger μ has already certified a smaller gap (M singular: the floor's
+        # O(√μ) gap, worse than its O(μ) smoothing error, will not beat it).
+        far = residual < tol and gap > 10 * tol and (mu > floor or gap > best[0])
+        if not (residual < 1e-2 * tol or far or stage >= stage_steps or iterations >= steps):
             iterations, stage = iterations + 1, stage + 1
             dX, slope, cg = _newton_direction(Z, V, s, eta=min(0.1, math.sqrt(residual)), max_cg=max_cg,
                                               cg_dtype=cg_dtype)
