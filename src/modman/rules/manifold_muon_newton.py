@@ -9,7 +9,9 @@ minimiser can make M singular (the optimal A is then not a partial isometry), wh
 
 whose minimiser gives ``A_μ = (Ĝ + WX)(M + μI)^{-1/2}``: exactly tangent, singular values < 1, so feasible, and
 within O(μ) (O(√μ) when degenerate) of optimal. Newton's method minimises F_μ for μ = 1e-2/n, 1e-3/n, ...
-(each stage warm-starting the next) until the certificate (residual and duality gap) meets the tolerance.
+(each stage warm-starting the next) until the certificate (residual and duality gap) meets the tolerance. A
+stage ends at residual < 1e-2·tol, or already at residual < tol where the certified gap is > 10·tol (there μ,
+not the residual, sets the gap).
 The Newton system is solved by conjugate gradients in the eigenbasis of M, where one Hessian product costs
 two n×n products and the fixed point's Lyapunov step is an exact, diagonal preconditioner of its first term.
 """
