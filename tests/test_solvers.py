@@ -303,9 +303,9 @@ def test_smoothing_stage_ends_at_tol_where_the_certified_gap_is_far():
 
 
 def test_smoothing_floor_stops_where_a_larger_mu_certified_a_smaller_gap():
-    """Float32 192x128 (seed 1): M is singular at the optimum, the gap is ~4.4e-6 at best; at the floor μ =
-    1e-8/n the certified gap stays above that of μ = 1e-7/n, and the solve returns that earlier point after 46
-    iterations instead of running the floor's stage out (56)."""
+    """Float32 192x128 (seed 1), aspect 1.5: M is near singular at the optimum and the certified gap ~4.4e-6 at
+    best. At the floor μ = 1e-8/n the gap stays above one a larger μ already certified, so the solve stops and
+    returns that point after 46 iterations instead of running the floor's stage out (56)."""
     W, G = problem(192, 128, seed=1, dtype=torch.float32)
     A, info = manifold_muon_direction(W, G, solver="hybrid", steps=100, tol=1e-6)
     assert info["iterations"] <= 48
