@@ -302,12 +302,15 @@ def test_smoothing_stage_ends_at_tol_where_the_certified_gap_is_far():
     assert total <= 53
 
 
-def test_smoothing_floor_stops_where_a_larger_mu_certified_a_smaller_gap():
-    """Float32 192x128 (seed 1), aspect 1.5: M is near singular at the optimum and the certified gap ~4.4e-6 at
-    best. At the floor μ = 1e-8/n the first certified gap (8.2e-6) is above one a larger μ already certified, so
-    the solve stops and returns that point after 50 iterations instead of running the floor's stage out (60,
-    gaps 6.6e-6..8.8e-6; also 60 when the floor stops only above 10·tol, as until the rounding of the eigenbasis
-    residual moved that first gap from 1.13e-5 to 8.2e-6)."""
+def test_smoothing_floor_stops_where_a_larger_mu_certified_a_smaller_gap(monkeypatch):
+    """Float32 192x128 (seed 1), aspect 1.5, solved as if its W had exactly orthonormal columns (no
+    ``polar_correction``, as for a W off the manifold by more than its limit): M is near singular at the optimum
+    and the certified gap ~4.4e-6 at best. At the floor μ = 1e-8/n the first certified gap (8.2e-6) is above one
+    a larger μ already certified, so the solve stops and returns that point after 50 iterations instead of
+    running the floor's stage out (60, gaps 6.6e-6..8.8e-6; also 60 when the floor stops only above 10·tol)."""
+    import modman.rules.manifold_muon_solvers as solvers
+
+    monkeypatch.setattr(solvers, "polar_correction", lambda W: None)
     W, G = problem(192, 128, seed=1, dtype=torch.float32)
     A, info = manifold_muon_direction(W, G, solver="hybrid", steps=100, tol=1e-6)
     assert info["iterations"] <= 52
