@@ -14,6 +14,9 @@
 * ``hybrid`` — the default for tall/wide W: Newton at once where the dual is uniformly smooth (the
   complement Gram C well-conditioned: aspect ratios above ~2.4 for Gaussian G), else the fixed point with a
   Newton probe after 5 steps (kept while it halves the residual), else smoothing Newton.
+
+The last three solve the problem at W's polar factor (``polar_correction``), not at W: the reduced problem
+assumes ``WᵀW = I`` exactly, which a float32 W meets only to ~3e-7.
 """
 
 from __future__ import annotations
