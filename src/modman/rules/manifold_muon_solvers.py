@@ -26,6 +26,7 @@ import math
 import torch
 
 from ..manifolds import Stiefel
+from ..manifolds.stiefel import sym
 from .manifold_muon_newton import gram_eig, smoothed_newton
 
 __all__ = ["feasible_tangent", "closed_form", "closed_form_batch", "fixed_point", "newton", "hybrid", "reduced_problem",
@@ -81,8 +82,7 @@ def polar_correction(W: torch.Tensor, limit: float = 1e-4):
     delta = W.mT @ W - eye
     if not float(torch.linalg.matrix_norm(delta)) <= limit:
         return None
-    K = eye - 0.5 * delta + 0.375 * (delta @ delta)
-    return 0.5 * (K + K.mT)
+    return sym(eye - 0.5 * delta + 0.375 * (delta @ delta))
 
 
 def _inv_sqrt(V, s):
