@@ -21,7 +21,7 @@ def sym(X):
 def normal_vector(manifold, W, seed):
     """A vector in the normal space at W (the orthogonal complement of the tangent space)."""
     if isinstance(manifold, Sphere):
-        dims = manifold._dims(W)
+        dims = manifold.slice_dims(W)
         shape = [1 if d in [x % W.ndim for x in dims] else s for d, s in enumerate(W.shape)]
         return W * gaussian(*shape, seed=seed, dtype=W.dtype)
     if isinstance(manifold, Stiefel):

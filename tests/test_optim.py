@@ -187,7 +187,7 @@ def test_lr_scheduler_drives_the_step_size(name):
 
 def test_muon_lr_is_spectral_norm_of_update_and_follows_schedule():
     W = nn.Parameter(torch.randn(32, 16))
-    opt = Muon([W], lr=0.1, momentum=0.0, adjust_lr_fn=None, msign_steps=10, msign_dtype=None)
+    opt = Muon([W], lr=0.1, momentum=0.0, adjust_lr_fn="unit", msign_steps=10, msign_dtype=None)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
     for expected in (0.1, 0.05):
         before = W.detach().clone()
@@ -211,7 +211,7 @@ def test_muon_shape_scaling_and_weight_decay():
 def test_muon_nesterov_momentum_matches_torch_recurrence():
     W = nn.Parameter(torch.randn(20, 10))
     grads = [torch.randn(20, 10) for _ in range(3)]
-    opt = Muon([W], lr=0.1, momentum=0.9, nesterov=True, adjust_lr_fn=None)
+    opt = Muon([W], lr=0.1, momentum=0.9, nesterov=True, adjust_lr_fn="unit")
     ref, buf = W.detach().clone(), torch.zeros(20, 10)
     for g in grads:
         W.grad = g.clone()
@@ -241,7 +241,7 @@ def test_conv_kernels_are_treated_as_out_by_rest_matrices():
 
     conv2 = nn.Conv2d(3, 8, 3, bias=False)
     before, G = conv2.weight.detach().clone(), torch.randn(8, 3, 3, 3)
-    opt2 = Muon([conv2.weight], lr=0.1, momentum=0.0, adjust_lr_fn=None)
+    opt2 = Muon([conv2.weight], lr=0.1, momentum=0.0, adjust_lr_fn="unit")
     conv2.weight.grad = G
     opt2.step()
     expected = before - 0.1 * msign(G.reshape(8, 27), steps=5, dtype="auto").reshape(8, 3, 3, 3)
@@ -389,3 +389,23 @@ def test_nonfinite_detection_is_exact_when_a_finite_sum_overflows():
     named = [("big", big), ("half", half), ("nan", torch.tensor([[0.0, float("nan")]])), ("cancel", cancel),
              ("fine", torch.randn(3, 3)), ("inf64", torch.tensor([[1.0, float("inf")]], dtype=torch.float64))]
     assert nonfinite_grads(named) == ["nan", "cancel", "inf64"]
+
+
+@pytest.mark.parametrize("adjust_lr_fn", [None, "original", "match_rms_adamw"])
+@pytest.mark.parametrize("shape", [(48, 16), (16, 48), (32, 32)])
+def test_muon_matches_torch_optim_muon_bit_for_bit_with_its_msign(adjust_lr_fn, shape):
+    """With torch's orthogonalization (Muon's quintic, 5 steps, bfloat16) every other part of the step is
+    torch.optim.Muon's: momentum, Nesterov, decoupled decay, and adjust_lr_fn (None meaning "original")."""
+    if not hasattr(torch.optim, "Muon"):
+        pytest.skip("torch.optim.Muon needs torch >= 2.9")
+    W0 = torch.randn(shape, generator=torch.Generator().manual_seed(1))
+    grads = [torch.randn(shape, generator=torch.Generator().manual_seed(2 + i)) for i in range(3)]
+    ours, theirs = nn.Parameter(W0.clone()), nn.Parameter(W0.clone())
+    hyper = dict(lr=0.05, weight_decay=0.1, momentum=0.95, nesterov=True, adjust_lr_fn=adjust_lr_fn)
+    opts = [Muon([ours], msign_method="newton_schulz", msign_steps=5, msign_dtype=torch.bfloat16, **hyper),
+            torch.optim.Muon([theirs], **hyper)]
+    for G in grads:
+        for p, opt in zip((ours, theirs), opts):
+            p.grad = G.clone()
+            opt.step()
+        assert torch.equal(ours, theirs)

@@ -24,6 +24,15 @@ def cfg(tmp_path, **kw):
     return TrainConfig(**{**TINY, "out": str(tmp_path), **kw})
 
 
+def cli_command(settings: dict, out) -> tuple[list[str], dict]:
+    """``python -m modman train`` with ``settings`` as flags (no progress bar), and the environment to run it in."""
+    args = [sys.executable, "-m", "modman", "train", "--out", str(out), "--no-progress"]
+    for k, v in settings.items():
+        if k != "progress":
+            args += [f"--{k.replace('_', '-')}", str(v)]
+    return args, dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+
+
 def records(path):
     return [json.loads(line) for line in Path(path).read_text().splitlines()]
 
@@ -128,11 +137,7 @@ def test_modular_experiment_trains_the_modman_gpt_on_its_manifolds(tmp_path):
 def test_resume_after_sigkill_reaches_the_same_final_state(tmp_path):
     settings = dict(TINY, exp="muon_all", max_steps=300, checkpoint_every=5, eval_every=100)
     train(TrainConfig(**settings, out=str(tmp_path / "straight")))
-    args = [sys.executable, "-m", "modman", "train", "--out", str(tmp_path / "killed"), "--no-progress"]
-    for k, v in settings.items():
-        if k != "progress":
-            args += [f"--{k.replace('_', '-')}", str(v)]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    args, env = cli_command(settings, tmp_path / "killed")
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ckpt = tmp_path / "killed" / "muon_all" / "checkpoint.json"
     deadline = time.time() + 120

@@ -180,7 +180,7 @@ def _run_train(args: argparse.Namespace) -> int:
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     settings = load_config_file(args.config) if args.config else {}
     settings.update({k: v for k, v in vars(args).items() if k in fields})
-    if args.all and "exp" in settings and not args.config:
+    if args.all and "exp" in vars(args):  # a flag given on the command line (a --config file's exp yields to --all)
         raise ValueError("give either --exp NAME or --all, not both")
     summaries, failed = run_experiments(settings, run_all=args.all, resume=args.resume)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 speaks for all
@@ -311,6 +311,6 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as e:  # DataError is a ValueError: one line, no traceback
         print(f"modman {args.command}: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"modman {args.command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        print(f"modman {args.command}: {e or 'interrupted'}", file=sys.stderr)
         return 130

@@ -49,8 +49,8 @@ def manifold_muon(
     square W and otherwise Newton on the reduced dual (straight away where the dual is smooth, after the
     fixed point where it is not)
     (``modman.rules.manifold_muon_solvers``).
-    With the seed's solver, ``msign_dtype=torch.bfloat16`` reproduces the seed's half-precision msign
-    exactly (the default computes msign in float32). With ``eta=0`` and a zero G this is the seed's
+    With the seed's solver, ``msign_dtype=torch.bfloat16`` runs the seed's half-precision msign (each
+    product rounded once, as torch.optim.Muon does; the default computes msign in float32). With ``eta=0`` and a zero G this is the seed's
     projection onto Stiefel.
 
     Returns:

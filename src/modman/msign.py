@@ -20,7 +20,7 @@ import functools
 
 import torch
 
-__all__ = ["msign", "fast_bfloat16", "METHODS", "DEFAULT_STEPS", "POLAR_EXPRESS_COEFFICIENTS", "NEWTON_SCHULZ_COEFFICIENTS"]
+__all__ = ["msign", "fast_bfloat16", "unit_scaled", "times_power_of_two", "METHODS", "DEFAULT_STEPS", "POLAR_EXPRESS_COEFFICIENTS", "NEWTON_SCHULZ_COEFFICIENTS"]
 
 # Polar Express, degree-5 polynomials optimised for singular values in [1e-3, 1] (seed 003, msign.py;
 # arXiv:2505.16932). The last triple is the classical quintic 15/8, -10/8, 3/8 it converges to.
@@ -73,6 +73,9 @@ def msign(
     if not isinstance(G, torch.Tensor) or G.ndim < 2:
         shape = tuple(G.shape) if isinstance(G, torch.Tensor) else type(G).__name__
         raise ValueError(f"msign needs a tensor with >= 2 dims (..., m, n); got {shape}")
+    if not G.is_floating_point():
+        raise TypeError(f"msign needs a real floating-point tensor; got dtype {G.dtype}. Convert it first, "
+                        "e.g. G.float()")
     if method not in METHODS:
         raise ValueError(f"msign: unknown method {method!r}; choose one of {', '.join(METHODS)}")
     if steps is None:
@@ -81,6 +84,8 @@ def msign(
         raise ValueError(f"msign: steps must be an int >= 0; got {steps!r}")
     if not (dtype is None or dtype == "auto" or isinstance(dtype, torch.dtype)):
         raise ValueError(f"msign: dtype must be a torch dtype, None or 'auto'; got {dtype!r}")
+    if G.numel() == 0:
+        return torch.zeros_like(G)
     if method == "exact":
         return _msign_exact(G).to(G.dtype)
     if dtype == "auto":
@@ -88,8 +93,9 @@ def msign(
     if dtype is None:
         dtype = torch.float64 if G.dtype == torch.float64 else torch.float32
     wide = G.size(-2) <= G.size(-1)
-    # Iterate on the wide orientation so that the Gram matrix X Xᵀ is the small one.
-    X = G.to(dtype) if wide else G.mT.to(dtype)
+    # Iterate on the wide orientation so that the Gram matrix X Xᵀ is the small one. msign is invariant to
+    # G's scale: an exact power-of-two rescaling first keeps the norm below from under- or overflowing.
+    X = unit_scaled(G if wide else G.mT).to(dtype)
     norm = X.norm(dim=(-2, -1), keepdim=True).clamp_min(torch.finfo(dtype).tiny)
     if method == "polar_express":
         X = X / (norm * _SAFETY)
@@ -101,6 +107,29 @@ def msign(
             X = _odd_quintic(X, *NEWTON_SCHULZ_COEFFICIENTS)
     X = X if wide else X.mT
     return X.to(G.dtype)
+
+
+def unit_scaled(X: torch.Tensor, dim: int | tuple[int, ...] = (-2, -1), *, return_exponent: bool = False):
+    """``X / 2^e`` with ``2^(e-1) <= max|X| < 2^e`` over ``dim`` (each matrix by default): exact, since only
+    exponents change, and safe to square and sum. Zero slices stay zero; half precision is widened to float32.
+
+    Every direction modman computes (msign, manifold Muon, the sphere's tangent) is invariant to a positive
+    scaling of the gradient, so this puts a gradient of any finite size (1e-30 or 1e30) in range first.
+    With ``return_exponent`` also returns e (an int tensor broadcasting against X; ``times_power_of_two``
+    undoes the scaling).
+    """
+    if X.dtype not in (torch.float64, torch.float32):
+        X = X.to(torch.float32)
+    amax = X.abs().amax(dim=dim, keepdim=True) if X.numel() else X.new_zeros(())
+    exponent = torch.frexp(amax).exponent  # amax = m·2^e with m in [0.5, 1); e = 0 for a zero slice
+    scaled = times_power_of_two(X, -exponent)
+    return (scaled, exponent) if return_exponent else scaled
+
+
+def times_power_of_two(X: torch.Tensor, exponent: torch.Tensor) -> torch.Tensor:
+    """``X · 2^exponent``, exact, in two half-steps: 2^e alone can overflow (e = 148 for float32 subnormals)."""
+    half = torch.div(exponent, 2, rounding_mode="floor")
+    return torch.ldexp(torch.ldexp(X, half), exponent - half)
 
 
 def fast_bfloat16(device: torch.device | str) -> bool:
@@ -124,13 +153,16 @@ def _cpu_bfloat16_matmul() -> bool:
 
 
 def _odd_quintic(X: torch.Tensor, a: float, b: float, c: float) -> torch.Tensor:
-    """One step ``X ← (a I + b S + c S²) X`` with ``S = X Xᵀ`` (the seed's order of operations)."""
+    """One step ``X ← aX + (bS + cS²)X`` with ``S = X Xᵀ``, in torch.optim.Muon's fused order: each ``addmm``
+    (``baddbmm`` for a batch) adds in the product's accumulator, so bfloat16 rounds once per product."""
     S = X @ X.mT
-    Y = c * S
-    Y.diagonal(dim1=-2, dim2=-1).add_(b)
-    Y = Y @ S
-    Y.diagonal(dim1=-2, dim2=-1).add_(a)
-    return Y @ X
+    if X.ndim == 2:
+        B = torch.addmm(S, S, S, beta=b, alpha=c)
+        return torch.addmm(X, B, X, beta=a)
+    batch = X.shape[:-2]
+    X3, S3 = X.reshape(-1, *X.shape[-2:]), S.reshape(-1, *S.shape[-2:])
+    B = torch.baddbmm(S3, S3, S3, beta=b, alpha=c)
+    return torch.baddbmm(X3, B, X3, beta=a).reshape(*batch, *X.shape[-2:])
 
 
 def _msign_exact(G: torch.Tensor) -> torch.Tensor:

@@ -45,8 +45,12 @@ class Run:
 
 
 def _read_jsonl(path: Path) -> list[dict]:
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not text (byte {e.start} is not UTF-8); it is damaged or not a modman log") from None
     rows = []
-    for i, line in enumerate(path.read_text().splitlines(), 1):
+    for i, line in enumerate(text.splitlines(), 1):
         try:
             row = json.loads(line)
         except json.JSONDecodeError as e:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import warnings
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner, DefaultSavePlanner
 from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 
@@ -30,7 +32,7 @@ from ..optim.distributed import is_dtensor, state_owners, world
 from .runlog import write_json_atomic
 
 __all__ = ["POINTER_NAME", "LEGACY_NAME", "checkpoint_path", "save_checkpoint", "load_checkpoint", "rng_state",
-           "set_rng_state"]
+           "set_rng_state", "remove_stale_temporaries"]
 
 POINTER_NAME = "checkpoint.json"
 LEGACY_NAME = "checkpoint.pt"
@@ -89,9 +91,12 @@ def checkpoint_path(run_dir: str | Path) -> Path | None:
     if pointer.is_file():
         try:
             name = json.loads(pointer.read_text())["dir"]
-        except (ValueError, KeyError, TypeError) as e:
+        except (ValueError, KeyError, TypeError, OSError) as e:
             raise ValueError(f"checkpoint pointer {pointer} cannot be read ({type(e).__name__}: {e}); move it away "
                              "to start the run over") from None
+        if not (isinstance(name, str) and re.fullmatch(r"checkpoint-\d+", name)):
+            raise ValueError(f"checkpoint pointer {pointer} names {name!r}, which is not a checkpoint folder of this "
+                             "run (checkpoint-STEP); move the pointer away to start the run over")
         return run_dir / name
     legacy = run_dir / LEGACY_NAME
     return legacy if legacy.is_file() else None
@@ -116,20 +121,29 @@ def save_checkpoint(run_dir: str | Path, state: dict[str, Any], step: int) -> Pa
         run_dir.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(partial, ignore_errors=True)  # left by a crash
     _barrier()
-    with warnings.catch_warnings():  # "assuming the intent is to save in a single process": it is
-        warnings.simplefilter("ignore", UserWarning)
-        dcp.save(_flatten(state), checkpoint_id=partial, no_dist=not _distributed(),
-                 planner=DefaultSavePlanner(flatten_state_dict=False))  # _flatten's keys, lists kept whole
-    _barrier()
+    try:
+        with warnings.catch_warnings():  # "assuming the intent is to save in a single process": it is
+            warnings.simplefilter("ignore", UserWarning)
+            dcp.save(_flatten(state), checkpoint_id=partial, no_dist=not _distributed(),
+                     planner=DefaultSavePlanner(flatten_state_dict=False))  # _flatten's keys, lists kept whole
+        _barrier()
+        if main:
+            shutil.rmtree(final, ignore_errors=True)
+            partial.rename(final)
+            fd = os.open(run_dir, os.O_RDONLY)
+            try:
+                os.fsync(fd)  # the rename reaches the disk before the pointer names the folder
+            finally:
+                os.close(fd)
+            write_json_atomic(run_dir / POINTER_NAME, {"step": step, "dir": name})
+    except (OSError, CheckpointException) as e:  # a full disk, a vanished folder: the previous checkpoint stands
+        if main:
+            shutil.rmtree(partial, ignore_errors=True)
+        kept = checkpoint_path(run_dir)
+        raise OSError(f"the checkpoint of step {step} could not be written to {run_dir} ({_reason(e)}); "
+                      f"{f'the previous checkpoint {kept.name} is kept' if kept else 'no earlier checkpoint exists'}. "
+                      "Free disk space, then continue with --resume") from None
     if main:
-        shutil.rmtree(final, ignore_errors=True)
-        partial.rename(final)
-        fd = os.open(run_dir, os.O_RDONLY)
-        try:
-            os.fsync(fd)  # the rename reaches the disk before the pointer names the folder
-        finally:
-            os.close(fd)
-        write_json_atomic(run_dir / POINTER_NAME, {"step": step, "dir": name})
         for old in run_dir.glob("checkpoint-*"):  # older checkpoints, and partial ones left by a crash
             if old.is_dir() and old.name != name:
                 shutil.rmtree(old, ignore_errors=True)
@@ -167,9 +181,9 @@ def load_checkpoint(run_dir: str | Path, *, keys: set[str] | None = None, model:
                      planner=DefaultLoadPlanner(flatten_state_dict=False, flatten_sharded_tensors=False))
     except _OlderFormat as e:
         raise ValueError(str(e)) from None
-    except Exception as e:  # noqa: BLE001 - any read failure means the same thing to the user
-        raise ValueError(f"checkpoint {path} cannot be read ({type(e).__name__}: {e}); move it (and "
-                         f"{POINTER_NAME}) away to start the run over") from None
+    except (Exception, CheckpointException) as e:  # noqa: BLE001 - any read failure means the same to the user
+        raise ValueError(f"checkpoint {path} cannot be read ({_reason(e)}); move it (and {POINTER_NAME}) away to "
+                         "start the run over") from None
     saved = _unflatten(templates)
     if optimizer is not None and "optimizer" in saved:
         for prefix in state_owners(optimizer):
@@ -177,6 +191,25 @@ def load_checkpoint(run_dir: str | Path, *, keys: set[str] | None = None, model:
             for k in prefix[:-1]:  # a process that owns none of a rule's matrices still gets its "state" dict
                 node = node.setdefault(k, {})
     return saved
+
+
+def _reason(e: BaseException) -> str:
+    """One line for an error; dcp's CheckpointException carries each rank's failure (with its traceback)."""
+    failures = getattr(e, "failures", None)
+    if isinstance(failures, dict) and failures:
+        first = next(iter(failures.values()))
+        inner = first[0] if isinstance(first, tuple) else first
+        e = inner if isinstance(inner, BaseException) else e
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else ''}"[:300]
+
+
+def remove_stale_temporaries(run_dir: str | Path) -> list[Path]:
+    """Delete the ``.NAME.*.tmp`` files an atomic write leaves when its process is killed; returns them."""
+    stale = [p for p in Path(run_dir).glob(".*.tmp") if p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
 
 
 def _templates(metadata: dict, keys, model, optimizer) -> dict[str, Any]:

@@ -79,7 +79,11 @@ class JsonlLog:
         """Load the records already in the file (an unreadable line raises ValueError naming the file)."""
         self.records = []
         if self.path.exists():
-            for i, line in enumerate(self.path.read_text().splitlines(), 1):
+            try:
+                text = self.path.read_text()
+            except UnicodeDecodeError:
+                raise ValueError(f"{self.path} is not text (damaged); move the file away to start over") from None
+            for i, line in enumerate(text.splitlines(), 1):
                 try:
                     self.records.append(json.loads(line))
                 except json.JSONDecodeError as e:

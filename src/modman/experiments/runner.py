@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .checkpoint import load_checkpoint
+from .config_types import type_problem
 from .train import TRAIN_EXPERIMENTS, TrainConfig, TrainingDiverged, train
 
 __all__ = ["load_config_file", "run_experiments", "format_summaries"]
@@ -38,6 +39,10 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"--config: {str(p)!r} has unknown setting(s) {', '.join(unknown)}; "
                          f"settings are {', '.join(sorted(fields))}")
+    for key, value in settings.items():
+        problem = type_problem(TrainConfig, key, value)
+        if problem:
+            raise ValueError(f"--config: {str(p)!r}: {problem}")
     return settings
 
 

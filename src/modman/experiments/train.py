@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,14 +22,17 @@ import torch
 import torch.nn.functional as F
 
 from ..optim import EXPERIMENTS, ModularOptimizer
+from ..optim.guard import NonFiniteError
 from ..optim.roles import ROLES
-from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import load_checkpoint, remove_stale_temporaries, rng_state, save_checkpoint, set_rng_state
+from .config_types import check_field_types
 from .data import DataError, load_text_bytes, sha256, split_tokens
 from .model import PRESETS, Transformer
 from .parallel import Parallel, init_parallel
 from .trainlog import RunLogger
 
-__all__ = ["TRAIN_EXPERIMENTS", "MODULAR_LR", "resolve_device", "TrainConfig", "TrainingDiverged", "train", "batch_at", "eval_batches", "lr_factor", "RESUME_FREE"]
+__all__ = ["TRAIN_EXPERIMENTS", "MODULAR_LR", "resolve_device", "TrainConfig", "TrainingDiverged",
+           "TrainingInterrupted", "train", "batch_at", "eval_batches", "lr_factor", "RESUME_FREE"]
 
 # Seed 002's nine experiments, then ``modular``: the modman.modular GPT trained by ModularDescent with its
 # modular-norm budgets (one lr for the whole network).
@@ -68,6 +73,7 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self):
+        check_field_types(self)
         if self.exp not in TRAIN_EXPERIMENTS:
             raise ValueError(f"--exp: unknown experiment {self.exp!r}; choose one of: {', '.join(TRAIN_EXPERIMENTS)}")
         if self.exp == "modular" and self.role_lr:
@@ -127,7 +133,46 @@ def resolve_device(spec: str) -> torch.device:
 
 
 class TrainingDiverged(ValueError):
-    """The loss became NaN/Inf; the message gives the step and the checkpoint that was kept."""
+    """The loss, a gradient or an update became NaN/Inf; the message gives the step and the checkpoint kept."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT): the run stopped after a whole step and saved a checkpoint there; ``--resume`` continues."""
+
+
+def _diverged(cfg: TrainConfig, step: int, what: str, kept: int) -> TrainingDiverged:
+    return TrainingDiverged(f"{cfg.exp}: diverged at step {step}: {what}. The run stopped there; the checkpoint in "
+                            f"{cfg.run_dir} keeps the last good state (step {kept}). Lower the learning rate (--lr) "
+                            "and start a new run (another --out).")
+
+
+class _InterruptFlag:
+    """While active (main thread only): the first SIGINT asks the loop to stop after the current step; a second
+    one interrupts at once (the optimizer's step is atomic, so the weights stay whole)."""
+
+    def __init__(self):
+        self.requested, self._previous = False, None
+
+    def install(self) -> "_InterruptFlag":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def restore(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+    def agreed(self, par: Parallel) -> bool:
+        """Whether any rank was interrupted (every rank stops at the same step)."""
+        if par.world == 1:
+            return self.requested
+        return bool(par.mean(torch.tensor([float(self.requested)], device=par.device)).item() > 0)
 
 
 def lr_factor(step: int, cfg: TrainConfig) -> float:
@@ -236,7 +281,10 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = No
         _check_resume(saved, cfg, data_sha, run_dir)
         summary_path = run_dir / "summary.json"
         if saved["step"] >= cfg.max_steps and summary_path.is_file():
-            return json.loads(summary_path.read_text())  # finished: nothing to do
+            try:
+                return json.loads(summary_path.read_text())  # finished: nothing to do
+            except (ValueError, UnicodeDecodeError):
+                pass  # a damaged summary: the run below takes no step and writes it again
     par = init_parallel(cfg.parallel, cfg.resolved_device(), cfg.batch_size)
     try:
         return _run(cfg, par, saved is not None, (train_tokens, val_tokens, data_sha, seq_len), stop_after, on_step)
@@ -254,6 +302,8 @@ def _run(cfg: TrainConfig, par: Parallel, resume: bool, data, stop_after, on_ste
     start, window = 0, _new_window()
     progress = {"train_seconds": 0.0, "wall": 0.0, "last_train": None, "last_val": None}
     if resume:  # each process reads its shards and the state of the matrices it owns
+        if par.main:
+            remove_stale_temporaries(run_dir)  # left by a kill during an atomic write
         saved = load_checkpoint(run_dir, model=model, optimizer=opt)
         model.load_state_dict(saved["model"])
         opt.load_state_dict(saved["optimizer"])
@@ -281,18 +331,21 @@ def _run(cfg: TrainConfig, par: Parallel, resume: bool, data, stop_after, on_ste
 
     bar = logger.progress(start)
     step = start
+    interrupt = _InterruptFlag().install()
     try:
         for step in range(start, cfg.max_steps):
+            if interrupt.agreed(par):
+                if logger.last_checkpoint != step:
+                    checkpoint(step)
+                raise TrainingInterrupted(f"{cfg.exp}: interrupted; checkpoint saved at step {step} in {run_dir}: "
+                                          "--resume continues from there")
             t0 = time.perf_counter()
             x, y = batch_at(train_tokens, step, cfg, seq_len)
             x, y = par.slice(x), par.slice(y)
             loss = F.cross_entropy(stepper(x.to(device)).flatten(0, 1), y.to(device).flatten())
             loss_value = par.mean(loss.detach()).item()  # the global batch's loss, on every rank
             if not math.isfinite(loss_value):
-                raise TrainingDiverged(f"{cfg.exp}: the training loss is {loss_value} at step {step + 1}; the run "
-                                       f"stopped there and the checkpoint in {run_dir} keeps the last good state "
-                                       f"(step {logger.last_checkpoint}). Lower the learning rate (--lr) and start a "
-                                       "new run (another --out).")
+                raise _diverged(cfg, step + 1, f"the training loss is {loss_value}", logger.last_checkpoint)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             done = step + 1
@@ -300,7 +353,12 @@ def _run(cfg: TrainConfig, par: Parallel, resume: bool, data, stop_after, on_ste
             # FSDP2: reading sharded gradients and weights is collective, so every rank takes part.
             reads = logging and (par.main or par.sharded)
             grad_norms, lrs = (logger.grad_norms(model), _lrs_by_role(opt)) if reads else (None, None)
-            opt.step()
+            try:
+                opt.step()
+            except NonFiniteError as e:  # gradients go NaN/Inf before the loss does
+                names = ", ".join(e.names[:3]) + (f" and {len(e.names) - 3} more" if len(e.names) > 3 else "")
+                raise _diverged(cfg, done, f"the {e.kind} of {names} is non-finite (NaN or Inf)",
+                                logger.last_checkpoint) from None
             sched.step()
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
@@ -333,6 +391,7 @@ def _run(cfg: TrainConfig, par: Parallel, resume: bool, data, stop_after, on_ste
                              elapsed(), status="diverged")
         raise
     finally:
+        interrupt.restore()
         bar.close()
         logger.close()
     work = par.gather(opt.local_work)

@@ -22,6 +22,8 @@ class SpectralBall(Manifold):
 
     def project(self, W: torch.Tensor) -> torch.Tensor:
         require_matrix(W, "SpectralBall")
+        if W.numel() == 0:
+            return W.clone()
         U, S, Vh = torch.linalg.svd(W.to(torch.float64), full_matrices=False)
         clipped = (U * S.clamp_max(self.radius).unsqueeze(-2)) @ Vh
         # Matrices already inside the ball are returned bit for bit.

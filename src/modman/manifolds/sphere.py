@@ -24,7 +24,8 @@ class Sphere(Manifold):
             raise TypeError(f"Sphere: dim must be None, an int or a tuple of ints; got {dim!r}")
         self.dim = dim
 
-    def _dims(self, W: torch.Tensor) -> tuple[int, ...]:
+    def slice_dims(self, W: torch.Tensor) -> tuple[int, ...]:
+        """The dims one slice of W spans (all of them for ``dim=None``)."""
         if W.ndim == 0:
             raise ValueError("Sphere: a 0-D tensor has no sphere to live on; use Euclidean for scalars")
         if self.dim is None:
@@ -37,18 +38,20 @@ class Sphere(Manifold):
 
     def slice_norms(self, W: torch.Tensor) -> torch.Tensor:
         """The norm of each slice, shaped to broadcast against W."""
-        return torch.linalg.vector_norm(W, dim=self._dims(W), keepdim=True)
+        return torch.linalg.vector_norm(W, dim=self.slice_dims(W), keepdim=True)
 
     def slice_inner(self, X: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
         """⟨X_i, Y_i⟩ per slice, shaped to broadcast against X."""
-        return (X * Y).sum(dim=self._dims(X), keepdim=True)
+        return (X * Y).sum(dim=self.slice_dims(X), keepdim=True)
 
     def project(self, W: torch.Tensor) -> torch.Tensor:
-        """``r·W/‖W‖`` per slice; a zero slice becomes the constant vector of norm r."""
+        """``r·W/‖W‖`` per slice; a zero slice becomes the constant vector of norm r; an empty W stays empty."""
+        if W.numel() == 0:
+            return W.clone()
         norms = self.slice_norms(W)
         count = W.numel() // max(norms.numel(), 1)
         fill = torch.full_like(W, self.radius / count**0.5)
-        return torch.where(norms > 0, W * (self.radius / norms.clamp_min(torch.finfo(W.dtype).tiny)), fill)
+        return torch.where(norms == 0, fill, W * (self.radius / norms.clamp_min(torch.finfo(W.dtype).tiny)))
 
     def tangent(self, W: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
         """``G − W⟨W, G⟩/‖W‖²`` per slice: removes the radial part."""
@@ -60,6 +63,8 @@ class Sphere(Manifold):
 
     @torch.no_grad()
     def violation(self, W: torch.Tensor) -> float:
-        """``max_i |‖W_i‖/r − 1|``."""
-        norms = torch.linalg.vector_norm(W.to(torch.float64), dim=self._dims(W))
+        """``max_i |‖W_i‖/r − 1|`` (0 for an empty W)."""
+        if W.numel() == 0:
+            return 0.0
+        norms = torch.linalg.vector_norm(W.to(torch.float64), dim=self.slice_dims(W))
         return float((norms / self.radius - 1).abs().max())

@@ -95,7 +95,9 @@ class Stiefel(Manifold):
 
     @torch.no_grad()
     def violation(self, W: torch.Tensor) -> float:
-        """``max_i |σ_i(W)/r − 1|`` (float64)."""
+        """``max_i |σ_i(W)/r − 1|`` (float64; 0 for an empty W)."""
         require_matrix(W, "Stiefel")
+        if W.numel() == 0:
+            return 0.0
         s = torch.linalg.svdvals(W.to(torch.float64))
         return float((s / self.radius - 1).abs().max())

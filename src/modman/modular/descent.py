@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from ..optim.base import check_hyperparameters, fill_group_defaults, guard_gradients
+from ..optim.base import check_hyperparameters, check_state_dict, fill_group_defaults, guard_gradients
+from ..optim.guard import step_atomically
 from ..optim.concurrent import run_concurrently
 from ..optim.distributed import assign_owners, broadcast_from_owners, is_dtensor, world
 from .module import Module
@@ -55,6 +56,7 @@ class ModularDescent(torch.optim.Optimizer):
         self._atoms = [atom for atom, _ in pairs]
         self.skip_nonfinite, self.nonfinite_skips = skip_nonfinite, 0
         names = {id(p): n for n, p in net.named_parameters()}
+        self._names = [names[id(a.weight)] for a in self._atoms]
         self.roles = {names[id(a.weight)]: g["role"] for a, g in zip(self._atoms, self.param_groups)}
         self.assignment = {name: "modular" for name in self.roles}
         self._owners: dict[int, int] | None = None
@@ -86,14 +88,19 @@ class ModularDescent(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        named = [(f"group {i}", g["params"][0]) for i, g in enumerate(self.param_groups)]
-        if not guard_gradients(self, named):
+        named = [(self._names[i], g["params"][0]) for i, g in enumerate(self.param_groups)
+                 if g["params"][0].grad is not None]
+        if not guard_gradients(self, [(name, p.grad) for name, p in named]):
             return loss
+        step_atomically(self, named, {id(p): self.state for _, p in named}, self._step)
+        return loss
+
+    def _step(self) -> None:
         rank, owners = world()[0], self._owners or {}
         tasks: dict[torch.device, list] = {}
         for lane, (atom, group) in enumerate(zip(self._atoms, self.param_groups)):
             p = group["params"][0]
-            if p.grad is None or owners.get(id(p), rank) != rank:
+            if p.grad is None or p.numel() == 0 or owners.get(id(p), rank) != rank:
                 continue
             self.local_matrices += 1
             tasks.setdefault(p.device, []).append((lane, lambda atom=atom, group=group: self._update(atom, group)))
@@ -101,7 +108,25 @@ class ModularDescent(torch.optim.Optimizer):
             run_concurrently(work, device, self.workers, self._streams)
         if owners:
             broadcast_from_owners([g["params"][0] for g in self.param_groups if g["params"][0].grad is not None], owners)
-        return loss
+
+    def state_dict(self):
+        sd = super().state_dict()
+        sd["modman"] = {"nonfinite_skips": self.nonfinite_skips, "optimizer": type(self).__name__}
+        return sd
+
+    def validate_state_dict(self, state_dict) -> dict:
+        """Raise ValueError unless ``state_dict`` was saved by a ModularDescent over the same atoms."""
+        def shape(p, key):
+            return {"momentum_buffer": tuple(p.shape), "multiplier": (min(p.shape),) * 2}.get(key)
+
+        legacy = isinstance(state_dict, dict) and "modman" not in state_dict and all(
+            "budget" in g for g in state_dict.get("param_groups", [{}]))  # earlier versions had no "modman" entry
+        return check_state_dict(self, state_dict, shape, modman=not legacy)
+
+    def load_state_dict(self, state_dict) -> None:
+        extra = self.validate_state_dict(state_dict)
+        super().load_state_dict({k: v for k, v in state_dict.items() if k != "modman"})
+        self.nonfinite_skips = int(extra.get("nonfinite_skips", 0))
 
     def _update(self, atom, group) -> None:
         p = group["params"][0]
@@ -110,5 +135,7 @@ class ModularDescent(torch.optim.Optimizer):
             state["momentum_buffer"] = p.grad.detach().clone()
         buf = state["momentum_buffer"]
         buf.lerp_(p.grad, 1 - group["momentum"])
+        if not bool(buf.any()):  # nothing to follow: keep the weight bit for bit (no retraction rounding)
+            return
         delta = atom.direction(buf, tangent=group["tangent"], state=state if group["warm_start"] else None)
         p.copy_(atom.retract_step(delta, group["lr"]))

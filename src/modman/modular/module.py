@@ -114,9 +114,9 @@ class Module(nn.Module):
 
     @torch.no_grad()
     def project(self) -> "Module":
-        """Put every weight onto its manifold (in place); returns self."""
+        """Put every weight onto its manifold (in place; one already on it to rounding keeps its bits); returns self."""
         for atom, _ in self.budgets():
-            atom.weight.copy_(atom.manifold.project(atom.weight))
+            atom.weight.copy_(atom.manifold.ensure(atom.weight))
         return self
 
     def tare(self, absolute: float = 1.0) -> "Module":

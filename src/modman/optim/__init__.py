@@ -1,6 +1,7 @@
 """torch.optim optimizers built from modman's rules and manifolds."""
 
 from .base import ManifoldOptimizer
+from .guard import NonFiniteError
 from .hyperspherical import HypersphericalDescent
 from .manifold_muon import ManifoldMuon
 from .modular import EXPERIMENTS, ModularOptimizer
@@ -10,4 +11,4 @@ from .roles import ROLES, classify_parameters, roles_table
 
 __all__ = ["ManifoldOptimizer", "Muon", "SpectralDescent", "HypersphericalDescent", "ManifoldMuon",
            "ManifoldRetraction", "StiefelRetraction", "SpectralRetraction", "ModularOptimizer", "EXPERIMENTS",
-           "ROLES", "classify_parameters", "roles_table"]
+           "ROLES", "classify_parameters", "roles_table", "NonFiniteError"]

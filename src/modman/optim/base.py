@@ -16,11 +16,12 @@ from torch.optim import Optimizer
 from ..msign import METHODS, msign
 from ..rules import SOLVER_NAMES
 from ..rules.muon import ADJUST_LR_FNS
-from .distributed import (all_ranks_agree, broadcast_from_owners, gather_to_owners, is_dtensor, local_tensor,
-                          scatter_from_owners, with_sharded_owners, world, write_full)
+from .distributed import (broadcast_from_owners, gather_to_owners, is_dtensor, scatter_from_owners,
+                          with_sharded_owners, world, write_full)
+from .guard import NonFiniteError, guard_gradients, nonfinite_grads, step_atomically
 
 __all__ = ["ManifoldOptimizer", "fill_group_defaults", "param_name", "matrix_shape", "nonfinite_grads",
-           "guard_gradients", "run_closure"]
+           "guard_gradients", "run_closure", "NonFiniteError", "check_state_dict", "moment_shape"]
 
 
 def _finite_number(v: Any) -> bool:
@@ -80,52 +81,12 @@ def matrix_shape(p: torch.Tensor) -> tuple[int, int]:
     return p.shape[0], p.numel() // p.shape[0] if p.shape[0] else 0
 
 
-def _accumulator(t: torch.Tensor) -> torch.dtype:
-    return torch.float64 if t.dtype == torch.float64 else torch.float32
-
-
-def nonfinite_grads(named: list[tuple[str, torch.Tensor]]) -> list[str]:
-    """Names whose gradient holds NaN or Inf, with one host sync per device. DTensor (FSDP2) gradients are
-    checked shard by shard and the verdict agreed by every rank, so that all ranks skip or raise together."""
-    local = [(n, local_tensor(g)) for n, g in named]
-    by_device: dict[torch.device, list[int]] = {}
-    for i, (_, g) in enumerate(local):
-        by_device.setdefault(g.device, []).append(i)
-    finite = [True] * len(local)
-    for idx in by_device.values():
-        # A NaN/Inf makes the sum non-finite: one reduction per tensor (~20x cheaper than isfinite().all() on
-        # the CPU); a finite tensor whose sum overflows is told apart by the exact check.
-        sums = torch.stack([local[i][1].sum(dtype=_accumulator(local[i][1])) for i in idx])
-        flags = torch.isfinite(sums)
-        if not bool(flags.all()):
-            for i, ok in zip(idx, flags.tolist()):
-                finite[i] = bool(ok) or bool(torch.isfinite(local[i][1]).all())
-    if any(is_dtensor(g) for _, g in named):
-        finite = all_ranks_agree(finite, local[0][1].device)
-    return [n for (n, _), ok in zip(named, finite) if not ok]
-
-
 def run_closure(closure: Callable[[], Any] | None):
     """torch.optim's closure convention: re-evaluate the loss with gradients enabled; None without a closure."""
     if closure is None:
         return None
     with torch.enable_grad():
         return closure()
-
-
-def guard_gradients(opt, named: list[tuple[str, torch.Tensor]]) -> bool:
-    """True when every gradient is finite. Otherwise count a skipped step and return False when
-    ``opt.skip_nonfinite``, else raise ValueError naming the parameters (before any weight changes)."""
-    bad = nonfinite_grads(named) if named else []
-    if not bad:
-        return True
-    if opt.skip_nonfinite:
-        opt.nonfinite_skips += 1
-        return False
-    raise ValueError(
-        f"{type(opt).__name__}: non-finite gradient (NaN or Inf) in {', '.join(bad)}; no weight was changed. "
-        "Lower the learning rate or loss scale, or pass skip_nonfinite=True to skip such steps."
-    )
 
 
 class ManifoldOptimizer(Optimizer):
@@ -219,6 +180,13 @@ class ManifoldOptimizer(Optimizer):
                 raise TypeError(f"{type(self).__name__}: {name} has a sparse gradient, which is not supported")
         if not guard_gradients(self, [(name, p.grad) for _, p, name in work]):
             return loss
+        work = [(group, p, name) for group, p, name in work if p.numel() > 0]  # an empty matrix has no update
+        step_atomically(self, [(name, p) for _, p, name in work], {id(p): self.state for _, p, _ in work},
+                        lambda: self._step(work))
+        return loss
+
+    def _step(self, work: list[tuple[dict, torch.Tensor, str]]) -> None:
+        """Update every ``(group, param, name)`` in ``work`` (its gradients checked): share, bucket, update."""
         rank, size = world()
         owners = with_sharded_owners(self._owners, [p for _, p, _ in work],
                                      [p for g in self.param_groups for p in g["params"]], size)
@@ -259,7 +227,6 @@ class ManifoldOptimizer(Optimizer):
         replicated = [p for _, p, _ in work if id(p) in owners and not is_dtensor(p)]
         if replicated:
             broadcast_from_owners(replicated, owners)
-        return loss
 
     def _update_buckets(self, buckets: list[tuple[list, list, list, dict]]) -> None:
         """Update every bucket ``(Ws, Gs, states, group)`` of same-shape matrices; by default in turn."""
@@ -303,15 +270,67 @@ class ManifoldOptimizer(Optimizer):
 
     def state_dict(self) -> dict[str, Any]:
         sd = super().state_dict()
-        sd["modman"] = {"nonfinite_skips": self.nonfinite_skips}
+        sd["modman"] = {"nonfinite_skips": self.nonfinite_skips, "optimizer": type(self).__name__}
         return sd
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         fill_group_defaults(self)
 
+    def _state_shape(self, p: torch.Tensor, key: str) -> tuple[int, ...] | None:
+        """The shape a state tensor ``key`` of ``p`` must have (None: not checked)."""
+        shape = matrix_shape(p) if self.matrix_only else tuple(p.shape)
+        return {"momentum_buffer": tuple(shape), "multiplier": (min(shape),) * 2}.get(key)
+
+    def validate_state_dict(self, state_dict: dict[str, Any]) -> dict[str, Any]:
+        """Raise ValueError unless ``state_dict`` was saved by this kind of optimizer for these parameters."""
+        return check_state_dict(self, state_dict, self._state_shape)
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        state_dict = dict(state_dict)
-        extra = state_dict.pop("modman", {})
+        extra = self.validate_state_dict(state_dict)
+        state_dict = {k: v for k, v in state_dict.items() if k != "modman"}
         super().load_state_dict(state_dict)
         self.nonfinite_skips = int(extra.get("nonfinite_skips", 0))
+
+
+# Per-coordinate state tensors of torch.optim's optimizers: each has its parameter's shape.
+TORCH_MOMENTS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq", "momentum_buffer", "square_avg", "acc_delta", "sum")
+
+
+def moment_shape(p: torch.Tensor, key: str) -> tuple[int, ...] | None:
+    """The shape of a torch.optim per-coordinate state tensor (None for other keys)."""
+    return tuple(p.shape) if key in TORCH_MOMENTS else None
+
+
+def check_state_dict(opt: Optimizer, state_dict: dict[str, Any],
+                     expected: Callable[[torch.Tensor, str], tuple[int, ...] | None], *,
+                     modman: bool = True) -> dict[str, Any]:
+    """Refuse, before anything changes, a state dict that another kind of optimizer saved or that was saved for
+    other parameters (counts or shapes); returns its ``"modman"`` entry. ``expected(p, key)`` is the shape of a
+    state tensor (None: any). ``modman=False``: a torch.optim state dict (no ``"modman"`` entry to check)."""
+    owner = f"{type(opt).__name__}.load_state_dict"
+    if not isinstance(state_dict, dict) or "param_groups" not in state_dict or "state" not in state_dict:
+        raise ValueError(f"{owner}: expected a dict from an optimizer's state_dict() (with 'state' and "
+                         f"'param_groups'); got {type(state_dict).__name__}")
+    extra = state_dict.get("modman", {} if not modman else None)
+    if not isinstance(extra, dict):
+        raise ValueError(f"{owner}: this state dict was not saved by a modman optimizer (it has no 'modman' "
+                         "entry); load it into the kind of optimizer that saved it")
+    saved_type = extra.get("optimizer")  # absent in state dicts of earlier versions
+    if saved_type is not None and saved_type != type(opt).__name__:
+        raise ValueError(f"{owner}: this state dict was saved by {saved_type}, not {type(opt).__name__}; build a "
+                         f"{saved_type} to load it, or start this optimizer fresh")
+    ids = [i for g in state_dict["param_groups"] for i in g["params"]]
+    params = [(param_name(g, i, gi), p) for gi, g in enumerate(opt.param_groups) for i, p in enumerate(g["params"])]
+    if len(ids) != len(params) or len(state_dict["param_groups"]) != len(opt.param_groups):
+        raise ValueError(f"{owner}: the state dict has {len(ids)} parameters in {len(state_dict['param_groups'])} "
+                         f"groups, this optimizer {len(params)} in {len(opt.param_groups)}; build the optimizer over "
+                         "the same parameters and groups as the one that saved it")
+    for i, (name, p) in zip(ids, params):
+        for key, value in state_dict["state"].get(i, {}).items():
+            want = expected(p, key) if isinstance(value, torch.Tensor) and value.ndim > 0 else None
+            if want is not None and tuple(value.shape) != tuple(want):
+                raise ValueError(f"{owner}: the saved {key!r} of {name} has shape {tuple(value.shape)}, but this "
+                                 f"parameter needs {tuple(want)} (its shape is {tuple(p.shape)}); the state dict "
+                                 "was saved for another model")
+    return extra

@@ -29,11 +29,11 @@ class HypersphericalDescent(ManifoldOptimizer):
         super().__init__(params, defaults, skip_nonfinite=skip_nonfinite)
 
     def _init_param(self, W, group):
-        W.copy_(Sphere(group["radius"], group["dim"]).project(W))
+        W.copy_(Sphere(group["radius"], group["dim"]).ensure(W))
 
     def _update(self, W, G, state, group):
         sphere = Sphere(group["radius"], group["dim"])
         A, info = hyperspherical_direction(W, self._momentum(G, state, group), sphere)
-        moved = sphere.slice_norms(A) > 0  # slices with a zero direction keep their exact bits
+        moved = sphere.slice_norms(A) != 0  # slices with a zero direction keep their exact bits (NaN moves)
         W.copy_(torch.where(moved, sphere.retract(W - group["lr"] * A), W))
         state["msign_calls"] = info["msign_calls"]

@@ -7,6 +7,7 @@ from functools import partial
 import torch
 
 from ..manifolds import Stiefel
+from ..msign import times_power_of_two, unit_scaled
 from ..rules import manifold_muon_direction
 from ..rules.manifold_muon import resolve_solver
 from ..rules.manifold_muon_solvers import closed_form_batch
@@ -52,7 +53,7 @@ class ManifoldMuon(ManifoldOptimizer):
         self._lanes: dict[int, int] = {}  # id(state) -> lane: a matrix keeps its stream from step to step
 
     def _init_param(self, W, group):
-        W.copy_(Stiefel(group["radius"]).project(W))
+        W.copy_(Stiefel(group["radius"]).ensure(W))
 
     @staticmethod
     def _batched(Ws, group) -> bool:
@@ -85,8 +86,10 @@ class ManifoldMuon(ManifoldOptimizer):
             return
         r, compute = group["radius"], torch.promote_types(Ws[0].dtype, torch.float32)
         W = torch.stack([Ws[i].to(compute) for i in moving]) / r
-        M = torch.stack([Ms[i].to(compute) for i in moving])
-        A, Lambda, gram, residual = closed_form_batch(W, M, self._msign_fn(group))  # one msign call
+        # The direction does not depend on M's scale: solve for M/2^e (any finite size in range), Λ scaled back.
+        M, exponent = unit_scaled(torch.stack([Ms[i].to(compute) for i in moving]), return_exponent=True)
+        A, Lambda, gram, residual = closed_form_batch(W, M.to(compute), self._msign_fn(group))  # one msign call
+        Lambda = times_power_of_two(Lambda, exponent)
         stiefel = Stiefel(r, group["msign_method"], group["msign_steps"])
         for j, i in enumerate(moving):
             new_W, used_msign = stiefel.retract_step(r * W[j], A[j], group["lr"], gram=gram[j])

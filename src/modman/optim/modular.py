@@ -8,7 +8,8 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 
-from .base import guard_gradients, run_closure
+from .base import check_state_dict, guard_gradients, moment_shape, run_closure
+from .guard import step_atomically
 from .distributed import assign_owners, world
 from .manifold_muon import ManifoldMuon
 from .muon import Muon
@@ -111,6 +112,8 @@ class ModularOptimizer(Optimizer):
             groups.setdefault(rule, []).append({"params": params, "lr": lr_here, "role": role, "rule": rule,
                                                 "weight_decay": weight_decay if decays else 0.0})
         self.optimizers: dict[str, Optimizer] = {rule: _BUILDERS[rule](g, betas, momentum) for rule, g in groups.items()}
+        for opt in self.optimizers.values():
+            opt._atomic = False  # this optimizer's step is the atomic one (step_atomically)
         super().__init__([p for p in named.values()], {})
         self.param_groups = [g for opt in self.optimizers.values() for g in opt.param_groups]
         self._names = {id(p): n for n, p in named.items()}
@@ -136,9 +139,14 @@ class ModularOptimizer(Optimizer):
         named = [(self._names[id(p)], p.grad) for g in self.param_groups for p in g["params"] if p.grad is not None]
         if not guard_gradients(self, named):
             return loss
+        params = [(self._names[id(p)], p) for g in self.param_groups for p in g["params"] if p.grad is not None]
+        stores = {id(p): opt.state for opt in self.optimizers.values() for g in opt.param_groups for p in g["params"]}
+        step_atomically(self, params, stores, self._step_all)
+        return loss
+
+    def _step_all(self) -> None:
         for opt in self.optimizers.values():
             opt.step()
-        return loss
 
     # ---- data parallel --------------------------------------------------------------------------------
     def share_work(self, enabled: bool = True) -> dict[int, int] | None:
@@ -173,15 +181,24 @@ class ModularOptimizer(Optimizer):
     def state_dict(self) -> dict[str, Any]:
         return {"experiment": self.experiment, "assignment": dict(self.assignment),
                 "optimizers": {rule: opt.state_dict() for rule, opt in self.optimizers.items()},
-                "modman": {"nonfinite_skips": self.nonfinite_skips}}
+                "modman": {"nonfinite_skips": self.nonfinite_skips, "optimizer": type(self).__name__}}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if not isinstance(state_dict, dict) or "optimizers" not in state_dict:
+            raise ValueError("ModularOptimizer.load_state_dict: this state dict was not saved by a ModularOptimizer "
+                             "(it has no 'optimizers' entry); load it into the kind of optimizer that saved it")
         if state_dict.get("assignment") != self.assignment:
             raise ValueError(f"ModularOptimizer: this state was saved for experiment "
                              f"{state_dict.get('experiment')!r} with another parameter assignment; build the "
                              "optimizer for the same model and experiment before loading it")
+        saved = state_dict["optimizers"]
+        for rule, opt in self.optimizers.items():  # every part is checked before any is loaded
+            if hasattr(opt, "validate_state_dict"):
+                opt.validate_state_dict(saved[rule])
+            else:
+                check_state_dict(opt, saved[rule], moment_shape, modman=False)
         for rule, opt in self.optimizers.items():
-            opt.load_state_dict(state_dict["optimizers"][rule])
+            opt.load_state_dict(saved[rule])
         self.param_groups = [g for opt in self.optimizers.values() for g in opt.param_groups]
         self.nonfinite_skips = int(state_dict.get("modman", {}).get("nonfinite_skips", 0))
 

@@ -15,7 +15,8 @@ class Muon(ManifoldOptimizer):
     r"""Muon: ``W ← (1 − ηλ)W − η·s·msign(M)``, ``M = (1−μ)G + μB`` (Nesterov), ``B ← μB + (1−μ)G``.
 
     lr (η) is the spectral norm of the update times the shape factor s (``adjust_lr_fn``, torch's
-    names: "original" = sqrt(max(1, out/in)), "match_rms_adamw" = 0.2·sqrt(max(out, in)), None = 1).
+    names and meanings: "original" or None = sqrt(max(1, out/in)), "match_rms_adamw" = 0.2·sqrt(max(out, in));
+    modman's "spectral" = sqrt(out/in) and "unit" = 1).
     Weight decay λ is decoupled. Conv kernels are orthogonalized as (out, in·kh·kw) matrices.
     Keller Jordan, *Muon* (2024); torch.optim.Muon. msign: Polar Express, 5 steps; ``msign_dtype="auto"``
     computes it in bfloat16 like torch.optim.Muon and Keller's Muon (an update direction needs no more;
@@ -49,12 +50,13 @@ class Muon(ManifoldOptimizer):
 class SpectralDescent(ManifoldOptimizer):
     r"""Spectral-ball descent: ``W ← clip_r((1 − ηλ)W − η·s·msign(M))``, clip_r = singular values capped at r.
 
-    Muon's step (momentum, Nesterov, shape factor as in ``Muon``) on the ball ``σ_max(W) ≤ r``; weights
+    Muon's step (momentum, Nesterov, shape factor as in ``Muon``; default ``"unit"``: lr is the update's
+    spectral norm) on the ball ``σ_max(W) ≤ r``; weights
     are clipped into the ball when the optimizer is built (seed 002's ``spectral_all``).
     """
 
     def __init__(self, params, lr: float = 0.02, momentum: float = 0.95, nesterov: bool = True,
-                 weight_decay: float = 0.0, radius: float = 1.0, adjust_lr_fn: str | None = None,
+                 weight_decay: float = 0.0, radius: float = 1.0, adjust_lr_fn: str | None = "unit",
                  msign_method: str = "polar_express", msign_steps: int | None = 5,
                  msign_dtype: torch.dtype | None = None, *, skip_nonfinite: bool = False):
         defaults = dict(lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, radius=radius,
@@ -63,14 +65,16 @@ class SpectralDescent(ManifoldOptimizer):
         super().__init__(params, defaults, skip_nonfinite=skip_nonfinite)
 
     def _init_param(self, W, group):
-        W.copy_(SpectralBall(group["radius"]).project(W))
+        W.copy_(SpectralBall(group["radius"]).ensure(W))
 
     def _update(self, W, G, state, group):
         A, info = muon_direction(self._momentum(G, state, group), msign_fn=self._msign_fn(group))
         lr, wd = group["lr"], group["weight_decay"]
         stepped = W * (1 - lr * wd) if wd else W.clone()
         stepped.add_(A, alpha=-lr * shape_scale(W.shape, group["adjust_lr_fn"]))
-        retracted = SpectralBall(group["radius"]).retract(stepped)
+        # A non-finite step is left for the step's check to report and undo (the SVD would only raise).
+        finite = bool(torch.isfinite(stepped).all())
+        retracted = SpectralBall(group["radius"]).retract(stepped) if finite else stepped
         # A zero direction without decay keeps W bit for bit (the clip could re-round a boundary point).
         W.copy_(torch.where(A.any(), retracted, W) if not wd else retracted)
         state["msign_calls"] = info["msign_calls"]

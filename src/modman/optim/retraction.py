@@ -10,7 +10,8 @@ from torch.optim import Optimizer
 from ..manifolds import Manifold, SpectralBall, Stiefel
 from .distributed import (all_ranks_agree, broadcast_from_owners, full_tensor, gather_to_owners, is_dtensor,
                           local_tensor as _local, scatter_from_owners, with_sharded_owners, world, write_full)
-from .base import guard_gradients, run_closure, matrix_shape, param_name
+from .base import check_state_dict, moment_shape, guard_gradients, run_closure, matrix_shape, param_name
+from .guard import step_atomically
 
 __all__ = ["ManifoldRetraction", "StiefelRetraction", "SpectralRetraction"]
 
@@ -41,6 +42,11 @@ class ManifoldRetraction(Optimizer):
         self.manifold = manifold
         names = {id(p): param_name(g, i, gi) for gi, g in enumerate(base_optimizer.param_groups)
                  for i, p in enumerate(g["params"])}
+        for gi, g in enumerate(base_optimizer.param_groups):
+            for i, p in enumerate(g["params"]):
+                if p.is_complex():
+                    raise TypeError(f"{owner}: {param_name(g, i, gi)} has complex dtype {p.dtype}; {manifold!r} "
+                                    "holds real matrices. Optimize complex tensors outside this wrapper.")
         if params is None:
             retracted = [p for g in base_optimizer.param_groups for p in g["params"] if p.ndim >= 2]
         else:
@@ -67,7 +73,7 @@ class ManifoldRetraction(Optimizer):
         with torch.no_grad():
             for p in retracted:
                 full = full_tensor(p)  # a DTensor (FSDP2) is projected whole, identically on every rank
-                projected = self.manifold.project(full.reshape(matrix_shape(p))).view_as(full)
+                projected = self.manifold.ensure(full.reshape(matrix_shape(p))).view_as(full)
                 if is_dtensor(p):
                     write_full(p, projected)
                 else:
@@ -79,8 +85,13 @@ class ManifoldRetraction(Optimizer):
         with_grad = [(self._names[id(p)], p) for g in self.param_groups for p in g["params"] if p.grad is not None]
         if not guard_gradients(self, [(n, p.grad) for n, p in with_grad]):
             return loss
+        step_atomically(self, with_grad, {id(p): self.state for _, p in with_grad}, self._step)
+        return loss
+
+    def _step(self) -> None:
+        """The base optimizer's step, then the retraction of every retracted matrix that moved."""
         # A weight the base step leaves untouched keeps its exact bits: snapshot the zero-gradient ones.
-        targets = [p for p in self.retracted if p.grad is not None]
+        targets = [p for p in self.retracted if p.grad is not None and p.numel() > 0]
         idle = {id(p): _local(p).clone() for p in targets if not bool(_local(p.grad).any())}
         self.base_optimizer.step()  # elementwise: every rank runs it (on its shards under FSDP2)
         rank, size = world()
@@ -99,6 +110,8 @@ class ManifoldRetraction(Optimizer):
         for p in moving:
             full = fulls[id(p)] if is_dtensor(p) else p
             if owners.get(id(p), rank) == rank:
+                if not bool(torch.isfinite(full).all()):
+                    continue  # left for the step's check to report and undo (a retraction's SVD would raise)
                 full.copy_(self.manifold.retract(full.reshape(matrix_shape(p))).view_as(full))
                 self._msign_calls[id(p)] = self.msign_per_retraction
                 self.local_matrices += 1
@@ -108,7 +121,6 @@ class ManifoldRetraction(Optimizer):
         replicated = [p for p in moving if id(p) in owners and not is_dtensor(p)]
         if replicated:
             broadcast_from_owners(replicated, owners)
-        return loss
 
     def share_work(self, owners: dict[int, int] | None) -> None:
         """Under DDP: retract only the matrices this rank owns and receive the others (see ManifoldOptimizer)."""
@@ -120,12 +132,23 @@ class ManifoldRetraction(Optimizer):
 
     def state_dict(self) -> dict[str, Any]:
         sd = self.base_optimizer.state_dict()
-        sd["modman"] = {"nonfinite_skips": self.nonfinite_skips}
+        sd["modman"] = {"nonfinite_skips": self.nonfinite_skips, "optimizer": type(self).__name__,
+                        "base": type(self.base_optimizer).__name__}
         return sd
 
+    def validate_state_dict(self, state_dict: dict[str, Any]) -> dict[str, Any]:
+        """Raise ValueError unless ``state_dict`` was saved by this wrapper, around the same kind of base
+        optimizer, for these parameters."""
+        extra = check_state_dict(self, state_dict, moment_shape)
+        base = extra.get("base")
+        if base is not None and base != type(self.base_optimizer).__name__:
+            raise ValueError(f"{type(self).__name__}.load_state_dict: this state dict was saved around {base}, not "
+                             f"{type(self.base_optimizer).__name__}; wrap the same base optimizer to load it")
+        return extra
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        state_dict = dict(state_dict)
-        extra = state_dict.pop("modman", {})
+        extra = self.validate_state_dict(state_dict)
+        state_dict = {k: v for k, v in state_dict.items() if k != "modman"}
         self.base_optimizer.load_state_dict(state_dict)
         # The base rebinds its groups and state on load; share the new ones.
         self.param_groups = self.base_optimizer.param_groups

@@ -17,7 +17,7 @@ from typing import Callable
 import torch
 
 from ..manifolds.stiefel import as_tall
-from ..msign import msign
+from ..msign import msign, times_power_of_two, unit_scaled
 from .manifold_muon_solvers import closed_form, feasible_tangent, fixed_point, hybrid, newton
 
 __all__ = ["manifold_muon_direction", "dual_ascent", "tangent_residual", "duality_gap", "SOLVERS", "SOLVER_NAMES",
@@ -33,7 +33,8 @@ def tangent_residual(W: torch.Tensor, A: torch.Tensor) -> float:
 
 
 def dual_ascent(W, G, *, Lambda, alpha, steps, tol, msign_fn: MsignFn):
-    """The seed's dual (sub)gradient iteration, step for step, for tall W.
+    """The seed's dual (sub)gradient iteration, step for step, for tall W. Unlike the other solvers it depends
+    on G's scale: the step α is in G's units, as in the seed.
 
     ``Λ₀ = −¼(WᵀG + GᵀW)``; repeat ``A = msign(G + 2WΛ)``, ``H = WᵀA + AᵀW``, stop when
     ``RMS(H) < tol``, else ``Λ ← Λ − α(1 − k/steps)H``.
@@ -116,12 +117,19 @@ def manifold_muon_direction(
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"manifold_muon: steps must be an int >= 1; got {steps!r}")
     Wt, wide = as_tall(W)
-    Gt = G.mT if wide else G
     n = Wt.shape[1]
     if multiplier is not None and tuple(multiplier.shape) != (n, n):
         raise ValueError(f"manifold_muon: multiplier must be {n}x{n} for W of shape {tuple(W.shape)}; "
                          f"got {tuple(multiplier.shape)}")
-    A, Lambda, info = SOLVERS[resolve_solver(solver, W.shape)](
-        Wt, Gt, Lambda=multiplier, alpha=alpha, steps=steps, tol=tol, msign_fn=msign_fn)
-    info["multiplier"] = Lambda
+    if multiplier is not None and not bool(torch.isfinite(multiplier).all()):
+        multiplier = None  # a non-finite warm start is dropped: cold start
+    name = resolve_solver(solver, W.shape)
+    # A is invariant to G's scale and Λ proportional to it: solve for G/2^e (exact), so that a gradient of any
+    # finite size is in range, and scale Λ back. Not for the seed's dual ascent, whose step α is in G's units.
+    G, exponent = unit_scaled(G, return_exponent=True) if name != "dual_ascent" else (G, None)
+    if multiplier is not None and exponent is not None:
+        multiplier = times_power_of_two(multiplier, -exponent)
+    Gt = G.mT if wide else G
+    A, Lambda, info = SOLVERS[name](Wt, Gt, Lambda=multiplier, alpha=alpha, steps=steps, tol=tol, msign_fn=msign_fn)
+    info["multiplier"] = Lambda if exponent is None else times_power_of_two(Lambda, exponent)
     return (A.mT if wide else A), info
