@@ -30,17 +30,26 @@ def model_matrices(width: int, layers: int, device: str, seed: int) -> list[torc
     return [torch.randn(*s, generator=g).div_(s[1] ** 0.5).to(device) for _ in range(layers) for s in shapes]
 
 
+def _not_atomic(opt):
+    """The step without its snapshot (``modman.optim.guard.step_atomically``): what atomicity costs."""
+    opt.atomic = False
+    return opt
+
+
 OPTIMIZERS = {
     "AdamW": lambda ps: torch.optim.AdamW(ps, lr=1e-3),
     "torch.optim.Muon": lambda ps: torch.optim.Muon(ps, lr=0.02, weight_decay=0.0),
     "modman Muon (PE 5, auto; default)": lambda ps: Muon(ps, lr=0.02),
     "modman Muon (PE 5, bf16)": lambda ps: Muon(ps, lr=0.02, msign_dtype=torch.bfloat16),
     "modman Muon (PE 5, fp32)": lambda ps: Muon(ps, lr=0.02, msign_dtype=None),
+    "modman Muon (PE 5, fp32), atomic=False": lambda ps: _not_atomic(Muon(ps, lr=0.02, msign_dtype=None)),
     "modman Muon (NS 5, bf16)": lambda ps: Muon(ps, lr=0.02, msign_method="newton_schulz", msign_dtype=torch.bfloat16),
     "HypersphericalDescent": lambda ps: HypersphericalDescent(ps, lr=0.1),
     "ManifoldMuon auto": lambda ps: ManifoldMuon(ps, lr=0.05, momentum=0.95, nesterov=True),
     "ManifoldMuon auto, in turn (workers=1)": lambda ps: ManifoldMuon(ps, lr=0.05, momentum=0.95, nesterov=True,
                                                                     workers=1),
+    "ManifoldMuon auto, atomic=False": lambda ps: _not_atomic(ManifoldMuon(ps, lr=0.05, momentum=0.95,
+                                                                          nesterov=True)),
     "ManifoldMuon fixed_point": lambda ps: ManifoldMuon(ps, lr=0.05, momentum=0.95, nesterov=True, solver="fixed_point"),
     "ManifoldMuon dual_ascent (seed)": lambda ps: ManifoldMuon(ps, lr=0.05, momentum=0.95, nesterov=True,
                                                                solver="dual_ascent", retraction="msign"),

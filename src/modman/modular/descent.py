@@ -64,6 +64,7 @@ class ModularDescent(torch.optim.Optimizer):
         self.workers, self._streams = workers, {}
 
     owner_keeps_state = True  # under share_work only an atom's owner rank keeps its momentum
+    replaces_state_tensors = True  # new momentum and multiplier tensors each step (see optim.guard)
 
     def share_work(self, enabled: bool = True) -> dict[int, int] | None:
         """Under DDP (a process group of more than one rank): each atom's direction and retraction are computed
@@ -92,7 +93,7 @@ class ModularDescent(torch.optim.Optimizer):
                  if g["params"][0].grad is not None]
         if not guard_gradients(self, [(name, p.grad) for name, p in named]):
             return loss
-        step_atomically(self, named, {id(p): self.state for _, p in named}, self._step)
+        step_atomically(self, named, {id(p): self for _, p in named}, self._step)
         return loss
 
     def _step(self) -> None:
@@ -133,8 +134,7 @@ class ModularDescent(torch.optim.Optimizer):
         state = self.state[p]
         if "momentum_buffer" not in state:
             state["momentum_buffer"] = p.grad.detach().clone()
-        buf = state["momentum_buffer"]
-        buf.lerp_(p.grad, 1 - group["momentum"])
+        buf = state["momentum_buffer"] = state["momentum_buffer"].lerp(p.grad, 1 - group["momentum"])
         if not bool(buf.any()):  # nothing to follow: keep the weight bit for bit (no retraction rounding)
             return
         delta = atom.direction(buf, tangent=group["tangent"], state=state if group["warm_start"] else None)

@@ -103,6 +103,9 @@ class ManifoldOptimizer(Optimizer):
 
     matrix_only = True
     owner_keeps_state = True  # under work sharing only a parameter's owner rank holds its state
+    # Steps put new tensors into the state instead of writing into the old ones, so an atomic step keeps the
+    # old state by reference (no copy). Subclasses must keep to this.
+    replaces_state_tensors = True
     diagnostic_keys = ("step", "msign_calls", "iterations", "residual", "solver")
 
     def __init__(self, params, defaults: dict, *, skip_nonfinite: bool = False):
@@ -181,7 +184,7 @@ class ManifoldOptimizer(Optimizer):
         if not guard_gradients(self, [(name, p.grad) for _, p, name in work]):
             return loss
         work = [(group, p, name) for group, p, name in work if p.numel() > 0]  # an empty matrix has no update
-        step_atomically(self, [(name, p) for _, p, name in work], {id(p): self.state for _, p, _ in work},
+        step_atomically(self, [(name, p) for _, p, name in work], {id(p): self for _, p, _ in work},
                         lambda: self._step(work))
         return loss
 
@@ -250,8 +253,8 @@ class ManifoldOptimizer(Optimizer):
             return G
         buf = state.get("momentum_buffer")
         if buf is None:
-            buf = state["momentum_buffer"] = torch.zeros_like(G, memory_format=torch.contiguous_format)
-        buf.lerp_(G, 1 - mu)
+            buf = torch.zeros_like(G, memory_format=torch.contiguous_format)
+        buf = state["momentum_buffer"] = buf.lerp(G, 1 - mu)  # a new tensor: see replaces_state_tensors
         return G.lerp(buf, mu) if group["nesterov"] else buf
 
     @staticmethod

@@ -71,28 +71,35 @@ def guard_gradients(opt, named: list[tuple[str, torch.Tensor]]) -> bool:
         "Lower the learning rate or loss scale, or pass skip_nonfinite=True to skip such steps.", bad, "gradient")
 
 
-def _copy_state(state: dict | None) -> dict | None:
+def _copy_state(state: dict | None, shallow: bool) -> dict | None:
     if state is None:
         return None
+    if shallow:  # the optimizer replaces its state tensors, never writes into them: keeping them is enough
+        return dict(state)
     return {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in state.items()}
 
 
-def step_atomically(opt, named: list[tuple[str, torch.Tensor]], stores: dict[int, dict],
+def step_atomically(opt, named: list[tuple[str, torch.Tensor]], owners: dict[int, Any],
                     update: Callable[[], Any]) -> bool:
-    """Run ``update`` (which writes the parameters in ``named`` and their state in ``stores[id(p)]``, a
-    torch.optim ``state`` mapping); if it raises or leaves a weight NaN/Inf, restore every weight and state
-    entry and raise (NonFiniteError naming the parameters; ``skip_nonfinite``: count the step, return False).
+    """Run ``update`` (which writes the parameters in ``named`` and their state in ``owners[id(p)].state``);
+    if it raises or leaves a weight NaN/Inf, restore every weight and state entry and raise (NonFiniteError
+    naming the parameters; ``skip_nonfinite``: count the step, return False).
 
-    An optimizer stepped inside another's atomic step (``ModularOptimizer``'s sub-optimizers) has
-    ``_atomic = False`` and runs ``update`` directly.
+    An optimizer whose ``replaces_state_tensors`` is True (modman's own: new momentum and multiplier tensors
+    each step) has its state kept by reference; others' (torch.optim's in-place moments) are copied.
+
+    ``opt.atomic = False`` runs ``update`` directly: no snapshot (one copy of the weights and state less memory
+    during the step) and no restore. ``ModularOptimizer`` sets it on its sub-optimizers, whose steps run
+    inside its own atomic one.
     """
-    if not getattr(opt, "_atomic", True) or not named:
+    if not getattr(opt, "atomic", True) or not named:
         update()
         return True
     saved = []
     for _, p in named:
-        store = stores[id(p)]
-        saved.append((p, local_tensor(p).clone(), store, _copy_state(store.get(p))))
+        owner = owners[id(p)]
+        shallow = bool(getattr(owner, "replaces_state_tensors", False))
+        saved.append((p, local_tensor(p).clone(), owner.state, _copy_state(owner.state.get(p), shallow)))
 
     def restore() -> None:
         for p, weight, store, state in saved:

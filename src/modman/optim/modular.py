@@ -113,7 +113,7 @@ class ModularOptimizer(Optimizer):
                                                 "weight_decay": weight_decay if decays else 0.0})
         self.optimizers: dict[str, Optimizer] = {rule: _BUILDERS[rule](g, betas, momentum) for rule, g in groups.items()}
         for opt in self.optimizers.values():
-            opt._atomic = False  # this optimizer's step is the atomic one (step_atomically)
+            opt.atomic = False  # this optimizer's step is the atomic one (step_atomically)
         super().__init__([p for p in named.values()], {})
         self.param_groups = [g for opt in self.optimizers.values() for g in opt.param_groups]
         self._names = {id(p): n for n, p in named.items()}
@@ -140,8 +140,8 @@ class ModularOptimizer(Optimizer):
         if not guard_gradients(self, named):
             return loss
         params = [(self._names[id(p)], p) for g in self.param_groups for p in g["params"] if p.grad is not None]
-        stores = {id(p): opt.state for opt in self.optimizers.values() for g in opt.param_groups for p in g["params"]}
-        step_atomically(self, params, stores, self._step_all)
+        owners = {id(p): opt for opt in self.optimizers.values() for g in opt.param_groups for p in g["params"]}
+        step_atomically(self, params, owners, self._step_all)
         return loss
 
     def _step_all(self) -> None:

@@ -85,7 +85,7 @@ class ManifoldRetraction(Optimizer):
         with_grad = [(self._names[id(p)], p) for g in self.param_groups for p in g["params"] if p.grad is not None]
         if not guard_gradients(self, [(n, p.grad) for n, p in with_grad]):
             return loss
-        step_atomically(self, with_grad, {id(p): self.state for _, p in with_grad}, self._step)
+        step_atomically(self, with_grad, {id(p): self for _, p in with_grad}, self._step)
         return loss
 
     def _step(self) -> None:
