@@ -3,9 +3,10 @@ changes nothing.
 
 * ``guard_gradients`` — before the step: a NaN/Inf gradient raises ``NonFiniteError`` naming the parameters
   (or, with ``skip_nonfinite``, skips the step and counts it).
-* ``step_atomically`` — around the step: the weights and their optimizer state are copied first; if the
+* ``step_atomically`` — around the step: the weights are copied and their optimizer state kept first (by
+  reference where the optimizer replaces its state tensors, as modman's do; copied for torch.optim's); if the
   update raises, or leaves any weight NaN/Inf, everything is put back as it was and the parameters are named.
-  The copy costs one snapshot of the updated weights and their state for the duration of ``step``.
+  ``opt.atomic = False`` turns it off.
 """
 
 from __future__ import annotations
