@@ -313,8 +313,10 @@ def check_state_dict(opt: Optimizer, state_dict: dict[str, Any],
     state tensor (None: any). ``modman=False``: a torch.optim state dict (no ``"modman"`` entry to check)."""
     owner = f"{type(opt).__name__}.load_state_dict"
     if not isinstance(state_dict, dict) or "param_groups" not in state_dict or "state" not in state_dict:
+        got = f"a dict with keys {sorted(map(str, state_dict))[:6]}" if isinstance(state_dict, dict) else \
+            type(state_dict).__name__
         raise ValueError(f"{owner}: expected a dict from an optimizer's state_dict() (with 'state' and "
-                         f"'param_groups'); got {type(state_dict).__name__}")
+                         f"'param_groups'); got {got}")
     extra = state_dict.get("modman", {} if not modman else None)
     if not isinstance(extra, dict):
         raise ValueError(f"{owner}: this state dict was not saved by a modman optimizer (it has no 'modman' "
