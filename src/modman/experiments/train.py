@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from ..optim import EXPERIMENTS, ModularOptimizer
 from ..optim.guard import NonFiniteError
 from ..optim.roles import ROLES
+from ..rules import SOLVER_NAMES
 from .checkpoint import load_checkpoint, remove_stale_temporaries, rng_state, save_checkpoint, set_rng_state
 from .config_types import check_field_types
 from .data import DataError, load_text_bytes, sha256, split_tokens
@@ -53,6 +54,7 @@ class TrainConfig:
     batch_size: int = 16
     lr: float | None = None
     lr_scale: float = 1.0
+    solver: str = "auto"
     adamw_lr: float = 3e-3
     role_lr: dict[str, float] = field(default_factory=dict)
     weight_decay: float = 0.1
@@ -79,6 +81,9 @@ class TrainConfig:
         if self.exp == "modular" and self.role_lr:
             raise ValueError("--role-lr does not apply to --exp modular: its per-layer lrs are the modular-norm "
                              "budgets; set the whole network's step with --lr")
+        if self.solver not in SOLVER_NAMES:
+            raise ValueError(f"--solver: unknown manifold Muon solver {self.solver!r}; choose one of: "
+                             f"{', '.join(SOLVER_NAMES)}")
         if self.preset not in PRESETS:
             raise ValueError(f"--preset: unknown preset {self.preset!r}; choose one of: {', '.join(PRESETS)}")
         require_positive_ints(self, ("max_steps", "batch_size", "eval_every", "eval_batches", "log_every",
@@ -238,7 +243,7 @@ def _build(cfg: TrainConfig, device: torch.device, shard: Callable[[torch.nn.Mod
         model, opt = _build_modular(cfg, device, dtype)
     else:
         model = shard(Transformer(PRESETS[cfg.preset]).to(device=device, dtype=dtype))
-        opt = ModularOptimizer(model, cfg.exp, cfg.lr, adamw_lr=cfg.adamw_lr, role_lr=cfg.role_lr,
+        opt = ModularOptimizer(model, cfg.exp, cfg.lr, adamw_lr=cfg.adamw_lr, role_lr=cfg.role_lr, solver=cfg.solver,
                                weight_decay=cfg.weight_decay, momentum=cfg.momentum)
     for g in opt.param_groups:  # before the scheduler records the initial lrs
         g["lr"] *= cfg.lr_scale
@@ -255,6 +260,9 @@ def _build_modular(cfg: TrainConfig, device: torch.device, dtype: torch.dtype = 
     p = PRESETS[cfg.preset]
     model = GPT(p.vocab_size, p.dim, p.n_heads, p.n_layers, ffn_mult=max(1, p.ffn_hidden // p.dim),
                 tol=MANIFOLD_MUON_TOL, steps=MANIFOLD_MUON_STEPS).to(device=device, dtype=dtype)
+    for atom, _ in model.budgets():
+        if hasattr(atom, "solver"):  # Linear atoms: the --solver of their manifold Muon solves
+            atom.solver, atom.steps = cfg.solver, 1 if cfg.solver == "tracking" else atom.steps
     return model, ModularDescent(model, lr=cfg.lr if cfg.lr is not None else MODULAR_LR, momentum=cfg.momentum)
 
 

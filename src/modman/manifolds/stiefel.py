@@ -62,7 +62,7 @@ class Stiefel(Manifold):
         return self.radius * msign(W, method=self.retraction, steps=self.retraction_steps)
 
     def retract_step(self, W: torch.Tensor, A: torch.Tensor, eta: float,
-                     gram: torch.Tensor | None = None) -> tuple[torch.Tensor, bool]:
+                     gram: torch.Tensor | None = None, projector: bool = True) -> tuple[torch.Tensor, bool]:
         """The polar factor of ``W − ηA`` for a tangent A with ``‖A‖_op <= 1``, mostly without msign.
 
         With Ŵ = W/r on the unit manifold, ``WᵀA`` skew and ``Π = AᵀA`` a projector (A a partial
@@ -72,8 +72,12 @@ class Stiefel(Manifold):
         error quadratically. When the result is more than 1e-3 off the manifold (A not a partial
         isometry), it falls back to ``r·msign(W − ηA)``.
 
+        For any other tangent A (``projector=False``: ``(Ŵ − η̂A)ᵀ(Ŵ − η̂A) = I + E`` with ``E = η̂²AᵀA``) the
+        factor ``(I + E)^{-1/2}`` is its series to E⁴ (error below ‖E‖⁵), then the same Newton–Schulz step.
+
         Args:
             gram: ``AᵀA`` (tall orientation) when the solver already has it; computed otherwise.
+            projector: whether ``AᵀA`` is a projector (A a partial isometry).
 
         Returns:
             ``(new_W, used_msign)``.
@@ -85,7 +89,12 @@ class Stiefel(Manifold):
         if gram is None:
             gram = At.mT @ At
         eye = torch.eye(Wt.shape[-1], dtype=Wt.dtype, device=Wt.device)
-        X = (Wt - e * At) @ (eye - (1 - (1 + e * e) ** -0.5) * gram.to(Wt.dtype))
+        if projector:
+            X = (Wt - e * At) @ (eye - (1 - (1 + e * e) ** -0.5) * gram.to(Wt.dtype))
+        else:
+            E = (e * e) * gram.to(Wt.dtype)  # (I + E)^{-1/2} = I − E/2 + 3E²/8 − 5E³/16 + 35E⁴/128 − …
+            series = eye + E @ (-0.5 * eye + E @ (0.375 * eye + E @ (-0.3125 * eye + 0.2734375 * E)))
+            X = (Wt - e * At) @ series
         S = X.mT @ X
         if float((S - eye).abs().max()) > 1e-3:
             return self.retract(W - eta * A), True

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from ..manifolds import Sphere, Stiefel
 from ..msign import msign
 from ..rules import hyperspherical_direction, manifold_muon_direction
+from ..rules.manifold_muon import resolve_solver
 from .module import Atom
 
 __all__ = ["Linear", "Embed"]
@@ -65,7 +66,8 @@ class Linear(Atom):
 
     def retract_step(self, delta: torch.Tensor, lr: float) -> torch.Tensor:
         r = self.manifold.radius  # W − lr·Δ = W − (lr·r)·A with A = Δ/r, ‖A‖_op ≤ 1
-        W, _ = self.manifold.retract_step(self.weight.detach(), delta / r, lr * r)
+        projector = resolve_solver(self.solver, self.weight.shape) != "tracking"  # its A is not a partial isometry
+        W, _ = self.manifold.retract_step(self.weight.detach(), delta / r, lr * r, projector=projector)
         return W
 
     def extra_repr(self) -> str:

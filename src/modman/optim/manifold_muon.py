@@ -112,7 +112,8 @@ class ManifoldMuon(ManifoldOptimizer):
         )
         if group["retraction"] == "auto" and "gram" in info:
             stiefel = Stiefel(r, group["msign_method"], group["msign_steps"])
-            new_W, used_msign = stiefel.retract_step(Wc, A, group["lr"], gram=info["gram"])
+            new_W, used_msign = stiefel.retract_step(Wc, A, group["lr"], gram=info["gram"],
+                                                     projector=info.get("gram_is_projector", True))
         else:
             new_W, used_msign = r * msign_fn(Wc - group["lr"] * A), True
         W.copy_(new_W)

@@ -14,6 +14,7 @@ from .distributed import assign_owners, world
 from .manifold_muon import ManifoldMuon
 from .muon import Muon
 from .retraction import ManifoldRetraction, SpectralRetraction, StiefelRetraction
+from ..rules import SOLVER_NAMES
 from .roles import ROLES, classify_parameters
 
 __all__ = ["ModularOptimizer", "EXPERIMENTS", "RULES", "MATRIX_ROLES", "DEFAULT_LR", "rule_assignment"]
@@ -76,13 +77,15 @@ class ModularOptimizer(Optimizer):
             manifold (Stiefel, spectral ball) get none — the constraint already bounds them.
         betas: AdamW's betas. momentum: Muon's and manifold Muon's (Nesterov).
         roles: ``{name: role}`` to use instead of ``classify_parameters(model)``.
+        solver: manifold Muon's solver for the matrices under the ``manifold_muon`` rule (``"auto"``: closed form
+            for square, ``hybrid`` otherwise; ``"tracking"``: one msign per step, see ``rules.manifold_muon_tracking``).
         skip_nonfinite: skip (and count) a step with NaN/Inf gradients instead of raising ValueError.
     """
 
     def __init__(self, model: nn.Module, experiment: str = "baseline", lr: float | None = None, *,
                  adamw_lr: float = DEFAULT_LR["adamw"], role_lr: dict[str, float] | None = None,
                  weight_decay: float = 0.1, betas: tuple[float, float] = (0.9, 0.95), momentum: float = 0.95,
-                 roles: dict[str, str] | None = None, skip_nonfinite: bool = False):
+                 roles: dict[str, str] | None = None, skip_nonfinite: bool = False, solver: str = "auto"):
         named = dict(model.named_parameters())
         self.roles = dict(roles) if roles is not None else classify_parameters(model)
         missing = [n for n in named if self.roles.get(n) not in ROLES]
@@ -111,7 +114,11 @@ class ModularOptimizer(Optimizer):
                 lr_here = adamw_lr
             groups.setdefault(rule, []).append({"params": params, "lr": lr_here, "role": role, "rule": rule,
                                                 "weight_decay": weight_decay if decays else 0.0})
-        self.optimizers: dict[str, Optimizer] = {rule: _BUILDERS[rule](g, betas, momentum) for rule, g in groups.items()}
+        if solver not in SOLVER_NAMES:
+            raise ValueError(f"ModularOptimizer: unknown solver {solver!r}; choose one of {', '.join(SOLVER_NAMES)}")
+        self.optimizers: dict[str, Optimizer] = {
+            rule: (_manifold_muon(g, momentum, solver) if rule == "manifold_muon" else _BUILDERS[rule](g, betas, momentum))
+            for rule, g in groups.items()}
         for opt in self.optimizers.values():
             opt.atomic = False  # this optimizer's step is the atomic one (step_atomically)
         super().__init__([p for p in named.values()], {})
@@ -219,6 +226,11 @@ _BUILDERS: dict[str, Callable[[list[dict], tuple, float], Optimizer]] = {
     "muon": lambda g, betas, momentum: Muon(g, momentum=momentum),
     "stiefel": lambda g, betas, momentum: StiefelRetraction(_adamw(g, betas, momentum)),
     "spectral": lambda g, betas, momentum: SpectralRetraction(_adamw(g, betas, momentum)),
-    "manifold_muon": lambda g, betas, momentum: ManifoldMuon(g, momentum=momentum, nesterov=True,
-                                                             tol=MANIFOLD_MUON_TOL, steps=MANIFOLD_MUON_STEPS),
+    "manifold_muon": lambda g, betas, momentum: _manifold_muon(g, momentum, "auto"),
 }
+
+
+def _manifold_muon(groups, momentum: float, solver: str) -> ManifoldMuon:
+    """Training's manifold Muon: the certified solvers to ``MANIFOLD_MUON_TOL``; ``tracking`` one msign a step."""
+    steps = 1 if solver == "tracking" else MANIFOLD_MUON_STEPS
+    return ManifoldMuon(groups, momentum=momentum, nesterov=True, tol=MANIFOLD_MUON_TOL, steps=steps, solver=solver)

@@ -19,6 +19,7 @@ import torch
 from ..manifolds.stiefel import as_tall
 from ..msign import msign, times_power_of_two, unit_scaled
 from .manifold_muon_solvers import closed_form, feasible_tangent, fixed_point, hybrid, newton
+from .manifold_muon_tracking import tracking
 
 __all__ = ["manifold_muon_direction", "dual_ascent", "tangent_residual", "duality_gap", "SOLVERS", "SOLVER_NAMES",
            "resolve_solver"]
@@ -52,7 +53,7 @@ def dual_ascent(W, G, *, Lambda, alpha, steps, tol, msign_fn: MsignFn):
 
 
 SOLVERS = {"dual_ascent": dual_ascent, "closed_form": closed_form, "fixed_point": fixed_point, "newton": newton,
-           "hybrid": hybrid}
+           "hybrid": hybrid, "tracking": tracking}
 SOLVER_NAMES = ("auto",) + tuple(SOLVERS)
 
 
