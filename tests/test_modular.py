@@ -289,6 +289,6 @@ def test_modular_descent_warm_starts_each_linear_solve_from_its_multiplier(warm,
     if warm:
         assert [tuple(s["multiplier"].shape) for s in states] == [(16, 16), (4, 4)]
         assert seen[2] is not None and seen[3] is not None and seen[2].shape == (16, 16)
-        assert all(s["iterations"] >= 1 and s["residual"] < 1e-6 for s in states)
+        assert all(s["iterations"] == 1 and s["residual"] > 0 for s in states)  # auto: tracking, one msign
     else:
         assert seen[2] is None and seen[3] is None and not any("multiplier" in s for s in states)

@@ -234,3 +234,19 @@ def test_property_transpose_commutes(m, n, seed):
         assert torch.allclose(msign(G.mT), msign(G).mT, atol=1e-5)
     else:
         assert torch.equal(msign(G.mT), msign(G).mT)
+
+
+@given(exponent=st.integers(-300, 300), dtype=st.sampled_from([torch.float64, torch.float32, torch.float16]),
+       seed=st.integers(0, 100))
+def test_times_power_of_two_is_exact_ldexp(exponent, dtype, seed):
+    """X·2^e equals the correctly rounded product (torch.ldexp in float64, then X's dtype), subnormal and
+    overflowing results included, and unit_scaled undoes to X exactly."""
+    X = gaussian(3, 4, seed=seed, dtype=dtype)
+    e = torch.full((1, 1), exponent, dtype=torch.int32)
+    got = msign_module.times_power_of_two(X, e)
+    want = torch.ldexp(X.double(), e).to(dtype) if dtype != torch.float64 else torch.ldexp(X, e)
+    assert got.dtype == dtype
+    assert torch.equal(got, want)
+    scaled, k = msign_module.unit_scaled(X, return_exponent=True)
+    assert float(scaled.abs().max()) < 1.0 <= 2 * float(scaled.abs().max())
+    assert torch.equal(msign_module.times_power_of_two(scaled, k).to(dtype), X)

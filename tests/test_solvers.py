@@ -8,6 +8,7 @@ import torch
 from modman import msign
 from modman.manifolds import Stiefel
 from modman.rules import duality_gap, manifold_muon_direction, tangent_residual
+from modman.rules.manifold_muon import resolve_solver
 from modman.rules.manifold_muon_solvers import _fixed_point_loop, _newton, _well_conditioned, hybrid, reduced_problem
 
 
@@ -98,11 +99,19 @@ def test_closed_form_refuses_non_square():
         manifold_muon_direction(W, G, solver="closed_form")
 
 
-def test_auto_picks_closed_form_for_square_and_fixed_point_otherwise():
-    for shape, calls in [((16, 16), 1), ((48, 16), 0)]:
+@pytest.mark.parametrize("solver,warm,tall", [("auto", True, "tracking"), ("auto", False, "hybrid"),
+                                              ("certified", True, "hybrid"), ("certified", False, "hybrid")])
+def test_auto_and_certified_pick_closed_form_for_square_and_auto_tracks_a_warm_multiplier(solver, warm, tall):
+    for shape, name, calls in [((16, 16), "closed_form", 1), ((48, 16), tall, int(tall == "tracking")),
+                               ((16, 48), tall, int(tall == "tracking"))]:
         W, G = problem(*shape, seed=7)
-        _, info = manifold_muon_direction(W, G)
+        n = min(shape)
+        multiplier = -0.25 * torch.eye(n, dtype=W.dtype) if warm else None
+        A, info = manifold_muon_direction(W, G, solver=solver, multiplier=multiplier)
+        _, same = manifold_muon_direction(W, G, solver=name, multiplier=multiplier)
+        assert resolve_solver(solver, shape, warm) == name and info["solver"] == name
         assert info["msign_calls"] == calls
+        assert info["iterations"] == same["iterations"] and info["residual"] == same["residual"]
 
 
 def test_seed_dual_ascent_is_far_from_optimal_where_fixed_point_is_not():
@@ -121,19 +130,23 @@ def test_seed_dual_ascent_is_far_from_optimal_where_fixed_point_is_not():
 @pytest.mark.parametrize("eta", [0.01, 0.3, 2.0])
 def test_retract_step_is_the_exact_polar_factor(shape, eta):
     W, G = problem(*shape, seed=9)
-    A, info = manifold_muon_direction(W, G, tol=1e-10, msign_fn=lambda X: msign(X, method="exact"))
-    new, used_msign = Stiefel().retract_step(W, A, eta, gram=info["gram"])
-    assert not used_msign
-    assert torch.allclose(new, msign(W - eta * A, method="exact"), atol=1e-8)
-    assert Stiefel().violation(new) < 1e-12
+    A, info = manifold_muon_direction(W, G, solver="certified", tol=1e-10,
+                                      msign_fn=lambda X: msign(X, method="exact"))
+    for gram in (info["gram"], None):  # from the projector AᵀA, or from the series of K = (W − ηA)ᵀ(W − ηA)
+        new, used_msign = Stiefel().retract_step(W, A, eta, gram=gram)
+        assert used_msign == (gram is None and eta > 1)  # the series needs a small ‖K − I‖
+        assert torch.allclose(new, msign(W - eta * A, method="exact"), atol=1e-8)
+        assert Stiefel().violation(new) < (1e-12 if gram is not None else 1e-10)  # series error ‖E‖⁵, squared
 
 
-def test_retract_step_falls_back_to_msign_when_a_is_not_a_partial_isometry():
+@pytest.mark.parametrize("eta,fallback", [(1.0, False), (20.0, True)])
+def test_retract_step_of_any_tangent_is_the_polar_factor_and_falls_back_to_msign_for_large_steps(eta, fallback):
     W, G = problem(30, 10, seed=10)
     T = Stiefel().tangent(W, G)
     A = 0.5 * T / torch.linalg.matrix_norm(T, ord=2)  # tangent, but singular values 0.5 and below
-    new, used_msign = Stiefel(2.0).retract_step(2.0 * W, A, 1.0)
-    assert used_msign and Stiefel(2.0).violation(new) < 1e-6
+    new, used_msign = Stiefel(2.0).retract_step(2.0 * W, A, eta)
+    assert used_msign == fallback and Stiefel(2.0).violation(new) < 1e-6
+    assert torch.allclose(new, 2.0 * msign(2.0 * W - eta * A, method="exact"), atol=1e-6)
 
 
 @pytest.mark.parametrize("solver", ["newton", "hybrid"])
@@ -185,7 +198,7 @@ def test_hybrid_certifies_aspect_2_where_the_fixed_point_stalls_with_float32_cg(
     """256x128: n = 128 runs Newton's CG in float32 (the line search and certificate stay float64)."""
     W, G = problem(256, 128, seed=1)
     A_fp, fp = manifold_muon_direction(W, G, solver="fixed_point", tol=1e-7)
-    A, info = manifold_muon_direction(W, G, tol=1e-7)  # auto -> hybrid
+    A, info = manifold_muon_direction(W, G, solver="certified", tol=1e-7)  # -> hybrid
     assert duality_gap(W, G, A_fp, fp["multiplier"])["relative_gap"] > 1e-5
     cert = duality_gap(W, G, A, info["multiplier"])
     assert info["cg_steps"] > 0 and cert["relative_gap"] <= 1e-6 and tangent_residual(W, A) <= 1e-6
@@ -220,7 +233,7 @@ def test_float32_inputs_keep_the_certificate_near_a_singular_m():
     """Near a singular M, A = (G + WX)E must be formed in float64 even for float32 W and G: float32 products
     there cost the returned direction ~10x in duality gap (they are only used where C is well-conditioned)."""
     W, G = problem(256, 128, seed=1, dtype=torch.float32)
-    A, info = manifold_muon_direction(W, G, tol=1e-7)
+    A, info = manifold_muon_direction(W, G, solver="certified", tol=1e-7)
     assert A.dtype == torch.float32 and info["cg_steps"] > 0
     cert = duality_gap(W.double(), G.double(), A.double(), info["multiplier"].double())
     assert cert["relative_gap"] <= 1e-6

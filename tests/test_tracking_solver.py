@@ -13,6 +13,7 @@ from modman.manifolds import Stiefel
 from modman.rules import duality_gap, manifold_muon_direction, tangent_residual
 from modman.rules.manifold_muon_tracking import lyapunov_cg, tracking
 from modman.optim import ManifoldMuon, ModularOptimizer
+from modman.optim.modular import MANIFOLD_MUON_STEPS
 
 
 def problem(m, n, seed=0, dtype=torch.float64):
@@ -61,7 +62,7 @@ def test_the_direction_is_tangent_and_a_warm_start_at_the_optimum_stays_there(sh
 def test_retraction_of_a_tangent_non_isometry_is_the_polar_factor_without_msign(eta, atol):
     W, G = problem(64, 16)
     A, _, info = tracking(W, G, Lambda=None, alpha=0.0, steps=1, tol=0.0, msign_fn=EXACT)
-    new, used_msign = Stiefel().retract_step(W, A, eta, gram=info["gram"], projector=False)
+    new, used_msign = Stiefel().retract_step(W, A, eta)
     exact = msign(W - eta * A, method="exact")
     assert not used_msign and torch.allclose(new, exact, atol=atol)
 
@@ -79,9 +80,10 @@ def test_manifold_muon_with_tracking_keeps_weights_on_stiefel_and_uses_one_msign
 
 def test_solver_option_reaches_the_manifold_muon_optimizer_and_bad_names_are_refused():
     model = Transformer(PRESETS["tiny"])
-    opt = ModularOptimizer(model, "manifold_muon", solver="tracking")
-    group = opt.optimizers["manifold_muon"].param_groups[0]
-    assert group["solver"] == "tracking" and group["steps"] == 1
+    for solver, steps in (("tracking", None), ("auto", None), ("certified", MANIFOLD_MUON_STEPS)):
+        group = ModularOptimizer(model, "manifold_muon", solver=solver).optimizers["manifold_muon"].param_groups[0]
+        assert group["solver"] == solver and group["steps"] == steps
+    assert ModularOptimizer(model, "manifold_muon").optimizers["manifold_muon"].param_groups[0]["solver"] == "auto"
     with pytest.raises(ValueError, match="unknown solver 'fast'.*tracking"):
         ModularOptimizer(model, "manifold_muon", solver="fast")
     with pytest.raises(ValueError, match="--solver: unknown manifold Muon solver"):

@@ -33,10 +33,10 @@ def manifold_muon(
     G: torch.Tensor,
     eta: float = 0.1,
     alpha: float = 0.01,
-    steps: int = 100,
+    steps: int | None = None,
     tol: float = 1e-6,
     *,
-    solver: str = "auto",
+    solver: str = "certified",
     return_info: bool = False,
     multiplier: torch.Tensor | None = None,
     msign_steps: int = 10,
@@ -45,10 +45,10 @@ def manifold_muon(
 ):
     """``W ← msign(W − ηA)`` with A the manifold Muon direction (W on the unit Stiefel manifold).
 
-    ``solver="dual_ascent"`` is the seed's algorithm; the default ``"auto"`` is the closed form for
+    ``solver="dual_ascent"`` is the seed's algorithm; the default ``"certified"`` is the closed form for
     square W and otherwise Newton on the reduced dual (straight away where the dual is smooth, after the
-    fixed point where it is not)
-    (``modman.rules.manifold_muon_solvers``).
+    fixed point where it is not; ``modman.rules.manifold_muon_solvers``): one call has no multiplier of a
+    previous step to start from, which the optimizers' ``"auto"`` (``tracking`` on non-square W) needs.
     With the seed's solver, ``msign_dtype=torch.bfloat16`` runs the seed's half-precision msign (each
     product rounded once, as torch.optim.Muon does; the default computes msign in float32). With ``eta=0`` and a zero G this is the seed's
     projection onto Stiefel.

@@ -255,14 +255,14 @@ def _build_modular(cfg: TrainConfig, device: torch.device, dtype: torch.dtype = 
     """The preset's shape as a modman.modular GPT (no norms, convex residuals) and ModularDescent; weight decay
     does not apply (every weight is on a manifold)."""
     from ..modular import GPT, ModularDescent
-    from ..optim.modular import MANIFOLD_MUON_STEPS, MANIFOLD_MUON_TOL
+    from ..optim.modular import MANIFOLD_MUON_TOL, training_steps
 
     p = PRESETS[cfg.preset]
     model = GPT(p.vocab_size, p.dim, p.n_heads, p.n_layers, ffn_mult=max(1, p.ffn_hidden // p.dim),
-                tol=MANIFOLD_MUON_TOL, steps=MANIFOLD_MUON_STEPS).to(device=device, dtype=dtype)
+                tol=MANIFOLD_MUON_TOL, steps=training_steps(cfg.solver)).to(device=device, dtype=dtype)
     for atom, _ in model.budgets():
         if hasattr(atom, "solver"):  # Linear atoms: the --solver of their manifold Muon solves
-            atom.solver, atom.steps = cfg.solver, 1 if cfg.solver == "tracking" else atom.steps
+            atom.solver = cfg.solver
     return model, ModularDescent(model, lr=cfg.lr if cfg.lr is not None else MODULAR_LR, momentum=cfg.momentum)
 
 

@@ -63,21 +63,23 @@ class Stiefel(Manifold):
 
     def retract_step(self, W: torch.Tensor, A: torch.Tensor, eta: float,
                      gram: torch.Tensor | None = None, projector: bool = True) -> tuple[torch.Tensor, bool]:
-        """The polar factor of ``W − ηA`` for a tangent A with ``‖A‖_op <= 1``, mostly without msign.
+        """The polar factor of ``V = W − ηA`` from n×n algebra: ``r·V̂ K^{-1/2}``, ``K = V̂ᵀV̂``, V̂ = V/r.
 
-        With Ŵ = W/r on the unit manifold, ``WᵀA`` skew and ``Π = AᵀA`` a projector (A a partial
-        isometry, as every msign output is), ``(Ŵ − η̂A)ᵀ(Ŵ − η̂A) = I + η̂²Π``, so the polar factor is
-        ``(Ŵ − η̂A)(I − cΠ)`` with ``c = 1 − 1/sqrt(1 + η̂²)``, η̂ = η/r — exact, at the cost of one
-        (m×n)(n×n) product. One Newton–Schulz step ``X(3I − XᵀX)/2`` then removes rounding and solver
-        error quadratically. When the result is more than 1e-3 off the manifold (A not a partial
-        isometry), it falls back to ``r·msign(W − ηA)``.
-
-        For any other tangent A (``projector=False``: ``(Ŵ − η̂A)ᵀ(Ŵ − η̂A) = I + E`` with ``E = η̂²AᵀA``) the
-        factor ``(I + E)^{-1/2}`` is its series to E⁴ (error below ‖E‖⁵), then the same Newton–Schulz step.
+        ``K^{-1/2}`` starts from ``M = I − cΠ``, ``c = 1 − 1/sqrt(1 + η̂²)`` (η̂ = η/r), when the solver gives
+        ``gram = Π = AᵀA`` of a partial isometry A tangent at a W on the manifold (then ``K = I + η̂²Π`` and M
+        is exact), else (or where that start is more than 1e-3 off: an approximate msign's A) from the series of
+        ``(I + E)^{-1/2}`` to E⁴ with ``E = K − I`` (error below ‖E‖⁵);
+        one Newton–Schulz step on the n×n side, ``M ← M(3I − MKM)/2``, then removes what is left (W's own
+        rounding off the manifold, a direction not exactly tangent or isometric) quadratically. Two m×n×n
+        products (K and V̂M) and a few n×n ones; no msign, unless ``MKM`` is more than 1e-3 from I (η̂ large):
+        then ``r·msign(W − ηA)``.
 
         Args:
-            gram: ``AᵀA`` (tall orientation) when the solver already has it; computed otherwise.
-            projector: whether ``AᵀA`` is a projector (A a partial isometry).
+            W: the point (tall or wide, on the manifold of radius r up to rounding).
+            A: the direction, ``‖A‖_op <= 1`` (tall orientation of ``gram``).
+            eta: the step size η.
+            gram: ``AᵀA`` when the solver has it, used with ``projector``.
+            projector: whether ``gram`` is a projector (A a partial isometry, as every msign output is).
 
         Returns:
             ``(new_W, used_msign)``.
@@ -86,21 +88,22 @@ class Stiefel(Manifold):
         Wt, wide = as_tall(W / self.radius)
         At = A.mT if wide else A
         e = eta / self.radius
-        if gram is None:
-            gram = At.mT @ At
+        V = Wt - e * At
+        K = V.mT @ V
         eye = torch.eye(Wt.shape[-1], dtype=Wt.dtype, device=Wt.device)
-        if projector:
-            X = (Wt - e * At) @ (eye - (1 - (1 + e * e) ** -0.5) * gram.to(Wt.dtype))
-        else:
-            E = (e * e) * gram.to(Wt.dtype)  # (I + E)^{-1/2} = I − E/2 + 3E²/8 − 5E³/16 + 35E⁴/128 − …
-            series = eye + E @ (-0.5 * eye + E @ (0.375 * eye + E @ (-0.3125 * eye + 0.2734375 * E)))
-            X = (Wt - e * At) @ series
-        S = X.mT @ X
-        if float((S - eye).abs().max()) > 1e-3:
-            return self.retract(W - eta * A), True
-        X = X @ (1.5 * eye - 0.5 * S)
-        X = self.radius * X
-        return (X.mT if wide else X), False
+        for start in ("projector", "series"):
+            if start == "projector":
+                if not projector or gram is None:
+                    continue
+                M = eye - (1 - (1 + e * e) ** -0.5) * gram.to(Wt.dtype)
+            else:
+                E = K - eye  # (I + E)^{-1/2} = I − E/2 + 3E²/8 − 5E³/16 + 35E⁴/128 − …
+                M = eye + E @ (-0.5 * eye + E @ (0.375 * eye + E @ (-0.3125 * eye + 0.2734375 * E)))
+            S = M @ K @ M
+            if float((S - eye).abs().max()) <= 1e-3:
+                X = self.radius * (V @ (M @ (1.5 * eye - 0.5 * S)))
+                return (X.mT if wide else X), False
+        return self.retract(W - eta * A), True
 
     @torch.no_grad()
     def violation(self, W: torch.Tensor) -> float:

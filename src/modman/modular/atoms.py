@@ -10,7 +10,6 @@ import torch.nn.functional as F
 from ..manifolds import Sphere, Stiefel
 from ..msign import msign
 from ..rules import hyperspherical_direction, manifold_muon_direction
-from ..rules.manifold_muon import resolve_solver
 from .module import Atom
 
 __all__ = ["Linear", "Embed"]
@@ -32,7 +31,7 @@ class Linear(Atom):
     """
 
     def __init__(self, in_features: int, out_features: int, *, mass: float = 1.0, seed: int | None = None,
-                 solver: str = "auto", tol: float = 1e-6, steps: int = 100):
+                 solver: str = "auto", tol: float = 1e-6, steps: int | None = None):
         for name, v in (("in_features", in_features), ("out_features", out_features)):
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"Linear: {name} must be an integer >= 1; got {v!r}")
@@ -66,8 +65,7 @@ class Linear(Atom):
 
     def retract_step(self, delta: torch.Tensor, lr: float) -> torch.Tensor:
         r = self.manifold.radius  # W − lr·Δ = W − (lr·r)·A with A = Δ/r, ‖A‖_op ≤ 1
-        projector = resolve_solver(self.solver, self.weight.shape) != "tracking"  # its A is not a partial isometry
-        W, _ = self.manifold.retract_step(self.weight.detach(), delta / r, lr * r, projector=projector)
+        W, _ = self.manifold.retract_step(self.weight.detach(), delta / r, lr * r)
         return W
 
     def extra_repr(self) -> str:

@@ -20,7 +20,7 @@ def _tag(module: Module, role: str, labels: tuple[str, ...] = ()) -> Module:
 
 
 def MLP(widths: tuple[int, ...] = (3072, 128, 64, 10), *, output_scale: float = 1.0, seed: int | None = None,
-        tol: float = 1e-6, steps: int = 100) -> Module:
+        tol: float = 1e-6, steps: int | None = None) -> Module:
     """Bias-free ``Linear @ ReLU @ ... @ Linear`` through ``widths`` (seed 003's CIFAR-10 MLP by default).
 
     Its logits have RMS ≤ 1; ``output_scale`` (a ``Mul`` bond, counted in the norm) lets them grow.
@@ -37,7 +37,7 @@ def MLP(widths: tuple[int, ...] = (3072, 128, 64, 10), *, output_scale: float = 
 
 def GPT(vocab_size: int = 256, dim: int = 128, num_heads: int = 4, num_blocks: int = 4, *, ffn_mult: int = 4,
         alpha: float | None = None, output_scale: float = 8.0, seed: int | None = None, tol: float = 1e-6,
-        steps: int = 100) -> Module:
+        steps: int | None = None) -> Module:
     """``output_scale * head @ (mlp_block @ attention_block) ** L @ embed``: token ids (B, T) → logits (B, T, vocab).
 
     attention_block = ``residual(Linear_o @ Attention @ (Linear_q, Linear_k, Linear_v), α)``,

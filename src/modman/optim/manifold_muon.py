@@ -7,7 +7,7 @@ from functools import partial
 import torch
 
 from ..manifolds import Stiefel
-from ..msign import times_power_of_two, unit_scaled
+from ..msign import msign, times_power_of_two, unit_scaled
 from ..rules import manifold_muon_direction
 from ..rules.manifold_muon import resolve_solver
 from ..rules.manifold_muon_solvers import closed_form_batch
@@ -16,20 +16,29 @@ from .concurrent import run_concurrently
 
 __all__ = ["ManifoldMuon"]
 
+FAST_SOLVERS = ("auto", "tracking")
+
 
 class ManifoldMuon(ManifoldOptimizer):
     r"""``W ← r·polar(W − ηA)``, ``A = argmax{⟨M, A⟩ : ‖A‖_op ≤ 1, WᵀA + AᵀW = 0}`` on ``WᵀW = r²I``.
 
-    M is the gradient or its (Nesterov) momentum. The direction comes from ``solver``: ``"auto"`` (the
-    closed form for square matrices, ``"hybrid"`` otherwise: Newton on the reduced dual where it is
-    uniformly smooth, else the reduced fixed point, then smoothing Newton if it has not certified),
-    ``"fixed_point"``, ``"newton"``, ``"closed_form"`` or seed 003's ``"dual_ascent"``; the dual multiplier
-    Λ is kept in the state to warm-start the next step (``warm_start=True``). ``retraction="auto"`` takes
-    the exact polar factor from n×n algebra when the solver provides AᵀA (``Stiefel.retract_step``),
-    ``"msign"`` always calls msign (the seed's retraction). Weights are projected onto the Stiefel manifold (exact polar factor) when
-    the optimizer is built, as the seed does before training; ``step`` never re-projects. Conv kernels
-    are treated as (out, in·kh·kw) matrices. Diagnostics: ``residual`` (RMS of WᵀA + AᵀW),
-    ``iterations`` and ``msign_calls`` (solver + retraction) of the last step.
+    M is the gradient or its (Nesterov) momentum (Bernstein, *Modular Manifolds*, 2025). The direction comes
+    from ``solver`` (``modman.rules.manifold_muon_direction``): ``"auto"`` (the default) is the closed form
+    for square matrices (one msign) and, for tall and wide ones, ``"tracking"`` (one preconditioned
+    fixed-point step from the last step's multiplier: one msign and matrix products) after a certified
+    ``"hybrid"`` solve on the first step; ``"certified"`` is the closed form and ``"hybrid"`` to ``tol`` at
+    every step; ``"tracking"``, ``"fixed_point"``, ``"newton"``, ``"hybrid"``, ``"closed_form"`` or seed
+    003's ``"dual_ascent"`` force one solver. The dual multiplier Λ is kept in the state to warm-start the
+    next step (``warm_start=True``; without it ``"auto"`` certifies every step). ``steps`` caps the
+    certified iterations (None: 100; ``tracking`` takes 1). msign: ``msign_steps=None`` and
+    ``msign_dtype="auto"`` are Muon's Polar Express, 5 steps, bfloat16 where the device multiplies it
+    natively, under ``"auto"``/``"tracking"``, and 10 float32 steps under the other solvers.
+    ``retraction="auto"``: the polar factor of W − ηA from n×n algebra (``Stiefel.retract_step``, no msign);
+    ``"msign"``: ``r·msign(W − ηA)`` (the seed's retraction). Weights are projected onto the Stiefel
+    manifold (exact polar factor) when the optimizer is built, as the seed does before training; ``step``
+    never re-projects. Conv kernels are treated as (out, in·kh·kw) matrices. Diagnostics: ``solver`` (the
+    one used), ``residual`` (RMS of WᵀA + AᵀW), ``iterations`` and ``msign_calls`` (solver + retraction) of
+    the last step.
 
     ``workers``: matrices solved one by one (tall, wide, or alone in their shape) are solved up to this
     many at a time, each in its own thread on its own CUDA stream (``modman.optim.concurrent``). None (the
@@ -39,10 +48,10 @@ class ManifoldMuon(ManifoldOptimizer):
     """
 
     def __init__(self, params, lr: float = 0.1, momentum: float = 0.0, nesterov: bool = False,
-                 radius: float = 1.0, alpha: float = 0.01, steps: int = 100, tol: float = 1e-6,
+                 radius: float = 1.0, alpha: float = 0.01, steps: int | None = None, tol: float = 1e-6,
                  solver: str = "auto", warm_start: bool = True, retraction: str = "auto",
                  msign_method: str = "polar_express",
-                 msign_steps: int | None = 10, msign_dtype: torch.dtype | None = None, *,
+                 msign_steps: int | None = None, msign_dtype: torch.dtype | str | None = "auto", *,
                  workers: int | None = None, skip_nonfinite: bool = False):
         defaults = dict(lr=lr, momentum=momentum, nesterov=nesterov, radius=radius, alpha=alpha, steps=steps,
                         tol=tol, solver=solver, warm_start=warm_start, retraction=retraction,
@@ -51,6 +60,15 @@ class ManifoldMuon(ManifoldOptimizer):
         super().__init__(params, defaults, skip_nonfinite=skip_nonfinite)
         self._streams: dict = {}  # CUDA streams of the concurrent lanes, by device
         self._lanes: dict[int, int] = {}  # id(state) -> lane: a matrix keeps its stream from step to step
+
+    @staticmethod
+    def _msign_fn(group: dict):
+        """msign as configured; ``msign_steps=None`` / ``msign_dtype="auto"`` are Muon's (Polar Express, 5 steps,
+        bfloat16 where native) under the fast solvers (``auto``, ``tracking``), 10 float32 steps otherwise."""
+        fast = group["solver"] in FAST_SOLVERS
+        steps = group["msign_steps"] if group["msign_steps"] is not None else (5 if fast else 10)
+        dtype = None if group["msign_dtype"] == "auto" and not fast else group["msign_dtype"]
+        return partial(msign, method=group["msign_method"], steps=steps, dtype=dtype)
 
     def _init_param(self, W, group):
         W.copy_(Stiefel(group["radius"]).ensure(W))
@@ -110,13 +128,12 @@ class ManifoldMuon(ManifoldOptimizer):
             Wc / r, M.to(Wc.dtype), alpha=group["alpha"], steps=group["steps"], tol=group["tol"],
             solver=group["solver"], multiplier=None if warm is None else warm.to(Wc.dtype), msign_fn=msign_fn,
         )
-        if group["retraction"] == "auto" and "gram" in info:
+        if group["retraction"] == "auto":
             stiefel = Stiefel(r, group["msign_method"], group["msign_steps"])
-            new_W, used_msign = stiefel.retract_step(Wc, A, group["lr"], gram=info["gram"],
-                                                     projector=info.get("gram_is_projector", True))
+            new_W, used_msign = stiefel.retract_step(Wc, A, group["lr"], gram=info.get("gram"))
         else:
             new_W, used_msign = r * msign_fn(Wc - group["lr"] * A), True
         W.copy_(new_W)
         state["multiplier"] = info["multiplier"].to(W.dtype)
         state.update(msign_calls=info["msign_calls"] + int(used_msign), iterations=info["iterations"],
-                     residual=info["residual"], solver=resolve_solver(group["solver"], W.shape))
+                     residual=info["residual"], solver=info["solver"])

@@ -78,7 +78,8 @@ class ModularOptimizer(Optimizer):
         betas: AdamW's betas. momentum: Muon's and manifold Muon's (Nesterov).
         roles: ``{name: role}`` to use instead of ``classify_parameters(model)``.
         solver: manifold Muon's solver for the matrices under the ``manifold_muon`` rule (``"auto"``: closed form
-            for square, ``hybrid`` otherwise; ``"tracking"``: one msign per step, see ``rules.manifold_muon_tracking``).
+            for square, ``tracking`` otherwise, one msign per step; ``"certified"``: closed form for square,
+            ``hybrid`` to ``MANIFOLD_MUON_TOL`` otherwise; any name of ``modman.rules.SOLVER_NAMES``).
         skip_nonfinite: skip (and count) a step with NaN/Inf gradients instead of raising ValueError.
     """
 
@@ -230,7 +231,13 @@ _BUILDERS: dict[str, Callable[[list[dict], tuple, float], Optimizer]] = {
 }
 
 
+def training_steps(solver: str) -> int | None:
+    """Training's iteration cap: ``MANIFOLD_MUON_STEPS`` for the certified solvers (to ``MANIFOLD_MUON_TOL``),
+    None (the solver's own: one iteration, one msign) for ``tracking``, which ``auto`` gives non-square matrices."""
+    return None if solver in ("auto", "tracking") else MANIFOLD_MUON_STEPS
+
+
 def _manifold_muon(groups, momentum: float, solver: str) -> ManifoldMuon:
-    """Training's manifold Muon: the certified solvers to ``MANIFOLD_MUON_TOL``; ``tracking`` one msign a step."""
-    steps = 1 if solver == "tracking" else MANIFOLD_MUON_STEPS
+    """Training's manifold Muon (``training_steps``)."""
+    steps = training_steps(solver)
     return ManifoldMuon(groups, momentum=momentum, nesterov=True, tol=MANIFOLD_MUON_TOL, steps=steps, solver=solver)

@@ -22,7 +22,7 @@ from .manifold_muon_solvers import closed_form, feasible_tangent, fixed_point, h
 from .manifold_muon_tracking import tracking
 
 __all__ = ["manifold_muon_direction", "dual_ascent", "tangent_residual", "duality_gap", "SOLVERS", "SOLVER_NAMES",
-           "resolve_solver"]
+           "resolve_solver", "resolve_steps"]
 
 MsignFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -54,14 +54,24 @@ def dual_ascent(W, G, *, Lambda, alpha, steps, tol, msign_fn: MsignFn):
 
 SOLVERS = {"dual_ascent": dual_ascent, "closed_form": closed_form, "fixed_point": fixed_point, "newton": newton,
            "hybrid": hybrid, "tracking": tracking}
-SOLVER_NAMES = ("auto",) + tuple(SOLVERS)
+SOLVER_NAMES = ("auto", "certified") + tuple(SOLVERS)
+DEFAULT_STEPS = {"tracking": 1}  # iterations when ``steps`` is None; the iterative certified solvers' cap is 100
 
 
-def resolve_solver(solver: str, shape) -> str:
-    """``"auto"`` is the closed form for square matrices and the hybrid (Newton / fixed point) otherwise."""
-    if solver == "auto":
+def resolve_solver(solver: str, shape, warm: bool = True) -> str:
+    """The closed form for square matrices under ``"auto"`` and ``"certified"``. Otherwise ``"certified"`` is
+    ``"hybrid"`` (Newton / fixed point to ``tol``) and ``"auto"`` is ``"tracking"`` (matrix products only) when
+    there is a multiplier to track (``warm``), else ``"hybrid"``: the first step of a matrix is certified."""
+    if solver == "certified" or (solver == "auto" and not warm):
         return "closed_form" if shape[-1] == shape[-2] else "hybrid"
+    if solver == "auto":
+        return "closed_form" if shape[-1] == shape[-2] else "tracking"
     return solver
+
+
+def resolve_steps(name: str, steps: int | None) -> int:
+    """``steps``, or where it is None the default of the solver ``name`` (1 for tracking, else 100)."""
+    return DEFAULT_STEPS.get(name, 100) if steps is None else steps
 
 
 @torch.no_grad()
@@ -86,7 +96,7 @@ def manifold_muon_direction(
     G: torch.Tensor,
     *,
     alpha: float = 0.01,
-    steps: int = 100,
+    steps: int | None = None,
     tol: float = 1e-6,
     solver: str = "auto",
     multiplier: torch.Tensor | None = None,
@@ -96,18 +106,21 @@ def manifold_muon_direction(
 
     Args:
         W, G: (m, n) weight on the unit Stiefel manifold and the gradient (or momentum).
-        alpha, steps, tol: the dual solver's step size, iteration cap and stopping tolerance.
-        solver: ``"auto"`` (closed form when square, hybrid otherwise) or a key of ``SOLVERS``:
-            ``"dual_ascent"`` (the seed's), ``"closed_form"`` (square only), ``"fixed_point"``, ``"newton"``
-            (smoothing Newton on the reduced dual) or ``"hybrid"`` (Newton at once where the dual is smooth,
-            else the fixed point, then Newton).
+        alpha, steps, tol: the dual solver's step size, iteration cap (None: 1 for ``tracking``, which always
+            takes that many, 100 for the others) and stopping tolerance (unused by ``tracking``).
+        solver: ``"auto"`` (closed form when square, otherwise ``tracking`` from a ``multiplier``, ``hybrid``
+            without one), ``"certified"`` (closed form when square, ``hybrid`` otherwise) or a key of ``SOLVERS``: ``"tracking"`` (one preconditioned
+            fixed-point step from the warm multiplier: matrix products only), ``"dual_ascent"`` (the seed's),
+            ``"closed_form"`` (square only), ``"fixed_point"``, ``"newton"`` (smoothing Newton on the reduced
+            dual) or ``"hybrid"`` (Newton at once where the dual is smooth, else the fixed point, then Newton).
         multiplier: warm start Λ (n×n with n = min(m, n)); None starts from the seed's guess.
         msign_fn: the matrix sign function to use.
 
     Returns:
-        ``(A, info)``: A in W's orientation with ``‖A‖_op ≤ 1``; info has ``msign_calls``,
-        ``iterations``, ``residual`` (RMS of WᵀA + AᵀW) and ``multiplier`` (Λ, n×n); the fast solvers
-        also give ``gram`` (AᵀA, n×n) for the cheap retraction.
+        ``(A, info)``: A in W's orientation with ``‖A‖_op ≤ 1`` (``tracking``: tangent, ‖A‖_op within its
+        residual of 1); info has ``solver`` (the one used), ``msign_calls``, ``iterations``, ``residual`` (RMS
+        of WᵀA + AᵀW, for ``tracking`` before its tangent repair) and ``multiplier`` (Λ, n×n); the closed form
+        and the hybrid also give ``gram`` (AᵀA of a partial isometry, n×n) for the retraction.
     """
     if solver not in SOLVER_NAMES:
         raise ValueError(f"manifold_muon: unknown solver {solver!r}; choose one of {', '.join(SOLVER_NAMES)}")
@@ -115,8 +128,8 @@ def manifold_muon_direction(
         raise ValueError(
             f"manifold_muon needs 2-D W and G of the same shape; got {tuple(W.shape)} and {tuple(G.shape)}"
         )
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"manifold_muon: steps must be an int >= 1; got {steps!r}")
+    if steps is not None and (not isinstance(steps, int) or steps < 1):
+        raise ValueError(f"manifold_muon: steps must be an int >= 1 or None; got {steps!r}")
     Wt, wide = as_tall(W)
     n = Wt.shape[1]
     if multiplier is not None and tuple(multiplier.shape) != (n, n):
@@ -124,7 +137,8 @@ def manifold_muon_direction(
                          f"got {tuple(multiplier.shape)}")
     if multiplier is not None and not bool(torch.isfinite(multiplier).all()):
         multiplier = None  # a non-finite warm start is dropped: cold start
-    name = resolve_solver(solver, W.shape)
+    name = resolve_solver(solver, W.shape, warm=multiplier is not None)
+    steps = resolve_steps(name, steps)
     # A is invariant to G's scale and Λ proportional to it: solve for G/2^e (exact), so that a gradient of any
     # finite size is in range, and scale Λ back. Not for the seed's dual ascent, whose step α is in G's units.
     G, exponent = unit_scaled(G, return_exponent=True) if name != "dual_ascent" else (G, None)
@@ -133,4 +147,5 @@ def manifold_muon_direction(
     Gt = G.mT if wide else G
     A, Lambda, info = SOLVERS[name](Wt, Gt, Lambda=multiplier, alpha=alpha, steps=steps, tol=tol, msign_fn=msign_fn)
     info["multiplier"] = Lambda if exponent is None else times_power_of_two(Lambda, exponent)
+    info["solver"] = name
     return (A.mT if wide else A), info

@@ -10,8 +10,8 @@ n×m×n product) and the Lyapunov system is solved approximately by a few conjug
 products each; L_Σ is positive definite on symmetric matrices): no eigensolve, no SVD, no float64, no host
 sync. Each iteration costs one msign of the m×n matrix. Warm-started from the optimizer's multiplier, one
 iteration per optimizer step tracks the optimum as the momentum moves; the direction returned is A projected
-onto the tangent space, ``A − W·sym(WᵀA)``, so the weights stay on the manifold exactly after the retraction
-(``Stiefel.retract_step`` with ``projector=False``). The residual reported is RMS(WᵀA + AᵀW) of A before that
+onto the tangent space, ``A − W·sym(WᵀA)``, and ``Stiefel.retract_step`` takes the polar factor of W − ηA
+from n×n algebra, so the weights stay on the manifold to rounding. The residual reported is RMS(WᵀA + AᵀW) of A before that
 projection: how far the multiplier is from the optimum.
 """
 
@@ -49,9 +49,8 @@ def tracking(W, G, *, Lambda, alpha, steps, tol, msign_fn, cg_steps: int = 4):
     from ``Lambda`` (the previous step's multiplier) or the seed's ``Λ₀ = −sym(WᵀG)/2``.
 
     ``tol`` and ``alpha`` are unused: the iteration count is fixed, so nothing waits on the host. Returns
-    ``(A, Λ, info)`` with A tangent (not a partial isometry: ``info["gram"] = AᵀA`` with
-    ``info["gram_is_projector"] = False`` for the retraction), the updated Λ, and info keys msign_calls,
-    iterations, residual.
+    ``(A, Λ, info)`` with A tangent (not a partial isometry, so no ``gram`` for the retraction), the updated
+    Λ, and info keys msign_calls, iterations, residual.
     """
     if cg_steps < 0:
         raise ValueError(f"tracking: cg_steps must be >= 0; got {cg_steps}")
@@ -65,5 +64,4 @@ def tracking(W, G, *, Lambda, alpha, steps, tol, msign_fn, cg_steps: int = 4):
         X = X - lyapunov_cg(Sigma, 2 * Sigma @ H @ Sigma, cg_steps)
     tangent = A - W @ H
     residual = float(torch.linalg.vector_norm(2 * H) / H.shape[-1])
-    return tangent, 0.5 * X, {"msign_calls": steps, "iterations": steps, "residual": residual,
-                              "gram": tangent.mT @ tangent, "gram_is_projector": False}
+    return tangent, 0.5 * X, {"msign_calls": steps, "iterations": steps, "residual": residual}
