@@ -7,8 +7,8 @@ gradients; the table gives the median step time and its ratio to torch.optim.Muo
     python -m benchmarks.optimizer_step [--device cuda] [--quick] [--width D] [--layers L] [--interleave N]
                                         [--workers 1,2,4,...]
 
-``--interleave N`` also times torch.optim.Muon and modman's default Muon alternately, N pairs of steps, three
-times: the ratio of the medians then sees the same machine state on both sides. ``--workers`` adds a row of
+``--interleave N`` also times torch.optim.Muon, modman's default Muon and ManifoldMuon in turn, N rounds of
+steps, three times: the ratios of the medians then see the same machine state on every side. ``--workers`` adds a row of
 ManifoldMuon (default solver) per number of concurrent lanes (``ManifoldMuon(workers=W)``).
 """
 
@@ -46,6 +46,9 @@ OPTIMIZERS = {
     "modman Muon (NS 5, bf16)": lambda ps: Muon(ps, lr=0.02, msign_method="newton_schulz", msign_dtype=torch.bfloat16),
     "HypersphericalDescent": lambda ps: HypersphericalDescent(ps, lr=0.1),
     "ManifoldMuon auto": lambda ps: ManifoldMuon(ps, lr=0.05, momentum=0.95, nesterov=True),
+    "ManifoldMuon auto, float32 msign": lambda ps: ManifoldMuon(ps, lr=0.05, momentum=0.95, nesterov=True,
+                                                              msign_dtype=None),
+    "ManifoldMuon certified": lambda ps: ManifoldMuon(ps, lr=0.05, momentum=0.95, nesterov=True, solver="certified"),
     "ManifoldMuon auto, in turn (workers=1)": lambda ps: ManifoldMuon(ps, lr=0.05, momentum=0.95, nesterov=True,
                                                                     workers=1),
     "ManifoldMuon auto, atomic=False": lambda ps: _not_atomic(ManifoldMuon(ps, lr=0.05, momentum=0.95,
@@ -61,7 +64,7 @@ def main(argv=None):
     p.add_argument("--width", type=int, default=None)
     p.add_argument("--layers", type=int, default=None)
     p.add_argument("--interleave", type=int, default=0, metavar="N",
-                   help="also time torch.optim.Muon and modman Muon alternately, N pairs, three times")
+                   help="also time torch.optim.Muon, modman Muon and ManifoldMuon in turn, N rounds, three times")
     p.add_argument("--workers", default="", metavar="W,W,...",
                    help="also time ManifoldMuon with each number of concurrent lanes (e.g. 1,2,4,8)")
     args = p.parse_args(argv)
@@ -98,15 +101,18 @@ def main(argv=None):
            extra={"width": width, "layers": layers, "shapes": [list(w.shape) for w in base], "interleaved": pairs})
 
 
+INTERLEAVED = ("torch.optim.Muon", "modman Muon (PE 5, auto; default)", "ManifoldMuon auto")
+
+
 def interleaved(build, n: int, device: str) -> list[dict]:
-    """torch.optim.Muon and modman Muon stepped alternately, n pairs, three rounds: medians and their ratio."""
-    names = ("torch.optim.Muon", "modman Muon (PE 5, auto; default)")
-    opts = [build(OPTIMIZERS[name]) for name in names]
+    """torch.optim.Muon, modman Muon and ManifoldMuon (defaults) stepped in turn, n times, three rounds: the
+    medians and their ratios to torch.optim.Muon."""
+    opts = [build(OPTIMIZERS[name]) for name in INTERLEAVED]
     for opt in opts:
-        opt.step()
+        opt.step()  # ManifoldMuon's first step is certified; from the second on it tracks
     out = []
     for _ in range(3):
-        times: list[list[float]] = [[], []]
+        times: list[list[float]] = [[] for _ in opts]
         for _ in range(n):
             for k, opt in enumerate(opts):
                 sync(device)
@@ -114,10 +120,11 @@ def interleaved(build, n: int, device: str) -> list[dict]:
                 opt.step()
                 sync(device)
                 times[k].append(time.perf_counter() - t0)
-        torch_ms, modman_ms = (1000 * statistics.median(t) for t in times)
-        out.append({"torch_ms": torch_ms, "modman_ms": modman_ms, "ratio": modman_ms / torch_ms})
-        print(f"interleaved, {n} pairs: torch.optim.Muon {torch_ms:.2f} ms, modman Muon {modman_ms:.2f} ms, "
-              f"ratio {modman_ms / torch_ms:.3f}")
+        ms = [1000 * statistics.median(t) for t in times]
+        out.append({"torch_ms": ms[0], "modman_ms": ms[1], "ratio": ms[1] / ms[0],
+                    "manifold_muon_ms": ms[2], "manifold_muon_ratio": ms[2] / ms[0]})
+        print(f"interleaved, {n} rounds: torch.optim.Muon {ms[0]:.2f} ms, modman Muon {ms[1]:.2f} ms "
+              f"(ratio {ms[1] / ms[0]:.3f}), ManifoldMuon {ms[2]:.2f} ms (ratio {ms[2] / ms[0]:.3f})")
     return out
 
 

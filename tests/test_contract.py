@@ -75,8 +75,9 @@ CASES = {
                             mlp_batches),
     "HypersphericalDescent": Case(torch_mlp, lambda m, **kw: HypersphericalDescent(
         m.named_parameters(), lr=0.1, radius=3.0, momentum=0.5, **kw), mlp_batches),
-    "ManifoldMuon": Case(torch_mlp, lambda m, **kw: ManifoldMuon(m.named_parameters(), lr=0.1, steps=20, **kw),
-                         mlp_batches),
+    "ManifoldMuon": Case(torch_mlp, lambda m, **kw: ManifoldMuon(m.named_parameters(), lr=0.1, **kw), mlp_batches),
+    "ManifoldMuon(certified)": Case(torch_mlp, lambda m, **kw: ManifoldMuon(
+        m.named_parameters(), lr=0.1, steps=20, solver="certified", **kw), mlp_batches),
     "StiefelRetraction": Case(torch_mlp, lambda m, **kw: StiefelRetraction(
         torch.optim.AdamW(m.named_parameters(), lr=1e-2, weight_decay=0.0), **kw), mlp_batches),
     "SpectralRetraction": Case(torch_mlp, lambda m, **kw: SpectralRetraction(
@@ -216,6 +217,8 @@ POISON = {
     "HypersphericalDescent": ["modman.optim.hyperspherical.hyperspherical_direction"],
     "ManifoldMuon": ["modman.optim.manifold_muon.manifold_muon_direction",
                      "modman.optim.manifold_muon.closed_form_batch"],
+    "ManifoldMuon(certified)": ["modman.optim.manifold_muon.manifold_muon_direction",
+                                "modman.optim.manifold_muon.closed_form_batch"],
     "StiefelRetraction": ["modman.manifolds.stiefel.Stiefel.retract"],
     "SpectralRetraction": ["modman.manifolds.spectral_ball.SpectralBall.retract"],
     "ModularOptimizer(manifold_muon)": ["modman.optim.manifold_muon.manifold_muon_direction",

@@ -67,8 +67,8 @@ class Stiefel(Manifold):
 
         ``K^{-1/2}`` starts from ``M = I − cΠ``, ``c = 1 − 1/sqrt(1 + η̂²)`` (η̂ = η/r), when the solver gives
         ``gram = Π = AᵀA`` of a partial isometry A tangent at a W on the manifold (then ``K = I + η̂²Π`` and M
-        is exact), else (or where that start is more than 1e-3 off: an approximate msign's A) from the series of
-        ``(I + E)^{-1/2}`` to E⁴ with ``E = K − I`` (error below ‖E‖⁵);
+        is exact), else (or where that start leaves ``MKM`` more than 1e-5 from I: the A of a bfloat16 msign)
+        from the series of ``(I + E)^{-1/2}`` to E⁴ with ``E = K − I`` (error below ‖E‖⁵);
         one Newton–Schulz step on the n×n side, ``M ← M(3I − MKM)/2``, then removes what is left (W's own
         rounding off the manifold, a direction not exactly tangent or isometric) quadratically. Two m×n×n
         products (K and V̂M) and a few n×n ones; no msign, unless ``MKM`` is more than 1e-3 from I (η̂ large):
@@ -91,7 +91,7 @@ class Stiefel(Manifold):
         V = Wt - e * At
         K = V.mT @ V
         eye = torch.eye(Wt.shape[-1], dtype=Wt.dtype, device=Wt.device)
-        for start in ("projector", "series"):
+        for start, limit in (("projector", 1e-5), ("series", 1e-3)):
             if start == "projector":
                 if not projector or gram is None:
                     continue
@@ -100,7 +100,7 @@ class Stiefel(Manifold):
                 E = K - eye  # (I + E)^{-1/2} = I − E/2 + 3E²/8 − 5E³/16 + 35E⁴/128 − …
                 M = eye + E @ (-0.5 * eye + E @ (0.375 * eye + E @ (-0.3125 * eye + 0.2734375 * E)))
             S = M @ K @ M
-            if float((S - eye).abs().max()) <= 1e-3:
+            if float((S - eye).abs().max()) <= limit:
                 X = self.radius * (V @ (M @ (1.5 * eye - 0.5 * S)))
                 return (X.mT if wide else X), False
         return self.retract(W - eta * A), True

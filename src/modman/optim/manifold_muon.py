@@ -36,9 +36,9 @@ class ManifoldMuon(ManifoldOptimizer):
     ``retraction="auto"``: the polar factor of W − ηA from n×n algebra (``Stiefel.retract_step``, no msign);
     ``"msign"``: ``r·msign(W − ηA)`` (the seed's retraction). Weights are projected onto the Stiefel
     manifold (exact polar factor) when the optimizer is built, as the seed does before training; ``step``
-    never re-projects. Conv kernels are treated as (out, in·kh·kw) matrices. Diagnostics: ``solver`` (the
-    one used), ``residual`` (RMS of WᵀA + AᵀW), ``iterations`` and ``msign_calls`` (solver + retraction) of
-    the last step.
+    never re-projects. Conv kernels are treated as (out, in·kh·kw) matrices. ``diagnostics()`` per matrix,
+    of the last step: ``solver`` (the one used), ``iterations``, ``msign_calls`` (solver + retraction),
+    ``residual`` (RMS of WᵀA + AᵀW) and, where a certified solver computed it, ``gap`` (relative duality gap).
 
     ``workers``: matrices solved one by one (tall, wide, or alone in their shape) are solved up to this
     many at a time, each in its own thread on its own CUDA stream (``modman.optim.concurrent``). None (the
@@ -46,6 +46,8 @@ class ManifoldMuon(ManifoldOptimizer):
     slower), 1 on the CPU, whose cores are already busy inside each solve. The results are bit for bit the
     same either way; only the time differs.
     """
+
+    diagnostic_keys = ("step", "solver", "msign_calls", "iterations", "residual", "gap")
 
     def __init__(self, params, lr: float = 0.1, momentum: float = 0.0, nesterov: bool = False,
                  radius: float = 1.0, alpha: float = 0.01, steps: int | None = None, tol: float = 1e-6,
@@ -120,6 +122,7 @@ class ManifoldMuon(ManifoldOptimizer):
         M = self._momentum(G, state, group)
         if not bool(M.any()):  # nothing to follow: keep W bit for bit (no retraction rounding)
             state.update(msign_calls=0, iterations=0, residual=0.0)
+            state.pop("gap", None)
             return
         r, msign_fn = group["radius"], self._msign_fn(group)
         Wc = W.to(torch.promote_types(W.dtype, torch.float32))
@@ -137,3 +140,7 @@ class ManifoldMuon(ManifoldOptimizer):
         state["multiplier"] = info["multiplier"].to(W.dtype)
         state.update(msign_calls=info["msign_calls"] + int(used_msign), iterations=info["iterations"],
                      residual=info["residual"], solver=info["solver"])
+        if "gap" in info:  # the certified solvers' relative duality gap bound
+            state["gap"] = float(info["gap"])
+        else:
+            state.pop("gap", None)
