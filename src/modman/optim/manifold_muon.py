@@ -7,7 +7,7 @@ from functools import partial
 import torch
 
 from ..manifolds import Stiefel
-from ..msign import msign, times_power_of_two, unit_scaled
+from ..msign import fast_bfloat16, msign, times_power_of_two, unit_scaled
 from ..rules import manifold_muon_direction
 from ..rules.manifold_muon import resolve_solver
 from ..rules.manifold_muon_solvers import closed_form_batch
@@ -72,6 +72,12 @@ class ManifoldMuon(ManifoldOptimizer):
         dtype = None if group["msign_dtype"] == "auto" and not fast else group["msign_dtype"]
         return partial(msign, method=group["msign_method"], steps=steps, dtype=dtype)
 
+    @classmethod
+    def _half_precision_msign(cls, group: dict, device) -> bool:
+        dtype = cls._msign_fn(group).keywords["dtype"]
+        return (torch.bfloat16 if dtype == "auto" and fast_bfloat16(device) else dtype) in (torch.bfloat16,
+                                                                                        torch.float16)
+
     def _init_param(self, W, group):
         W.copy_(Stiefel(group["radius"]).ensure(W))
 
@@ -111,6 +117,8 @@ class ManifoldMuon(ManifoldOptimizer):
         A, Lambda, gram, residual = closed_form_batch(W, M.to(compute), self._msign_fn(group))  # one msign call
         Lambda = times_power_of_two(Lambda, exponent)
         stiefel = Stiefel(r, group["msign_method"], group["msign_steps"])
+        if self._half_precision_msign(group, W.device):
+            gram = [None] * len(moving)  # AᵀA of a bfloat16 msign is no projector: the retraction's series start
         for j, i in enumerate(moving):
             new_W, used_msign = stiefel.retract_step(r * W[j], A[j], group["lr"], gram=gram[j])
             Ws[i].copy_(new_W)

@@ -45,14 +45,13 @@ def closed_form(W, G, *, Lambda, alpha, steps, tol, msign_fn):
 def closed_form_batch(W, G, msign_fn):
     """The closed form over a batch (..., n, n) with one msign call.
 
-    Returns ``(A, Λ, AᵀA, residual)``; the residual RMS(WᵀA + AᵀW) has one entry per matrix.
+    Returns ``(A, Λ, AᵀA, residual)``; the residual RMS(K + Kᵀ) (= RMS(WᵀA + AᵀW) for WᵀW = I, up to W's
+    rounding off the manifold: what an inexact msign leaves of K's skew symmetry) has one entry per matrix.
     """
     P = W.mT @ G
     K = msign_fn(0.5 * (P - P.mT))  # skew, like its argument
-    A = W @ K
-    H = W.mT @ A + A.mT @ W
-    residual = torch.linalg.vector_norm(H, dim=(-2, -1)) / H.shape[-1]
-    return A, -0.25 * (P + P.mT), K.mT @ K, residual
+    residual = torch.linalg.vector_norm(K + K.mT, dim=(-2, -1)) / K.shape[-1]
+    return W @ K, -0.25 * (P + P.mT), K.mT @ K, residual
 
 
 def reduced_problem(W: torch.Tensor, G: torch.Tensor, K: torch.Tensor | None = None):
