@@ -51,7 +51,7 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls, *, suppress_de
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
         shown = ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in default) if isinstance(default, list) else default
         kw = {"dest": f.name, "default": argparse.SUPPRESS if suppress_defaults else default,
-              "help": f"default: {shown}"}
+              "help": (f.metadata["help"] + "; " if "help" in f.metadata else "") + f"default: {shown}"}
         hint = hints[f.name]
         if typing.get_origin(hint) is list:
             parser.add_argument(*flags, metavar="A,B,...", type=_list_of((typing.get_args(hint) or (str,))[0]), **kw)

@@ -54,7 +54,10 @@ class TrainConfig:
     batch_size: int = 16
     lr: float | None = None
     lr_scale: float = 1.0
-    solver: str = "auto"
+    solver: str = field(default="auto", metadata={"help": (
+        "manifold Muon's solver: auto (closed form on square matrices, tracking on the others: one msign a "
+        "step), certified (closed form / hybrid to a duality gap), or tracking, hybrid, newton, fixed_point, "
+        "closed_form, dual_ascent")})
     adamw_lr: float = 3e-3
     role_lr: dict[str, float] = field(default_factory=dict)
     weight_decay: float = 0.1
