@@ -35,6 +35,7 @@ _HYPERPARAMETER_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "weight_decay": (lambda v: _finite_number(v) and v >= 0, "a finite number >= 0"),
     "nesterov": (lambda v: isinstance(v, bool), "True or False"),
     "radius": (lambda v: _finite_number(v) and v > 0, "a finite number > 0"),
+    "norm": (lambda v: v is None or (_finite_number(v) and v > 0), "None or a finite number > 0"),
     "alpha": (lambda v: _finite_number(v) and v >= 0, "a finite number >= 0"),
     "steps": (lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 1),
               "None or an int >= 1"),
