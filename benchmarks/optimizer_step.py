@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from modman.optim import Hyperball, HypersphericalDescent, ManifoldMuon, Muon
+from modman.optim import SPEL, Hyperball, HypersphericalDescent, ManifoldMuon, Muon
 
 from .common import finish, lane_counts, parser, sync, timeit
 
@@ -46,6 +46,7 @@ OPTIMIZERS = {
     "modman Muon (NS 5, bf16)": lambda ps: Muon(ps, lr=0.02, msign_method="newton_schulz", msign_dtype=torch.bfloat16),
     "HypersphericalDescent": lambda ps: HypersphericalDescent(ps, lr=0.1),
     "Hyperball": lambda ps: Hyperball(ps, lr=0.01),
+    "SPEL": lambda ps: SPEL(ps, lr=0.05),
     "ManifoldMuon auto": lambda ps: ManifoldMuon(ps, lr=0.05, momentum=0.95, nesterov=True),
     "ManifoldMuon auto, float32 msign": lambda ps: ManifoldMuon(ps, lr=0.05, momentum=0.95, nesterov=True,
                                                               msign_dtype=None),
