@@ -7,7 +7,8 @@ import sys
 import torch
 import torch.distributed as dist
 
-from modman.optim import HypersphericalDescent, ManifoldMuon, Muon, SpectralDescent, StiefelRetraction
+from modman.optim import (SPEL, Hyperball, HypersphericalDescent, ManifoldMuon, Muon, SpectralDescent, SpectralSphere,
+                          StiefelRetraction)
 
 
 def build(name, params):
@@ -17,6 +18,10 @@ def build(name, params):
         "hyperspherical": lambda: HypersphericalDescent(params, lr=0.05, momentum=0.9, dim=-1),
         "spectral": lambda: SpectralDescent(params, lr=0.05),
         "stiefel": lambda: StiefelRetraction(torch.optim.AdamW(params, lr=0.01)),
+        "hyperball": lambda: Hyperball(params, lr=0.05, msign_dtype=None),
+        "spel": lambda: SPEL(params, lr=0.05, msign_dtype=None),
+        "spectral_sphere": lambda: SpectralSphere(params, lr=0.05, msign_dtype=None),
+        "sso": lambda: SpectralSphere(params, lr=0.05, tangent=True, msign_dtype=None),
     }[name]()
 
 

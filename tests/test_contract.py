@@ -21,7 +21,7 @@ from torch import nn
 
 from modman.experiments.model import PRESETS, Transformer
 from modman.modular import MLP, ModularDescent
-from modman.optim import (SPEL, Hyperball, HypersphericalDescent, ManifoldMuon, ModularOptimizer, Muon, SpectralDescent,
+from modman.optim import (SPEL, Hyperball, SpectralSphere, HypersphericalDescent, ManifoldMuon, ModularOptimizer, Muon, SpectralDescent,
                           SpectralRetraction, StiefelRetraction)
 from modman.optim.guard import NonFiniteError
 
@@ -80,6 +80,10 @@ CASES = {
         m.named_parameters(), lr=0.1, steps=20, solver="certified", **kw), mlp_batches),
     "Hyperball": Case(torch_mlp, lambda m, **kw: Hyperball(m.named_parameters(), lr=0.05, **kw), mlp_batches),
     "SPEL": Case(torch_mlp, lambda m, **kw: SPEL(m.named_parameters(), lr=0.05, **kw), mlp_batches),
+    "SpectralSphere": Case(torch_mlp, lambda m, **kw: SpectralSphere(m.named_parameters(), lr=0.05, **kw),
+                           mlp_batches),
+    "SpectralSphere(SSO)": Case(torch_mlp, lambda m, **kw: SpectralSphere(m.named_parameters(), lr=0.05,
+                                                                          tangent=True, **kw), mlp_batches),
     "StiefelRetraction": Case(torch_mlp, lambda m, **kw: StiefelRetraction(
         torch.optim.AdamW(m.named_parameters(), lr=1e-2, weight_decay=0.0), **kw), mlp_batches),
     "SpectralRetraction": Case(torch_mlp, lambda m, **kw: SpectralRetraction(
@@ -223,6 +227,8 @@ POISON = {
                                 "modman.optim.manifold_muon.closed_form_batch"],
     "Hyperball": ["modman.optim.constrained.muon_direction"],
     "SPEL": ["modman.optim.constrained.muon_direction", "modman.manifolds.stiefel.Stiefel.retract_step"],
+    "SpectralSphere": ["modman.optim.constrained.muon_direction", "modman.optim.constrained.lanczos_top"],
+    "SpectralSphere(SSO)": ["modman.optim.constrained.sso_direction", "modman.optim.constrained.top_eigenpair"],
     "StiefelRetraction": ["modman.manifolds.stiefel.Stiefel.retract"],
     "SpectralRetraction": ["modman.manifolds.spectral_ball.SpectralBall.retract"],
     "ModularOptimizer(manifold_muon)": ["modman.optim.manifold_muon.manifold_muon_direction",

@@ -20,7 +20,8 @@ def run(args: list[str], cwd: Path) -> None:
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
 
 
-@pytest.mark.parametrize("name", ["muon", "manifold_muon", "hyperspherical", "spectral", "stiefel"])
+@pytest.mark.parametrize("name", ["muon", "manifold_muon", "hyperspherical", "spectral", "stiefel", "hyperball", "spel",
+                                  "spectral_sphere", "sso"])
 def test_fsdp2_matches_one_process(tmp_path, name):
     run([str(DRIVER), name, str(tmp_path / "one.pt"), "one"], tmp_path)
     run(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(DRIVER), name,

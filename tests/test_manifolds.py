@@ -7,7 +7,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from modman.manifolds import Euclidean, SpectralBall, Sphere, Stiefel
+from modman.manifolds import Euclidean, SpectralBall, SpectralSphere, Sphere, Stiefel
 
 
 def gaussian(*shape, seed=0, dtype=torch.float32):
@@ -28,6 +28,9 @@ def normal_vector(manifold, W, seed):
         k = min(W.shape[-2:])
         S = sym(gaussian(k, k, seed=seed, dtype=W.dtype))
         return W @ S if W.shape[-2] >= W.shape[-1] else S @ W
+    if isinstance(manifold, SpectralSphere):
+        U, _, Vh = torch.linalg.svd(W.double(), full_matrices=False)
+        return (float(gaussian(1, seed=seed)) * torch.outer(U[:, 0], Vh[0])).to(W.dtype)
     return torch.zeros_like(W)  # Euclidean and the ball's interior: the normal space is {0}
 
 
@@ -41,6 +44,8 @@ MANIFOLDS = [
     Stiefel(3.0),
     SpectralBall(),
     SpectralBall(0.3),
+    SpectralSphere(),
+    SpectralSphere(2.5),
 ]
 SHAPES = [(32, 8), (8, 32), (16, 16), (1, 5)]
 
@@ -184,3 +189,31 @@ def test_property_tangent_projection(manifold, shape, scale, seed):
     assert (manifold.tangent(W, T) - T).abs().max() <= tol
     N = normal_vector(manifold, W, seed=seed + 2)
     assert abs((T * N).sum().item()) <= tol * max(1.0, N.norm().item())
+
+
+def test_spectral_sphere_project_is_the_nearest_point_and_retract_rescales():
+    W = gaussian(20, 8, seed=15, dtype=torch.float64) * 0.3
+    sphere = SpectralSphere(1.5)
+    P = sphere.project(W)
+    U, S, Vh = torch.linalg.svd(W, full_matrices=False)
+    want = S.clamp_max(1.5)
+    want[0] = 1.5
+    assert torch.allclose(torch.linalg.svdvals(P), want, atol=1e-12)
+    # no other point of the sphere is nearer: compare with points that move one singular value
+    for k in range(1, 8):
+        Q = U @ torch.diag(torch.where(torch.arange(8) == k, torch.tensor(1.5, dtype=torch.float64), want)) @ Vh
+        assert (W - P).norm() <= (W - Q).norm() + 1e-12
+    R = sphere.retract(W)
+    assert torch.allclose(R, W * 1.5 / S[0], atol=1e-12)  # same spectrum shape, scaled
+    assert sphere.violation(R) < 1e-12 and sphere.violation(P) < 1e-12
+
+
+def test_spectral_sphere_zero_matrix_and_bad_radius():
+    sphere = SpectralSphere(2.0)
+    assert sphere.violation(sphere.project(torch.zeros(5, 3))) < 1e-6
+    assert sphere.violation(sphere.retract(torch.zeros(5, 3))) < 1e-6
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="radius"):
+            SpectralSphere(bad)
+    with pytest.raises(ValueError, match=r"\(7,\)"):
+        sphere.project(torch.ones(7))

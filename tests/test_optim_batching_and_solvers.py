@@ -6,7 +6,7 @@ from torch import nn
 
 import modman.optim.manifold_muon as manifold_muon_module
 from modman.manifolds import Stiefel
-from modman.optim import SPEL, Hyperball, ManifoldMuon, Muon
+from modman.optim import SPEL, Hyperball, ManifoldMuon, Muon, SpectralSphere
 from test_optim import batches, make_model, train
 
 
@@ -87,7 +87,8 @@ def test_cheap_retraction_does_not_drift_over_many_steps():
 
 @pytest.mark.parametrize("cls,shape", [(Muon, (24, 12)), (Muon, (16, 16)), (ManifoldMuon, (16, 16)),
                                        (ManifoldMuon, (24, 12)), (Hyperball, (24, 12)), (Hyperball, (16, 16)),
-                                       (SPEL, (24, 12)), (SPEL, (16, 16))])
+                                       (SPEL, (24, 12)), (SPEL, (16, 16)), (SpectralSphere, (40, 24)),
+                                       (SpectralSphere, (24, 24))])
 def test_same_shape_matrices_batched_in_one_group_match_separate_groups(cls, shape):
     torch.manual_seed(0)
     base = [torch.randn(*shape) for _ in range(3)]

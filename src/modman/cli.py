@@ -137,7 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-BENCHMARKS = ("msign_accuracy", "solvers", "optimizer_step", "real_gradients", "lanes_train", "train_speed", "stiefel_drift")
+BENCHMARKS = ("msign_accuracy", "solvers", "optimizer_step", "real_gradients", "lanes_train", "train_speed", "stiefel_drift",
+              "constrained_step")
 
 
 def _run_bench(args: argparse.Namespace) -> int:

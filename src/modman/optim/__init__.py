@@ -1,7 +1,7 @@
 """torch.optim optimizers built from modman's rules and manifolds."""
 
 from .base import ManifoldOptimizer
-from .constrained import SPEL, Hyperball
+from .constrained import SPEL, Hyperball, SpectralSphere
 from .guard import NonFiniteError
 from .hyperspherical import HypersphericalDescent
 from .manifold_muon import ManifoldMuon
@@ -10,6 +10,6 @@ from .muon import Muon, SpectralDescent
 from .retraction import ManifoldRetraction, SpectralRetraction, StiefelRetraction
 from .roles import ROLES, classify_parameters, roles_table
 
-__all__ = ["ManifoldOptimizer", "Muon", "SpectralDescent", "HypersphericalDescent", "ManifoldMuon", "Hyperball", "SPEL",
+__all__ = ["ManifoldOptimizer", "Muon", "SpectralDescent", "HypersphericalDescent", "ManifoldMuon", "Hyperball", "SPEL", "SpectralSphere",
            "ManifoldRetraction", "StiefelRetraction", "SpectralRetraction", "ModularOptimizer", "EXPERIMENTS",
            "ROLES", "classify_parameters", "roles_table", "NonFiniteError"]

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
+from ..manifolds import SpectralSphere as SpectralSphereSet
 from ..manifolds import Sphere, Stiefel
+from ..manifolds.base import rounding_tolerance
 from ..rules import muon_direction
+from ..rules.spectral_sphere import gram, lanczos_top, sso_direction, start_vector, top_eigenpair
 from .base import ManifoldOptimizer, param_name
 
-__all__ = ["Hyperball", "SPEL"]
+__all__ = ["Hyperball", "SPEL", "SpectralSphere", "sphere_radius"]
 
 
 def hyperball_step(W: torch.Tensor, U: torch.Tensor, lr: float, norm: torch.Tensor | float) -> torch.Tensor:
@@ -121,3 +126,110 @@ class SPEL(ManifoldOptimizer):
             new_W, used_msign = stiefel.retract_step(Wc, U_i.to(Wc.dtype), group["lr"])
             W.copy_(new_W)
             state["msign_calls"] = 1 + int(used_msign)
+
+
+LANCZOS_STEPS = 16  # SpectralSphere's σ_max search without the tangent step (measured in tests/test_constrained.py)
+START_MIX = 0.3  # share of a fixed generic vector in Lanczos' start, beside the last step's top vector
+
+
+def sphere_radius(shape: tuple[int, ...], scale: float) -> float:
+    """``R = c·√(fan_out/fan_in)`` of an (out, in) matrix (spectral μP's operator norm)."""
+    return scale * math.sqrt(shape[0] / shape[1])
+
+
+class SpectralSphere(ManifoldOptimizer):
+    r"""Spectral sphere: ``W ← R·V/σ_max(V)``, ``V = W − η·R·Φ``, ``Φ = msign(M)`` or SSO's tangent ``msign(M + λΘ)``.
+
+    Every matrix keeps ``σ_max(W) = R = c·√(fan_out/fan_in)``. Φ is Muon's direction (momentum M, Nesterov, msign
+    as in ``Muon``, batched over same-shape matrices), or with ``tangent=True`` the steepest unit-spectral-norm
+    direction tangent to the sphere, ``Φ = msign(M + λΘ)``, ``Θ = u₁v₁ᵀ``, λ the root of ⟨Θ, Φ⟩ = 0
+    (``modman.rules.spectral_sphere.sso_direction``: secant steps from the last step's λ; what is left of ⟨Θ, Φ⟩
+    is projected out). σ_max(V)² is the top eigenvalue of V's smaller Gram matrix K (one m·n² product), found by
+    Rayleigh–Ritz on the block Krylov space of the last step's b top singular vectors (a matrix's first step:
+    float64 eigh), which stays exact when singular values at the top cross. Xie et al., *Controlled LLM
+    Training on Spectral Sphere* (arXiv:2601.08393; ``tangent=True`` is its SSO, False its λ = 0 ablation,
+    microsoft/dion ``MuonSphere``). Weights are rescaled onto the sphere when the optimizer is built.
+
+    Args:
+        lr: η, the step's spectral norm relative to R (scale-free like Hyperball's).
+        radius: c in ``R = c·√(fan_out/fan_in)`` (conv kernels: fan_in = in·kh·kw).
+        tangent: SSO's tangent direction (``sso_evals`` msign calls per step; a matrix's first step solves λ
+            cold, to |⟨Θ, Φ⟩| <= 1e-3) instead of Muon's (one msign call).
+        ritz_block: b, the top singular vectors kept from step to step (``modman.rules.spectral_sphere.block_top``).
+        krylov_depth: blocks X, XK, … of the Krylov space σ_max is found in (K: V's smaller Gram matrix).
+        sso_evals: msign evaluations per step of the warm multiplier solve.
+        momentum, nesterov, msign_method, msign_steps, msign_dtype: as ``Muon``.
+        skip_nonfinite: as every modman optimizer.
+    """
+
+    def __init__(self, params, lr: float = 0.02, momentum: float = 0.95, nesterov: bool = True,
+                 radius: float = 1.0, tangent: bool = False, lanczos_steps: int | str | None = "auto", sso_evals: int = 1,
+                 msign_method: str = "polar_express", msign_steps: int | None = 5,
+                 msign_dtype: torch.dtype | str | None = "auto", *, skip_nonfinite: bool = False):
+        defaults = dict(lr=lr, momentum=momentum, nesterov=nesterov, radius=radius, tangent=tangent,
+                        lanczos_steps=lanczos_steps, sso_evals=sso_evals, msign_method=msign_method,
+                        msign_steps=msign_steps, msign_dtype=msign_dtype)
+        super().__init__(params, defaults, skip_nonfinite=skip_nonfinite)
+
+    def _check_param(self, p, name):
+        super()._check_param(p, name)
+        W, _ = self._as_update_view(p)
+        if W.numel() and not bool(W.detach().any()):
+            raise ValueError(f"SpectralSphere: {name} is all zeros, which has no direction to rescale onto the "
+                             "spectral sphere; initialise it non-zero (e.g. torch.nn.init.orthogonal_) or give it "
+                             "to another optimizer")
+
+    def _init_param(self, W, group):
+        if W.numel() == 0:
+            return
+        sphere = SpectralSphereSet(sphere_radius(W.shape, group["radius"]))
+        if sphere.violation(W) > rounding_tolerance(W.dtype):
+            W.copy_(sphere.retract(W))
+
+    def _state_shape(self, p, key):
+        if key in ("sso_lam", "sso_slope"):
+            return ()
+        if key == "sphere_vector":
+            return (min(p.shape[0], p.numel() // p.shape[0]),)
+        return super()._state_shape(p, key)
+
+    def _update_many(self, Ws, Gs, states, group):
+        """Same-shape matrices share the msign calls and the Lanczos iteration (batched)."""
+        dtype = torch.promote_types(Ws[0].dtype, torch.float32)
+        W = torch.stack(Ws).to(dtype)
+        R = sphere_radius(Ws[0].shape, group["radius"])
+        if all("sphere_vector" in s for s in states):
+            x = torch.stack([s["sphere_vector"] for s in states]).to(dtype)
+        else:  # a matrix's first step: the top singular vector of W exactly (once)
+            x = top_eigenpair(gram(W))[1]
+        M = torch.stack([self._momentum(G, state, group) for G, state in zip(Gs, states)])
+        calls, extra = 1, {}
+        if group["tangent"]:
+            wide = W.shape[-2] < W.shape[-1]
+            y = (W.mT if wide else W) @ x.unsqueeze(-1)  # the other singular vector of the pair
+            y = (y / torch.linalg.vector_norm(y, dim=(-2, -1), keepdim=True)).squeeze(-1)
+            u, v = (x, y) if wide else (y, x)
+            warm = all("sso_lam" in s for s in states)
+            lam = torch.stack([s["sso_lam"] for s in states]).to(dtype) if warm else None
+            slope = torch.stack([s["sso_slope"] for s in states]).to(dtype) if warm else None
+            phi, info = sso_direction(M, u, v, self._msign_fn(group), lam, slope, evals=group["sso_evals"])
+            calls, extra = info["msign_calls"], {"sso_lam": info["lam"], "sso_slope": info["slope"]}
+        else:
+            phi, _ = muon_direction(M, msign_fn=self._msign_fn(group))
+        V = W - (group["lr"] * R) * phi.to(dtype)
+        steps = group["lanczos_steps"]
+        if steps == "auto":
+            steps = None if group["tangent"] else LANCZOS_STEPS
+        if steps is None:
+            top, x_new = top_eigenpair(gram(V))
+        else:
+            top, x_new = lanczos_top(gram(V), x + START_MIX * start_vector(x.shape[-1], dtype, x.device), steps)
+        new_W = V * (R / top.clamp_min(0).sqrt())[:, None, None]
+        moved = phi.flatten(1).any(dim=1).tolist()
+        for i, (W_i, state) in enumerate(zip(Ws, states)):
+            if moved[i]:  # a zero direction keeps W bit for bit (no rescaling rounding)
+                W_i.copy_(new_W[i])
+            state["sphere_vector"] = x_new[i] if moved[i] else x[i]
+            for key, value in extra.items():
+                state[key] = value[i]
+            state["msign_calls"] = calls
