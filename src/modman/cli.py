@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
                                        "(finished runs are skipped, partial ones resumed); then modman analyze OUT "
                                        "compares each experiment at its best setting.")
     sweep.add_argument("--exp", default=",".join(EXPERIMENTS), metavar="A,B,...",
-                       help="experiments (default: all ten)")
+                       help=f"experiments (default: all {len(EXPERIMENTS)})")
     sweep.add_argument("--lrs", default="1x", help="0.5x,1x,2x: multiples of each experiment's default lrs, or "
                        "0.01,0.02: the lr of its attention and FFN matrices (default: 1x)")
     sweep.add_argument("--weight-decays", "--weight_decays", dest="weight_decays", default="0.1",

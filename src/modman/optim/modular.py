@@ -1,4 +1,4 @@
-"""Seed 002's modular optimizer: a different optimizer per parameter role, behind one torch.optim interface."""
+"""The LLM experiment plan's modular optimizer: a different optimizer per parameter role, behind one torch.optim interface."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from .base import check_state_dict, guard_gradients, moment_shape, run_closure
 from .guard import step_atomically
 from .distributed import assign_owners, world
 from .manifold_muon import ManifoldMuon
+from .constrained import SPEL, Hyperball, SpectralSphere
 from .muon import Muon
 from .retraction import ManifoldRetraction, SpectralRetraction, StiefelRetraction
 from ..rules import SOLVER_NAMES
@@ -19,10 +20,10 @@ from .roles import ROLES, classify_parameters
 
 __all__ = ["ModularOptimizer", "EXPERIMENTS", "RULES", "MATRIX_ROLES", "DEFAULT_LR", "rule_assignment"]
 
-RULES = ("adamw", "muon", "stiefel", "spectral", "manifold_muon")
+RULES = ("adamw", "muon", "stiefel", "spectral", "manifold_muon", "hyperball", "spel", "spectral_sphere")
 MATRIX_ROLES = ("attention", "ffn")
 
-# Seed 002, section 4: the rule of the attention and FFN matrices per experiment. Embeddings, head, norms,
+# The LLM experiment plan, section 4: the rule of the attention and FFN matrices per experiment. Embeddings, head, norms,
 # anything else and every vector (gains, biases) get AdamW in every experiment.
 EXPERIMENTS: dict[str, dict[str, str]] = {
     "baseline": {"attention": "adamw", "ffn": "adamw"},
@@ -34,12 +35,17 @@ EXPERIMENTS: dict[str, dict[str, str]] = {
     "stiefel_ffn": {"attention": "adamw", "ffn": "stiefel"},
     "spectral_all": {"attention": "spectral", "ffn": "spectral"},
     "manifold_muon": {"attention": "manifold_muon", "ffn": "manifold_muon"},
+    # The constrained-Muon family: Muon's direction, then a cheap step back onto a constraint set.
+    "spectral_sphere": {"attention": "spectral_sphere", "ffn": "spectral_sphere"},
+    "hyperball": {"attention": "hyperball", "ffn": "hyperball"},
+    "spel": {"attention": "spel", "ffn": "spel"},
 }
 
 # Learning rate of each rule unless ``lr`` / ``role_lr`` say otherwise: the best of a grid on the
 # ``small`` preset (BENCHMARKS.md / README). Muon-type lr is the spectral norm of an update;
 # AdamW-type (adamw, stiefel = AdamW + Stiefel retraction, spectral = AdamW + clip) is per coordinate.
-DEFAULT_LR = {"adamw": 3e-3, "muon": 0.02, "stiefel": 3e-3, "spectral": 3e-3, "manifold_muon": 0.05}
+DEFAULT_LR = {"adamw": 3e-3, "muon": 0.02, "stiefel": 3e-3, "spectral": 3e-3, "manifold_muon": 0.05,
+              "spectral_sphere": 0.02, "hyperball": 0.01, "spel": 0.05}
 
 
 # Training needs the manifold Muon direction to a relative duality gap of 1e-4 (the update is within 0.01 %
@@ -62,7 +68,7 @@ class ModularOptimizer(Optimizer):
     r"""One optimizer per rule, each over the parameters the experiment gives it; steps them all together.
 
     ``EXPERIMENTS[experiment]`` says which rule the attention and FFN matrices follow (AdamW, Muon,
-    AdamW + Stiefel retraction, AdamW + spectral clip, manifold Muon); embeddings, head, norms and vectors
+    AdamW + Stiefel retraction, AdamW + spectral clip, manifold Muon, SpectralSphere, Hyperball, SPEL); embeddings, head, norms and vectors
     follow AdamW. Roles come from ``classify_parameters(model)`` (or ``roles``). ``param_groups`` is the
     list of every sub-optimizer's groups (each tagged with ``role`` and ``rule``), so lr schedulers act
     on all of them; ``state_dict`` holds every sub-optimizer's state.
@@ -228,6 +234,9 @@ _BUILDERS: dict[str, Callable[[list[dict], tuple, float], Optimizer]] = {
     "stiefel": lambda g, betas, momentum: StiefelRetraction(_adamw(g, betas, momentum)),
     "spectral": lambda g, betas, momentum: SpectralRetraction(_adamw(g, betas, momentum)),
     "manifold_muon": lambda g, betas, momentum: _manifold_muon(g, momentum, "auto"),
+    "spectral_sphere": lambda g, betas, momentum: SpectralSphere(g, momentum=momentum),
+    "hyperball": lambda g, betas, momentum: Hyperball(g, momentum=momentum),
+    "spel": lambda g, betas, momentum: SPEL(g, momentum=momentum),
 }
 
 
