@@ -25,7 +25,8 @@ OPTIMIZERS = {
     "SpectralSphere (default: 16 Lanczos steps)": lambda ps: SpectralSphere(ps, lr=0.02),
     "SpectralSphere, 4 Lanczos steps": lambda ps: SpectralSphere(ps, lr=0.02, lanczos_steps=4),
     "SpectralSphere, exact eigh": lambda ps: SpectralSphere(ps, lr=0.02, lanczos_steps=None),
-    "SpectralSphere SSO (default: 1 eval, exact eigh)": lambda ps: SpectralSphere(ps, lr=0.02, tangent=True),
+    "SpectralSphere SSO (default: 1 eval, 48 Lanczos steps)": lambda ps: SpectralSphere(ps, lr=0.02, tangent=True),
+    "SpectralSphere SSO, exact eigh": lambda ps: SpectralSphere(ps, lr=0.02, tangent=True, lanczos_steps=None),
     "SpectralSphere SSO, 2 evals": lambda ps: SpectralSphere(ps, lr=0.02, tangent=True, sso_evals=2),
     "SPEL": lambda ps: SPEL(ps, lr=0.05),
 }

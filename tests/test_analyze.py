@@ -65,6 +65,9 @@ SUPPORTING = {
     "stiefel_ffn": dict(val=1.99),
     "spectral_all": dict(val=1.95),
     "manifold_muon": dict(val=1.79, tps=500),
+    "spectral_sphere": dict(val=1.82),
+    "hyperball": dict(val=1.83),
+    "spel": dict(val=1.84),
 }
 
 

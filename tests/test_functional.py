@@ -1,6 +1,7 @@
 """The seed's functions and the rules behind them: hyperspherical descent, manifold Muon, Muon, spectral."""
 
 import math
+from functools import partial
 
 import pytest
 import torch
@@ -149,3 +150,35 @@ def test_property_spectral_descent_stays_in_ball(shape, eta, seed):
     W = SpectralBall().project(gaussian(*shape, seed=seed))
     new = spectral_descent(W, gaussian(*shape, seed=seed + 1), eta=eta)
     assert SpectralBall().violation(new) <= 1e-6
+
+
+def _f64(*shape, seed):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+@pytest.mark.parametrize("shape", [(12, 8), (8, 12), (9, 9)])
+def test_constrained_family_one_call_functions_are_the_float64_formulas(shape):
+    from modman.functional import hyperball_step, spectral_sphere_step, spel_step
+    from modman.manifolds import SpectralSphere
+
+    W, G = _f64(*shape, seed=1), _f64(*shape, seed=2)
+    exact = msign(G, method="exact")
+    V = W - 0.1 * 2.0 * exact
+    got = spectral_sphere_step(W, G, 0.1, 2.0, msign_method="exact")
+    assert torch.allclose(got, 2.0 * V / torch.linalg.matrix_norm(V, ord=2), atol=1e-12)
+    R = W.norm()
+    V = W - 0.1 * R * exact / exact.norm()
+    assert torch.allclose(hyperball_step(W, G, 0.1, msign_method="exact"), R * V / V.norm(), atol=1e-12)
+    assert torch.allclose(spel_step(W, G, 0.1, 3.0, msign_method="exact"),
+                          3.0 * msign(W - 0.1 * exact, method="exact"), atol=1e-12)
+    # SSO: against msign(X + λ*Θ) at the multiplier solved to 1e-12 (the one call solves to 1e-3, then cleans)
+    from modman.rules.spectral_sphere import sso_direction
+
+    W0 = SpectralSphere(2.0).retract(W)
+    U, _, Vh = torch.linalg.svd(W0)
+    phi, _ = sso_direction(G[None], U[None, :, 0], Vh[None, 0], partial(msign, method="exact"), tol=1e-12,
+                           max_evals=80, clean=False)
+    want = SpectralSphere(2.0).retract(W0 - 0.1 * 2.0 * phi[0])
+    new = spectral_sphere_step(W0, G, 0.1, 2.0, tangent=True, msign_method="exact")
+    assert SpectralSphere(2.0).violation(new) < 1e-12
+    assert (new - want).abs().max() < 2e-3 * 0.2

@@ -7,12 +7,13 @@ import torch
 import torch.nn.functional as F
 
 from modman.experiments.model import PRESETS, Transformer
-from modman.manifolds import SpectralBall, Stiefel
-from modman.optim import EXPERIMENTS, ManifoldMuon, ModularOptimizer, Muon, SpectralRetraction, StiefelRetraction
+from modman.manifolds import SpectralBall, SpectralSphere as SphereSet, Stiefel
+from modman.optim import (SPEL, EXPERIMENTS, Hyperball, ManifoldMuon, ModularOptimizer, Muon, SpectralRetraction,
+                          SpectralSphere, StiefelRetraction)
 from modman.optim.modular import DEFAULT_LR
 
 KIND = {"adamw": torch.optim.AdamW, "muon": Muon, "stiefel": StiefelRetraction, "spectral": SpectralRetraction,
-        "manifold_muon": ManifoldMuon}
+        "manifold_muon": ManifoldMuon, "spectral_sphere": SpectralSphere, "hyperball": Hyperball, "spel": SPEL}
 
 
 def model_and_batch(seed=0):
@@ -45,20 +46,25 @@ def test_each_parameter_goes_to_the_rule_the_seed_says(exp):
         assert owner[id(p)] == expected, name
         assert isinstance(opt.optimizers[expected], KIND[expected])
     for g in opt.param_groups:
-        constrained = g["rule"] in ("stiefel", "spectral", "manifold_muon")
+        constrained = g["rule"] in ("stiefel", "spectral", "manifold_muon", "spectral_sphere", "hyperball", "spel")
         vector = g["params"][0].ndim < 2
         assert (g["weight_decay"] == 0.0) == (constrained or vector), (g["rule"], g["role"])
 
 
 @pytest.mark.parametrize("exp,manifold", [("stiefel_all", Stiefel()), ("manifold_muon", Stiefel()),
-                                          ("spectral_all", SpectralBall())])
+                                          ("spectral_all", SpectralBall()), ("spel", Stiefel()),
+                                          ("spectral_sphere", None)])
 def test_constrained_matrices_start_and_stay_on_their_manifold(exp, manifold):
     model, x = model_and_batch()
     opt = ModularOptimizer(model, exp)
     matrices = [p for n, p in model.named_parameters() if opt.roles[n] in ("attention", "ffn") and p.ndim == 2]
-    assert all(manifold.violation(p) < 1e-5 for p in matrices)
+
+    def on(p):  # the spectral sphere's radius is √(fan_out/fan_in) per matrix
+        return manifold or SphereSet((p.shape[0] / p.shape[1]) ** 0.5)
+
+    assert all(on(p).violation(p) < 1e-5 for p in matrices)
     train_steps(opt, model, x, 3)
-    assert all(manifold.violation(p) < 1e-4 for p in matrices)
+    assert all(on(p).violation(p) < 1e-4 for p in matrices)
     assert Stiefel().violation(model.tok_embeddings.weight) > 0.1  # embeddings stay unconstrained
 
 

@@ -110,7 +110,8 @@ def test_sso_optimizer_moves_tangent_to_the_sphere():
 def test_the_sphere_holds_over_1000_float32_steps(tangent):
     """Random gradients: singular values at the top cluster and cross, the hard case for σ_max's search."""
     torch.manual_seed(4)
-    Ws = [nn.Parameter(torch.randn(64, 32)), nn.Parameter(torch.randn(32, 64)), nn.Parameter(torch.randn(48, 48))]
+    # n = min(m, n) above the Lanczos steps of either variant (16, 48): the Krylov space is not the whole space
+    Ws = [nn.Parameter(torch.randn(96, 64)), nn.Parameter(torch.randn(64, 96)), nn.Parameter(torch.randn(72, 72))]
     opt = SpectralSphere(Ws, tangent=tangent)
     for _ in range(1000):
         for W in Ws:
@@ -127,12 +128,13 @@ def test_lanczos_finds_the_top_eigenvalue():
     K = gram(V)
     want = torch.linalg.eigvalsh(K.double())[..., -1]
     x = start_vector(80, torch.float32, K.device).expand(4, 80)
-    top, vec = lanczos_top(K, x, 80)  # the whole space: exact
+    top, vec = lanczos_top(V, x, 80)  # the whole space: exact
     assert torch.allclose(top.double(), want, rtol=1e-5)
-    warm, _ = lanczos_top(K, vec + 0.3 * x, 16)  # warm: 16 steps from the answer and a generic vector
+    warm, _ = lanczos_top(V, vec + 0.3 * x, 16)  # warm: 16 steps from the answer and a generic vector
     assert torch.allclose(warm.double(), want, rtol=1e-6)
-    assert (lanczos_top(K, x, 4)[0].double() <= want * (1 + 1e-6)).all()  # a Ritz value is a lower bound
-    assert gram(V.mT).shape == (4, 80, 80)  # the smaller Gram matrix for a wide V
+    assert (lanczos_top(V, x, 4)[0].double() <= want * (1 + 1e-6)).all()  # a Ritz value is a lower bound
+    assert torch.allclose(lanczos_top(V.mT, x, 80)[0].double(), want, rtol=1e-5)  # wide: the smaller Gram
+    assert gram(V.mT).shape == (4, 80, 80)
 
 
 def test_descent_on_a_convex_problem_to_a_point_of_the_sphere():

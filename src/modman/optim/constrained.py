@@ -13,10 +13,10 @@ from ..rules import muon_direction
 from ..rules.spectral_sphere import gram, lanczos_top, sso_direction, start_vector, top_eigenpair
 from .base import ManifoldOptimizer, param_name
 
-__all__ = ["Hyperball", "SPEL", "SpectralSphere", "sphere_radius"]
+__all__ = ["Hyperball", "SPEL", "SpectralSphere", "sphere_radius", "hyperball_update"]
 
 
-def hyperball_step(W: torch.Tensor, U: torch.Tensor, lr: float, norm: torch.Tensor | float) -> torch.Tensor:
+def hyperball_update(W: torch.Tensor, U: torch.Tensor, lr: float, norm: torch.Tensor | float) -> torch.Tensor:
     """``R·V/‖V‖_F`` with ``V = W − η·R·U/‖U‖_F``: a step of relative size η along U, back onto ‖W‖_F = R.
     A zero U leaves W as it is; a non-finite one gives a non-finite result (for the step's check to report)."""
     u = torch.linalg.vector_norm(U)
@@ -81,7 +81,7 @@ class Hyperball(ManifoldOptimizer):
         U, _ = muon_direction(M, msign_fn=self._msign_fn(group))
         for W, U_i, state in zip(Ws, U.unbind(0), states):
             norm = group["norm"] if group["norm"] is not None else state["sphere_norm"].to(W.dtype)
-            W.copy_(hyperball_step(W, U_i.to(W.dtype), group["lr"], norm))
+            W.copy_(hyperball_update(W, U_i.to(W.dtype), group["lr"], norm))
             state["msign_calls"] = 1
 
 
@@ -128,7 +128,10 @@ class SPEL(ManifoldOptimizer):
             state["msign_calls"] = 1 + int(used_msign)
 
 
-LANCZOS_STEPS = 16  # SpectralSphere's σ_max search without the tangent step (measured in tests/test_constrained.py)
+# Lanczos steps of SpectralSphere's σ_max search without and with the tangent step (SSO's steps make the singular
+# values at the top cross every step: its Krylov space must resolve closer ones). Measured in BENCHMARKS.md (k).
+LANCZOS_STEPS = 16
+SSO_LANCZOS_STEPS = 48
 START_MIX = 0.3  # share of a fixed generic vector in Lanczos' start, beside the last step's top vector
 
 
@@ -144,9 +147,10 @@ class SpectralSphere(ManifoldOptimizer):
     as in ``Muon``, batched over same-shape matrices), or with ``tangent=True`` the steepest unit-spectral-norm
     direction tangent to the sphere, ``Φ = msign(M + λΘ)``, ``Θ = u₁v₁ᵀ``, λ the root of ⟨Θ, Φ⟩ = 0
     (``modman.rules.spectral_sphere.sso_direction``: secant steps from the last step's λ; what is left of ⟨Θ, Φ⟩
-    is projected out). σ_max(V)² is the top eigenvalue of V's smaller Gram matrix K (one m·n² product), found by
-    Rayleigh–Ritz on the block Krylov space of the last step's b top singular vectors (a matrix's first step:
-    float64 eigh), which stays exact when singular values at the top cross. Xie et al., *Controlled LLM
+    is projected out). σ_max(V)² is the top eigenvalue of V's smaller Gram matrix K: without the tangent step by
+    Lanczos (``lanczos_steps``, matrix–vector products with V) from the last step's top singular vector and a
+    fixed generic one; with it from K's eigendecomposition, since SSO's steps push the singular values under
+    the top one past it every step and a Krylov estimate misses the new top. Xie et al., *Controlled LLM
     Training on Spectral Sphere* (arXiv:2601.08393; ``tangent=True`` is its SSO, False its λ = 0 ablation,
     microsoft/dion ``MuonSphere``). Weights are rescaled onto the sphere when the optimizer is built.
 
@@ -155,8 +159,8 @@ class SpectralSphere(ManifoldOptimizer):
         radius: c in ``R = c·√(fan_out/fan_in)`` (conv kernels: fan_in = in·kh·kw).
         tangent: SSO's tangent direction (``sso_evals`` msign calls per step; a matrix's first step solves λ
             cold, to |⟨Θ, Φ⟩| <= 1e-3) instead of Muon's (one msign call).
-        ritz_block: b, the top singular vectors kept from step to step (``modman.rules.spectral_sphere.block_top``).
-        krylov_depth: blocks X, XK, … of the Krylov space σ_max is found in (K: V's smaller Gram matrix).
+        lanczos_steps: "auto" (16 without ``tangent``, None with it), an int (Lanczos steps), or None (K's float32
+            eigendecomposition: exact, an m·n² product and an n×n eigensolve per matrix).
         sso_evals: msign evaluations per step of the warm multiplier solve.
         momentum, nesterov, msign_method, msign_steps, msign_dtype: as ``Muon``.
         skip_nonfinite: as every modman optimizer.
@@ -219,11 +223,11 @@ class SpectralSphere(ManifoldOptimizer):
         V = W - (group["lr"] * R) * phi.to(dtype)
         steps = group["lanczos_steps"]
         if steps == "auto":
-            steps = None if group["tangent"] else LANCZOS_STEPS
+            steps = SSO_LANCZOS_STEPS if group["tangent"] else LANCZOS_STEPS
         if steps is None:
             top, x_new = top_eigenpair(gram(V))
         else:
-            top, x_new = lanczos_top(gram(V), x + START_MIX * start_vector(x.shape[-1], dtype, x.device), steps)
+            top, x_new = lanczos_top(V, x + START_MIX * start_vector(x.shape[-1], dtype, x.device), steps)
         new_W = V * (R / top.clamp_min(0).sqrt())[:, None, None]
         moved = phi.flatten(1).any(dim=1).tolist()
         for i, (W_i, state) in enumerate(zip(Ws, states)):

@@ -25,43 +25,47 @@ def gram(V: torch.Tensor) -> torch.Tensor:
     return V.mT @ V if V.shape[-2] >= V.shape[-1] else V @ V.mT
 
 
-def lanczos_top(K: torch.Tensor, x: torch.Tensor, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(λ_max, x')`` of symmetric positive semi-definite K (..., n, n) by ``steps`` Lanczos steps from x.
+def lanczos_top(V: torch.Tensor, x: torch.Tensor, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(λ_max, x')`` of V's smaller Gram matrix K (``gram(V)``, never formed) by ``steps`` Lanczos steps from x.
 
     The Krylov space of x, Kx, …, K^{k−1}x (fully reorthogonalized) holds a far sharper polynomial filter than
     the power iteration's K^{k−1}: its Ritz value converges like ``exp(−4k·sqrt(gap))`` against
     ``(1 − gap)^{2k}`` (gap = 1 − λ₂/λ₁). Products with K only, then the k×k tridiagonal's top eigenpair
-    (float64). A breakdown (x spans an invariant subspace) ends the space. Start from the last step's top
+    (float64); ``Kq = Aᵀ(Aq)`` with A = V in its tall orientation, two matrix–vector products per step instead
+    of the m·n² product K costs. A breakdown (x spans an invariant subspace) ends the space. Start from the last step's top
     vector plus a fixed generic one (``start_vector``): a top eigenvector alone spans nothing else and misses
     a singular value that has just crossed it.
     """
-    if not bool(torch.isfinite(K).all()):  # a non-finite step: NaN out, for the optimizer's check to report
-        return _nan_pair(K)
-    n = K.shape[-1]
+    A = V if V.shape[-2] >= V.shape[-1] else V.mT
+    n = A.shape[-1]
     k = max(1, min(steps, n))
-    tiny = torch.finfo(K.dtype).tiny
-    Q = K.new_zeros(*K.shape[:-2], k, n)
-    q = x / torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min(tiny)
-    scale = torch.linalg.matrix_norm(K, ord="fro").unsqueeze(-1)  # a breakdown is ‖w‖ <= 1e-6·‖K‖
+    tiny = torch.finfo(V.dtype).tiny
+    # Row vectors throughout: (1, n) @ (n, n) runs ~60x faster than (n, n) @ (n, 1) in batched CPU matmul.
+    Q = V.new_zeros(*V.shape[:-2], k, n)
+    q = (x / torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min(tiny)).unsqueeze(-2)
     alphas, betas = [], []
+    scale = None  # the largest Rayleigh quotient so far: a breakdown is ‖w‖ <= 1e-6 of it
     for j in range(k):
-        Q[..., j, :] = q
-        w = (K @ q.unsqueeze(-1)).squeeze(-1)
-        alphas.append((w * q).sum(-1))
+        Q[..., j : j + 1, :] = q
+        w = (q @ A.mT) @ A  # (AᵀAq)ᵀ
+        alphas.append((w * q).sum((-2, -1)))
+        scale = alphas[-1].abs() if scale is None else torch.maximum(scale, alphas[-1].abs())
         basis = Q[..., : j + 1, :]
         for _ in range(2):  # full reorthogonalization; twice is enough (Kahan–Parlett)
-            w = w - (basis.mT @ (basis @ w.unsqueeze(-1))).squeeze(-1)
+            w = w - (w @ basis.mT) @ basis
         b = torch.linalg.vector_norm(w, dim=-1, keepdim=True)
-        alive = b > 1e-6 * scale
+        alive = b > 1e-6 * scale[..., None, None]
         q = torch.where(alive, w / b.clamp_min(tiny), torch.zeros_like(w))
-        betas.append(torch.where(alive, b, torch.zeros_like(b)).squeeze(-1))
+        betas.append(torch.where(alive, b, torch.zeros_like(b))[..., 0, 0])
     T = torch.diag_embed(torch.stack(alphas, -1).to(torch.float64))
+    if not bool(torch.isfinite(T).all()):  # a non-finite step: NaN out, for the optimizer's check to report
+        return _nan_pair(Q.mT @ Q)
     if k > 1:
         off = torch.stack(betas[:-1], -1).to(torch.float64)
         T = T + torch.diag_embed(off, 1) + torch.diag_embed(off, -1)
     evals, evecs = torch.linalg.eigh(T)
-    x = (evecs[..., :, -1].to(K.dtype).unsqueeze(-2) @ Q).squeeze(-2)
-    return evals[..., -1].to(K.dtype), x / torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min(tiny)
+    x = (evecs[..., :, -1].to(V.dtype).unsqueeze(-2) @ Q).squeeze(-2)
+    return evals[..., -1].to(V.dtype), x / torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min(tiny)
 
 
 def start_vector(n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
