@@ -53,7 +53,8 @@ def test_owners_balance_the_work_and_agree_everywhere():
 
 
 @pytest.mark.parametrize("exp, mode", [("muon_all", "ddp"), ("manifold_muon", "ddp"), ("muon_all", "fsdp"),
-                                       ("manifold_muon", "fsdp"), ("modular", "ddp")])
+                                       ("manifold_muon", "fsdp"), ("modular", "ddp"), ("spectral_sphere", "ddp"),
+                                       ("hyperball", "fsdp")])
 def test_two_processes_match_one_and_share_the_msign_work(tmp_path, exp, mode):
     settings = dict(TINY64, exp=exp, max_steps=5)
     train(TrainConfig(**settings, out=str(tmp_path / "one")))
@@ -82,7 +83,8 @@ train(TrainConfig(**cfg), resume=resume, stop_after=int(sys.argv[2]) or None)
 
 
 @pytest.mark.parametrize("exp, saved_on, resumed_on", [("manifold_muon", "ddp", "none"), ("manifold_muon", "fsdp", "none"),
-                                                       ("manifold_muon", "none", "fsdp"), ("modular", "none", "ddp")])
+                                                       ("manifold_muon", "none", "fsdp"), ("modular", "none", "ddp"),
+                                                       ("hyperball", "ddp", "none"), ("spectral_sphere", "none", "ddp")])
 def test_checkpoint_resumes_on_another_number_of_processes(tmp_path, exp, saved_on, resumed_on):
     settings = dict(TINY64, exp=exp)
     train(TrainConfig(**settings, out=str(tmp_path / "straight")))
