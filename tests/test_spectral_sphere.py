@@ -173,3 +173,25 @@ def test_a_vector_and_a_zero_matrix_are_refused_naming_them():
     with pytest.raises(ValueError, match="'zero'.*all zeros.*orthogonal_"):
         SpectralSphere([("w", W), ("zero", nn.Parameter(torch.zeros(5, 3)))])
     assert torch.equal(W, before)  # nothing was rescaled
+
+
+def test_conv_kernels_are_out_by_rest_matrices_for_the_whole_family():
+    """(8, 3, 3, 3) kernels are the 8×27 matrices they reshape to: each constraint holds on that matrix."""
+    from modman.manifolds import Stiefel
+    from modman.optim import SPEL, Hyperball
+
+    torch.manual_seed(7)
+    cases = [(SpectralSphere, {}, lambda M, M0: SphereSet((8 / 27) ** 0.5).violation(M)),
+             (SpectralSphere, {"tangent": True}, lambda M, M0: SphereSet((8 / 27) ** 0.5).violation(M)),
+             (Hyperball, {}, lambda M, M0: abs(float(M.norm() / M0.norm()) - 1)),
+             (SPEL, {}, lambda M, M0: Stiefel().violation(M))]
+    for cls, kw, violation in cases:
+        conv = nn.Conv2d(3, 8, 3, bias=False)
+        opt = cls([conv.weight], lr=0.05, **kw)
+        start = conv.weight.detach().reshape(8, 27).clone()
+        for _ in range(3):
+            conv.weight.grad = torch.randn_like(conv.weight)
+            opt.step()
+        assert conv.weight.shape == (8, 3, 3, 3)
+        M = conv.weight.detach().reshape(8, 27)
+        assert not torch.equal(M, start) and violation(M, start) < 1e-5, cls.__name__
