@@ -42,10 +42,11 @@ EXPERIMENTS: dict[str, dict[str, str]] = {
 }
 
 # Learning rate of each rule unless ``lr`` / ``role_lr`` say otherwise: the best of a grid on the
-# ``small`` preset (BENCHMARKS.md / README). Muon-type lr is the spectral norm of an update;
-# AdamW-type (adamw, stiefel = AdamW + Stiefel retraction, spectral = AdamW + clip) is per coordinate.
+# ``small`` preset (BENCHMARKS.md / README; the constrained-Muon family: docs/results/constrained). Muon-type lr
+# is the spectral norm of an update (spectral_sphere: relative to R; hyperball: the Frobenius step relative to
+# ‖W‖_F); AdamW-type (adamw, stiefel = AdamW + Stiefel retraction, spectral = AdamW + clip) is per coordinate.
 DEFAULT_LR = {"adamw": 3e-3, "muon": 0.02, "stiefel": 3e-3, "spectral": 3e-3, "manifold_muon": 0.05,
-              "spectral_sphere": 0.02, "hyperball": 0.01, "spel": 0.05}
+              "spectral_sphere": 0.02, "hyperball": 0.025, "spel": 0.05}
 
 
 # Training needs the manifold Muon direction to a relative duality gap of 1e-4 (the update is within 0.01 %
