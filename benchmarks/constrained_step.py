@@ -7,7 +7,8 @@ table gives each one's median step time and its ratio to modman ``Muon`` measure
 
 ``--accuracy S`` also steps SpectralSphere S times on fresh random gradients (the hard case: the top singular
 values cluster and cross) and reports max |σ_max(W)/R − 1| (float64 SVD) over the run, for Lanczos with
-16/48 steps, the exact eigendecomposition, and 5 warm-started power iterations (as microsoft/dion's MuonSphere).
+16/48 steps, the exact eigendecomposition (SSO's default), and 5 warm-started power iterations (as
+microsoft/dion's MuonSphere).
 
     python -m benchmarks.constrained_step [--device cuda] [--quick] [--width D] [--layers L] [--rounds N]
                                           [--accuracy S]
@@ -33,8 +34,8 @@ OPTIMIZERS = {
     "SpectralSphere (default: 16 Lanczos steps)": lambda ps: SpectralSphere(ps, lr=0.02),
     "SpectralSphere, 4 Lanczos steps": lambda ps: SpectralSphere(ps, lr=0.02, lanczos_steps=4),
     "SpectralSphere, exact eigh": lambda ps: SpectralSphere(ps, lr=0.02, lanczos_steps=None),
-    "SpectralSphere SSO (default: 1 eval, 48 Lanczos steps)": lambda ps: SpectralSphere(ps, lr=0.02, tangent=True),
-    "SpectralSphere SSO, exact eigh": lambda ps: SpectralSphere(ps, lr=0.02, tangent=True, lanczos_steps=None),
+    "SpectralSphere SSO (default: 1 eval, exact eigh)": lambda ps: SpectralSphere(ps, lr=0.02, tangent=True),
+    "SpectralSphere SSO, 48 Lanczos steps": lambda ps: SpectralSphere(ps, lr=0.02, tangent=True, lanczos_steps=48),
     "SpectralSphere SSO, 2 evals": lambda ps: SpectralSphere(ps, lr=0.02, tangent=True, sso_evals=2),
     "SPEL": lambda ps: SPEL(ps, lr=0.05),
 }
