@@ -1,4 +1,4 @@
-"""Imports only run downward: msign <- manifolds <- rules <- functional/optim <- experiments <- cli."""
+"""Imports only run downward: msign <- manifolds <- rules <- functional/optim <- experiments/integrations <- cli."""
 
 import ast
 from pathlib import Path
@@ -7,7 +7,7 @@ import modman
 
 ROOT = Path(modman.__file__).parent
 LAYER = {"msign": 0, "manifolds": 1, "rules": 2, "functional": 3, "optim": 3, "modular": 4, "experiments": 5,
-         "cli": 6}
+         "integrations": 5, "cli": 6}
 
 
 def layer_of(module: str) -> int:

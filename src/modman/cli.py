@@ -280,7 +280,7 @@ def _run_roles(args: argparse.Namespace) -> int:
     import torch
 
     from .experiments.model import PRESETS, Transformer
-    from .optim import ModularOptimizer, roles_table
+    from .optim import ModularOptimizer, classify_parameters, roles_table
 
     if args.preset not in PRESETS:
         raise ValueError(f"--preset: unknown preset {args.preset!r}; choose one of: {', '.join(PRESETS)}")
@@ -294,8 +294,12 @@ def _run_roles(args: argparse.Namespace) -> int:
             print(f"{getattr(atom, 'label', type(atom).__name__):<24}{g['role']:<11}{shape:<10}{g['budget']:>11.4f}")
         print(f"mass {net.mass:g}, sensitivity {net.sensitivity:g}")
         return 0
+    from .optim.modular import unreached_roles
+
     model = Transformer(PRESETS[args.preset])
     print(roles_table(model, ModularOptimizer(model, args.exp).assignment))
+    for line in unreached_roles(classify_parameters(model), args.exp, {n: p.shape for n, p in model.named_parameters()}):
+        print(f"warning: {line}")
     return 0
 
 

@@ -20,7 +20,7 @@ from .distributed import (broadcast_from_owners, gather_to_owners, is_dtensor, s
                           with_sharded_owners, world, write_full)
 from .guard import NonFiniteError, guard_gradients, nonfinite_grads, step_atomically
 
-__all__ = ["ManifoldOptimizer", "fill_group_defaults", "param_name", "matrix_shape", "nonfinite_grads",
+__all__ = ["ManifoldOptimizer", "fill_group_defaults", "param_name", "matrix_shape", "out_in", "nonfinite_grads",
            "guard_gradients", "run_closure", "NonFiniteError", "check_state_dict", "moment_shape"]
 
 
@@ -43,6 +43,7 @@ _HYPERPARAMETER_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "solver": (lambda v: v in SOLVER_NAMES, f"one of {list(SOLVER_NAMES)}"),
     "warm_start": (lambda v: isinstance(v, bool), "True or False"),
     "tangent": (lambda v: isinstance(v, bool), "True or False"),
+    "transposed": (lambda v: isinstance(v, bool), "True or False"),
     "lanczos_steps": (lambda v: v is None or v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= 1),
                       "'auto', None (exact) or an int >= 1"),
     "sso_evals": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "an int >= 1"),
@@ -85,6 +86,12 @@ def param_name(group: dict, index: int, group_index: int) -> str:
 def matrix_shape(p: torch.Tensor) -> tuple[int, int]:
     """(out, rest): a conv kernel (out, in, kh, kw) is treated as the matrix (out, in·kh·kw)."""
     return p.shape[0], p.numel() // p.shape[0] if p.shape[0] else 0
+
+
+def out_in(shape: tuple[int, ...] | torch.Size, group: dict) -> tuple[int, ...]:
+    """The matrix's (out, in) sides for rules that read them: ``shape`` reversed for a weight stored (in, out)
+    (param group option ``transposed=True``, e.g. Hugging Face's ``Conv1D``)."""
+    return tuple(shape)[::-1] if group.get("transposed") else tuple(shape)
 
 
 def run_closure(closure: Callable[[], Any] | None):

@@ -11,7 +11,7 @@ from ..manifolds import Sphere, Stiefel
 from ..manifolds.base import rounding_tolerance
 from ..rules import muon_direction
 from ..rules.spectral_sphere import gram, lanczos_top, sso_direction, start_vector, top_eigenpair
-from .base import ManifoldOptimizer, param_name
+from .base import ManifoldOptimizer, out_in, param_name
 
 __all__ = ["Hyperball", "SPEL", "SpectralSphere", "sphere_radius", "hyperball_update"]
 
@@ -187,7 +187,7 @@ class SpectralSphere(ManifoldOptimizer):
     def _init_param(self, W, group):
         if W.numel() == 0:
             return
-        sphere = SpectralSphereSet(sphere_radius(W.shape, group["radius"]))
+        sphere = SpectralSphereSet(sphere_radius(out_in(W.shape, group), group["radius"]))
         if sphere.violation(W) > rounding_tolerance(W.dtype):
             W.copy_(sphere.retract(W))
 
@@ -202,7 +202,7 @@ class SpectralSphere(ManifoldOptimizer):
         """Same-shape matrices share the msign calls and the Lanczos iteration (batched)."""
         dtype = torch.promote_types(Ws[0].dtype, torch.float32)
         W = torch.stack(Ws).to(dtype)
-        R = sphere_radius(Ws[0].shape, group["radius"])
+        R = sphere_radius(out_in(Ws[0].shape, group), group["radius"])
         if all("sphere_vector" in s for s in states):
             x = torch.stack([s["sphere_vector"] for s in states]).to(dtype)
         else:  # a matrix's first step: the top singular vector of W exactly (once)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Callable
 
 import torch
@@ -16,9 +17,10 @@ from .constrained import SPEL, Hyperball, SpectralSphere
 from .muon import Muon
 from .retraction import ManifoldRetraction, SpectralRetraction, StiefelRetraction
 from ..rules import SOLVER_NAMES
-from .roles import ROLES, classify_parameters
+from .roles import ROLES, classify_parameters, transposed_weights
 
-__all__ = ["ModularOptimizer", "EXPERIMENTS", "RULES", "MATRIX_ROLES", "DEFAULT_LR", "rule_assignment"]
+__all__ = ["ModularOptimizer", "EXPERIMENTS", "RULES", "MATRIX_ROLES", "DEFAULT_LR", "rule_assignment",
+           "unreached_roles"]
 
 RULES = ("adamw", "muon", "stiefel", "spectral", "manifold_muon", "hyperball", "spel", "spectral_sphere")
 MATRIX_ROLES = ("attention", "ffn")
@@ -65,6 +67,19 @@ def rule_assignment(roles: dict[str, str], experiment: str, shapes: dict[str, to
     return {name: table.get(role, "adamw") if len(shapes[name]) >= 2 else "adamw" for name, role in roles.items()}
 
 
+def unreached_roles(roles: dict[str, str], experiment: str, shapes: dict[str, torch.Size]) -> list[str]:
+    """One line per role the experiment gives a rule other than AdamW but that holds no matrix in this model (the
+    experiment would then train it as ``baseline`` there without saying so)."""
+    out = []
+    for role in MATRIX_ROLES:
+        rule = EXPERIMENTS[experiment].get(role, "adamw")
+        if rule != "adamw" and not any(r == role and len(shapes[n]) >= 2 for n, r in roles.items()):
+            out.append(f"experiment {experiment!r} puts {role} matrices on {rule}, but this model has no {role} "
+                       f"matrix by modman.optim.classify_parameters (see `modman roles`); pass roles={{name: role}} "
+                       "to say which parameters are")
+    return out
+
+
 class ModularOptimizer(Optimizer):
     r"""One optimizer per rule, each over the parameters the experiment gives it; steps them all together.
 
@@ -103,17 +118,22 @@ class ModularOptimizer(Optimizer):
         self._check_arguments(named, lr, adamw_lr, role_lr or {}, weight_decay)
         self.experiment = experiment
         self.assignment = rule_assignment(self.roles, experiment, {n: p.shape for n, p in named.items()})
+        for line in unreached_roles(self.roles, experiment, {n: p.shape for n, p in named.items()}):
+            warnings.warn(f"ModularOptimizer: {line}", stacklevel=2)
         self.skip_nonfinite = bool(skip_nonfinite)
         self.nonfinite_skips = 0
 
-        # (rule, role, decays) -> [(name, param)] in model order; a bucket holds only matrices or only vectors.
-        buckets: dict[tuple[str, str, bool], list[tuple[str, nn.Parameter]]] = {}
+        # (rule, role, decays, transposed) -> [(name, param)] in model order; a bucket holds only matrices or only
+        # vectors, and only weights stored (out, in) or only ones stored (in, out) (HF Conv1D).
+        stored_in_out = transposed_weights(model)
+        buckets: dict[tuple[str, str, bool, bool], list[tuple[str, nn.Parameter]]] = {}
         for name, p in named.items():
             rule, role = self.assignment[name], self.roles[name]
             decays = p.ndim >= 2 and rule in ("adamw", "muon")
-            buckets.setdefault((rule, role, decays), []).append((name, p))
+            transposed = name in stored_in_out and rule != "adamw"
+            buckets.setdefault((rule, role, decays, transposed), []).append((name, p))
         groups: dict[str, list[dict]] = {}
-        for (rule, role, decays), params in buckets.items():
+        for (rule, role, decays, transposed), params in buckets.items():
             if role_lr and role in role_lr:
                 lr_here = role_lr[role]
             elif role in MATRIX_ROLES and params[0][1].ndim >= 2:
@@ -121,7 +141,8 @@ class ModularOptimizer(Optimizer):
             else:
                 lr_here = adamw_lr
             groups.setdefault(rule, []).append({"params": params, "lr": lr_here, "role": role, "rule": rule,
-                                                "weight_decay": weight_decay if decays else 0.0})
+                                                "weight_decay": weight_decay if decays else 0.0,
+                                                **({"transposed": True} if transposed else {})})
         if solver not in SOLVER_NAMES:
             raise ValueError(f"ModularOptimizer: unknown solver {solver!r}; choose one of {', '.join(SOLVER_NAMES)}")
         self.optimizers: dict[str, Optimizer] = {

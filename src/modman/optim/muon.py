@@ -6,7 +6,7 @@ import torch
 
 from ..manifolds import SpectralBall
 from ..rules import muon_direction, shape_scale
-from .base import ManifoldOptimizer
+from .base import ManifoldOptimizer, out_in
 
 __all__ = ["Muon", "SpectralDescent"]
 
@@ -39,7 +39,7 @@ class Muon(ManifoldOptimizer):
         M = torch.stack([self._momentum(G, state, group) for G, state in zip(Gs, states)])
         A, _ = muon_direction(M, msign_fn=self._msign_fn(group))
         lr, wd = group["lr"], group["weight_decay"]
-        scale = -lr * shape_scale(Ws[0].shape, group["adjust_lr_fn"])
+        scale = -lr * shape_scale(out_in(Ws[0].shape, group), group["adjust_lr_fn"])
         for W, A_i, state in zip(Ws, A.unbind(0), states):
             if wd:
                 W.mul_(1 - lr * wd)
@@ -71,7 +71,7 @@ class SpectralDescent(ManifoldOptimizer):
         A, info = muon_direction(self._momentum(G, state, group), msign_fn=self._msign_fn(group))
         lr, wd = group["lr"], group["weight_decay"]
         stepped = W * (1 - lr * wd) if wd else W.clone()
-        stepped.add_(A, alpha=-lr * shape_scale(W.shape, group["adjust_lr_fn"]))
+        stepped.add_(A, alpha=-lr * shape_scale(out_in(W.shape, group), group["adjust_lr_fn"]))
         # A non-finite step is left for the step's check to report and undo (the SVD would only raise).
         finite = bool(torch.isfinite(stepped).all())
         retracted = SpectralBall(group["radius"]).retract(stepped) if finite else stepped

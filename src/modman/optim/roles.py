@@ -1,19 +1,23 @@
 """Which part of a network each parameter belongs to: embedding, head, attention, ffn, norm or other.
 
-Seed 002 classifies by name (``'w1' in name`` → ffn, ...), which misfires on a ``w1`` inside an attention
-module or a ``norm`` inside an FFN. Here the module tree decides first:
+The LLM experiment plan classifies by name (``'w1' in name`` → ffn, ...), which misfires on a ``w1`` inside an
+attention module, a ``norm`` inside an FFN, BERT's FFN ``output.dense`` (→ head) or T5's FFN ``wo`` (→ attention).
+Here the module tree decides first:
 
 1. a parameter of a normalisation module (``nn.LayerNorm``, ``nn.RMSNorm``, ``nn.GroupNorm``, batch norms,
    or any class whose name ends in ``Norm``) → ``norm``;
 2. of an ``nn.Embedding`` (or ``nn.EmbeddingBag``) → ``embedding`` (a head tied to it is the same tensor);
-3. inside an attention module (``nn.MultiheadAttention`` or a class whose name contains ``Attention``/``Attn``)
-   → ``attention``; inside a feed-forward module (class name contains ``FeedForward``, ``MLP``, ``FFN`` or
-   ``SwiGLU``) → ``ffn`` — the innermost such module wins;
+3. inside a block whose class says what it is — the innermost such block wins: attention
+   (``nn.MultiheadAttention``, class name with ``Attention``/``Attn``) → ``attention``; feed-forward (``FeedForward``,
+   ``MLP``, ``FFN``, ``SwiGLU``; BERT's ``…Intermediate`` and the FFN's ``…Output`` beside it, not the attention's
+   ``…SelfOutput``; T5's ``…DenseActDense`` / ``…LayerFF``) → ``ffn``; an output head (class name with ``Head``,
+   e.g. BERT's ``BertLMPredictionHead``) → ``head``;
 4. the output layer: the last ``nn.Linear`` of the model in registration order when it is outside every
-   attention and feed-forward module → ``head``;
+   such block → ``head``;
 5. only then the name: the path's module names are matched against known spellings (``attn``,
    ``q_proj`` … → attention; ``mlp``, ``ffn``, ``w1`` … → ffn; ``embed``, ``wte`` … → embedding;
-   ``lm_head`` … → head; ``norm``, ``ln_`` … → norm); anything else is ``other``.
+   ``lm_head`` … → head; ``norm``, ``ln_`` … → norm); inside a repeated layer (an element of an
+   ``nn.ModuleList``) a name never says head or embedding. Anything else is ``other``.
 """
 
 from __future__ import annotations
@@ -22,14 +26,16 @@ import re
 
 from torch import nn
 
-__all__ = ["ROLES", "classify_parameters", "roles_table"]
+__all__ = ["ROLES", "classify_parameters", "roles_table", "transposed_weights"]
 
 ROLES = ("embedding", "head", "attention", "ffn", "norm", "other")
 
 _NORM_TYPES = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm,
                nn.LocalResponseNorm) + ((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ())
 _ATTENTION_CLASS = re.compile(r"attention|attn", re.IGNORECASE)
-_FFN_CLASS = re.compile(r"feedforward|feed_forward|mlp|ffn|swiglu", re.IGNORECASE)
+_FFN_CLASS = re.compile(r"feedforward|feed_forward|mlp|ffn|swiglu|intermediate|(?<!self)output$|actdense$|layerff$",
+                        re.IGNORECASE)
+_HEAD_CLASS = re.compile(r"(?<!multi)head", re.IGNORECASE)
 
 # Name patterns, tried on each component of the dotted path (innermost first), only when types are silent.
 _NAME_PATTERNS: tuple[tuple[str, re.Pattern], ...] = (
@@ -48,18 +54,21 @@ def _is_norm(module: nn.Module) -> bool:
 
 
 def _block_kind(module: nn.Module) -> str | None:
-    """'attention' / 'ffn' when the module's type says it is one, else None."""
-    if isinstance(module, nn.MultiheadAttention) or _ATTENTION_CLASS.search(type(module).__name__):
+    """'attention' / 'ffn' / 'head' when the module's type says it is one, else None."""
+    name = type(module).__name__
+    if isinstance(module, nn.MultiheadAttention) or _ATTENTION_CLASS.search(name):
         return "attention"
-    if _FFN_CLASS.search(type(module).__name__):
+    if _FFN_CLASS.search(name):
         return "ffn"
+    if _HEAD_CLASS.search(name):
+        return "head"
     return None
 
 
-def _by_name(path: str) -> str:
+def _by_name(path: str, in_layer: bool) -> str:
     for part in reversed(path.split(".")):
         for role, pattern in _NAME_PATTERNS:
-            if pattern.match(part):
+            if pattern.match(part) and not (in_layer and role in ("head", "embedding")):
                 return role
     return "other"
 
@@ -69,10 +78,12 @@ def classify_parameters(model: nn.Module) -> dict[str, str]:
     modules = dict(model.named_modules())
     # The innermost attention/ffn module around each module, by type.
     enclosing: dict[str, str | None] = {"": None}  # the root is the whole network, whatever its class name
+    in_layer: dict[str, bool] = {"": False}  # inside an element of an nn.ModuleList (a repeated layer)
     for name, module in modules.items():
         if name:
             parent = name.rsplit(".", 1)[0] if "." in name else ""
             enclosing[name] = _block_kind(module) or enclosing.get(parent)
+            in_layer[name] = in_layer.get(parent, False) or isinstance(modules[parent], nn.ModuleList)
     linears = [name for name, m in modules.items() if isinstance(m, nn.Linear) and enclosing[name] is None]
     head = linears[-1] if linears and linears[-1] == _last_parameterized(model) else None
 
@@ -89,8 +100,21 @@ def classify_parameters(model: nn.Module) -> dict[str, str]:
         elif owner == head:
             roles[pname] = "head"
         else:
-            roles[pname] = _by_name(pname)
+            roles[pname] = _by_name(pname, in_layer[owner])
     return roles
+
+
+def transposed_weights(model: nn.Module) -> set[str]:
+    """Names of the weights stored as (in, out) rather than torch's (out, in): Hugging Face's ``Conv1D`` (GPT-2's
+    c_attn, c_proj, c_fc; ``y = x·W + b``). Rules that read a matrix's out and in sides (Muon's shape scale, the
+    spectral sphere's radius) take them transposed (param group option ``transposed=True``)."""
+    out = set()
+    for name, module in model.named_modules():
+        weight = getattr(module, "weight", None)
+        if (type(module).__name__ == "Conv1D" and isinstance(weight, nn.Parameter) and weight.ndim == 2
+                and weight.shape[1] == getattr(module, "nf", None)):
+            out.add(f"{name}.weight" if name else "weight")
+    return out
 
 
 def _last_parameterized(model: nn.Module) -> str | None:

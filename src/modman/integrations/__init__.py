@@ -1,0 +1,1 @@
+"""modman inside other frameworks: ``modman.integrations.huggingface`` (needs ``pip install modman[hf]``)."""

@@ -1,0 +1,119 @@
+"""modman in the Hugging Face ``Trainer``: any experiment's role-aware optimizer for a ``PreTrainedModel``, with
+per-role spectra, gradient norms and solver diagnostics in the Trainer's own logs (TensorBoard, W&B, ...).
+
+    from modman.integrations.huggingface import ModmanTrainer
+
+    trainer = ModmanTrainer(model=model, args=args, train_dataset=data, experiment="manifold_muon")
+    trainer.train()
+
+``Trainer.create_optimizer`` is the hook ``ModmanTrainer`` overrides; with a plain ``Trainer`` pass
+``optimizers=(create_optimizer(model, "muon_all", args), None)`` (no spectra in the logs then).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..optim import ModularOptimizer
+from ..optim.modular import MATRIX_ROLES
+
+try:
+    from transformers import Trainer, TrainingArguments
+except ImportError:  # pragma: no cover - exercised by the message test with transformers hidden
+    raise ImportError("modman.integrations.huggingface needs Hugging Face transformers: pip install 'modman[hf]' "
+                      "(or pip install transformers)") from None
+
+__all__ = ["create_optimizer", "role_summary", "ModmanTrainer"]
+
+
+def create_optimizer(model: nn.Module, experiment: str = "muon_all", args: TrainingArguments | None = None,
+                     **kwargs: Any) -> ModularOptimizer:
+    """``ModularOptimizer(model, experiment)``: the experiment's rule on attention and FFN matrices at its default
+    lr, AdamW elsewhere at ``args.learning_rate`` with ``args.weight_decay`` and ``args.adam_beta1/2``;
+    ``kwargs`` (``lr``, ``role_lr``, ``solver``, ...) override. Records each role's gradient norm at every step
+    (before the update) for ``role_summary``."""
+    settings: dict[str, Any] = {}
+    if args is not None:
+        settings = dict(adamw_lr=args.learning_rate, weight_decay=args.weight_decay,
+                        betas=(args.adam_beta1, args.adam_beta2))
+    opt = ModularOptimizer(model, experiment, **{**settings, **kwargs})
+    names = {id(p): n for n, p in model.named_parameters()}
+    opt.last_grad_norms = {}
+
+    @torch.no_grad()
+    def record(optimizer, *_):
+        squares: dict[str, torch.Tensor] = {}
+        for g in optimizer.param_groups:
+            for p in g["params"]:
+                if p.grad is not None:
+                    role = optimizer.roles[names[id(p)]]
+                    squares[role] = squares.get(role, 0) + p.grad.float().square().sum()
+        optimizer.last_grad_norms = {r: float(v) ** 0.5 for r, v in squares.items()}
+
+    opt.register_step_pre_hook(record)
+    return opt
+
+
+@torch.no_grad()
+def role_summary(model: nn.Module, opt: ModularOptimizer) -> dict[str, float]:
+    """Per matrix role (attention, ffn): mean and max σ_max, worst condition number and mean Frobenius norm of its
+    matrices (float64 SVD), the role's gradient norm at the last step; then the solver diagnostics over every
+    matrix that reports them (mean msign calls, worst residual). Keys ``modman/<role>/<quantity>``."""
+    out: dict[str, float] = {}
+    for role in MATRIX_ROLES:
+        mats = [p for n, p in model.named_parameters() if opt.roles.get(n) == role and p.ndim >= 2]
+        if not mats:
+            continue
+        svs = [torch.linalg.svdvals(p.detach().reshape(p.shape[0], -1).double().cpu()) for p in mats]
+        tops = torch.stack([s[0] for s in svs])
+        conds = torch.stack([s[0] / s[-1] if s[-1] > 0 else torch.tensor(float("inf"), dtype=s.dtype) for s in svs])
+        out[f"modman/{role}/sigma_max_mean"] = float(tops.mean())
+        out[f"modman/{role}/sigma_max_max"] = float(tops.max())
+        out[f"modman/{role}/condition_max"] = float(conds.max())
+        out[f"modman/{role}/fro_norm_mean"] = float(torch.stack([p.detach().double().norm() for p in mats]).mean())
+        if role in getattr(opt, "last_grad_norms", {}):
+            out[f"modman/{role}/grad_norm"] = opt.last_grad_norms[role]
+    diag = [d for d in opt.diagnostics().values() if "msign_calls" in d]
+    if diag:
+        out["modman/msign_calls_mean"] = sum(d["msign_calls"] for d in diag) / len(diag)
+        residuals = [float(d["residual"]) for d in diag if "residual" in d]
+        if residuals:
+            out["modman/residual_max"] = max(residuals)
+    return out
+
+
+class ModmanTrainer(Trainer):
+    """A ``transformers.Trainer`` whose optimizer is ``create_optimizer(model, experiment, args, **optimizer_kwargs)``
+    and whose training logs (every ``logging_steps``) carry ``role_summary``, so every reporting integration gets it.
+
+    Args:
+        experiment: a key of ``modman.optim.EXPERIMENTS`` (``muon_all``, ``manifold_muon``, ``spectral_sphere``...).
+        optimizer_kwargs: passed to ``ModularOptimizer`` (``lr``, ``role_lr``, ``solver``, ...).
+        log_spectra: add ``role_summary`` to the training logs (an SVD of every attention/FFN matrix per log).
+        *args, **kwargs: ``transformers.Trainer``'s.
+    """
+
+    def __init__(self, *args: Any, experiment: str = "muon_all", optimizer_kwargs: dict | None = None,
+                 log_spectra: bool = True, **kwargs: Any):
+        from ..optim import EXPERIMENTS
+
+        if experiment not in EXPERIMENTS:
+            raise ValueError(f"ModmanTrainer: unknown experiment {experiment!r}; choose one of {', '.join(EXPERIMENTS)}")
+        self.experiment, self.optimizer_kwargs, self.log_spectra = experiment, dict(optimizer_kwargs or {}), log_spectra
+        super().__init__(*args, **kwargs)
+
+    def create_optimizer(self, model=None):
+        if self.optimizer is None:
+            self.optimizer = create_optimizer(self.model if model is None else model, self.experiment, self.args,
+                                              **self.optimizer_kwargs)
+        return self.optimizer
+
+    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+        opt = self.optimizer
+        inner = getattr(opt, "optimizer", opt)  # accelerate wraps it
+        if self.log_spectra and isinstance(inner, ModularOptimizer) and "loss" in logs:
+            logs = {**logs, **role_summary(self.model, inner)}
+        super().log(logs, *args, **kwargs)

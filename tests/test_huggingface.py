@@ -1,0 +1,80 @@
+"""modman in the Hugging Face Trainer (tiny random-init Llama on CPU, nothing downloaded)."""
+
+import warnings
+
+import pytest
+import torch
+
+from modman.manifolds import Stiefel
+
+T = pytest.importorskip("transformers")
+pytest.importorskip("accelerate")
+from modman.integrations.huggingface import ModmanTrainer, create_optimizer, role_summary  # noqa: E402
+
+
+def tiny_llama():
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return T.LlamaForCausalLM(T.LlamaConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                                num_key_value_heads=1, intermediate_size=64, vocab_size=64))
+
+
+def data(n=80):
+    g = torch.Generator().manual_seed(1)
+    return [{"input_ids": (ids := torch.randint(0, 64, (16,), generator=g)), "labels": ids} for _ in range(n)]
+
+
+class Capture(T.TrainerCallback):
+    """What every reporting integration (TensorBoard, W&B...) receives."""
+
+    def __init__(self):
+        self.logs = []
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        self.logs.append(dict(logs or {}))
+
+
+def test_trainer_keeps_manifold_muon_on_stiefel_and_logs_spectra(tmp_path):
+    model = tiny_llama()
+    capture = Capture()
+    args = T.TrainingArguments(output_dir=str(tmp_path), max_steps=20, per_device_train_batch_size=4,
+                               logging_steps=5, report_to="none", use_cpu=True, save_strategy="no",
+                               learning_rate=1e-3, disable_tqdm=True)
+    trainer = ModmanTrainer(model=model, args=args, train_dataset=data(), experiment="manifold_muon",
+                            callbacks=[capture])
+    result = trainer.train()
+    assert result.global_step == 20
+    opt = trainer.optimizer.optimizer if hasattr(trainer.optimizer, "optimizer") else trainer.optimizer
+    matrices = [(n, p) for n, p in model.named_parameters() if opt.roles[n] in ("attention", "ffn") and p.ndim == 2]
+    assert len(matrices) == 14
+    for n, p in matrices:
+        assert Stiefel().violation(p.detach()) < 1e-5, n
+    train_logs = [entry for entry in capture.logs if "loss" in entry]
+    assert len(train_logs) == 4
+    for entry in train_logs:
+        for role in ("attention", "ffn"):
+            assert abs(entry[f"modman/{role}/sigma_max_max"] - 1) < 1e-5  # on Stiefel: every σ = 1
+            assert entry[f"modman/{role}/grad_norm"] > 0
+        assert entry["modman/msign_calls_mean"] >= 1
+    assert train_logs[-1]["loss"] < train_logs[0]["loss"]
+
+
+def test_create_optimizer_for_a_plain_trainer_and_the_summary():
+    model = tiny_llama()
+    args = T.TrainingArguments(output_dir="unused", learning_rate=2e-3, weight_decay=0.05, report_to="none",
+                               use_cpu=True)
+    opt = create_optimizer(model, "muon_all", args)
+    groups = {(g["rule"], g["role"]): g for g in opt.param_groups}
+    assert groups[("adamw", "embedding")]["lr"] == 2e-3 and groups[("muon", "attention")]["weight_decay"] == 0.05
+    x = data(1)[0]["input_ids"][None]
+    model(input_ids=x, labels=x).loss.backward()
+    opt.step()
+    summary = role_summary(model, opt)
+    assert set(opt.last_grad_norms) >= {"attention", "ffn", "embedding"}
+    assert summary["modman/ffn/sigma_max_max"] >= summary["modman/ffn/sigma_max_mean"] > 0
+
+
+def test_unknown_experiment_is_refused():
+    with pytest.raises(ValueError, match="unknown experiment 'muon_everything'.*muon_all"):
+        ModmanTrainer(model=tiny_llama(), experiment="muon_everything")
