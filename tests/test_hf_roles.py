@@ -124,3 +124,34 @@ def test_without_transformers_the_integration_names_the_extra(monkeypatch):
         sys.modules.pop("modman.integrations.huggingface", None)
         if saved is not None:
             sys.modules["modman.integrations.huggingface"] = saved
+
+
+def test_fused_qkv_is_orthogonalized_per_block():
+    """GPT-2's c_attn (stored 32x96: q, k, v side by side) and nn.MultiheadAttention's in_proj_weight: Muon's step
+    is msign of each 32-wide block of the momentum, not of the whole stack."""
+    from modman.msign import msign
+    from modman.optim import Muon, fused_projections
+
+    make, _ = MODELS["gpt2"]
+    torch.manual_seed(0)
+    model = make()
+    assert set(fused_projections(model)) == {"transformer.h.0.attn.c_attn.weight", "transformer.h.1.attn.c_attn.weight"}
+    opt = ModularOptimizer(model, "muon_all", lr=0.01, weight_decay=0.0, momentum=0.0)
+    c_attn = dict(model.named_parameters())["transformer.h.0.attn.c_attn.weight"]
+    before = c_attn.detach().clone()
+    x = torch.randint(0, 64, (2, 16))
+    model(input_ids=x, labels=x).loss.backward()
+    G = c_attn.grad.detach().clone()
+    opt.step()
+    blocks = [msign(b, steps=5, dtype="auto") for b in G.chunk(3, dim=1)]  # out side = columns when stored (in, out)
+    assert torch.allclose(c_attn.detach(), before - 0.01 * torch.cat(blocks, dim=1), atol=1e-6)
+
+    mha = torch.nn.MultiheadAttention(16, 2, bias=False)
+    assert fused_projections(torch.nn.Sequential(mha)) == {"0.in_proj_weight": 3}
+    W0 = mha.in_proj_weight.detach().clone()
+    mha.in_proj_weight.grad = torch.randn_like(W0)
+    Muon([{"params": [mha.in_proj_weight], "split": 3}], lr=0.01, momentum=0.0).step()
+    want = W0 - 0.01 * torch.cat([msign(b, steps=5, dtype="auto") for b in mha.in_proj_weight.grad.chunk(3, dim=0)])
+    assert torch.allclose(mha.in_proj_weight.detach(), want, atol=1e-6)
+    with pytest.raises(ValueError, match="split=3.*shape \\(16, 16\\)"):
+        Muon([{"params": [torch.nn.Parameter(torch.randn(16, 16))], "split": 3}])

@@ -78,3 +78,40 @@ def test_create_optimizer_for_a_plain_trainer_and_the_summary():
 def test_unknown_experiment_is_refused():
     with pytest.raises(ValueError, match="unknown experiment 'muon_everything'.*muon_all"):
         ModmanTrainer(model=tiny_llama(), experiment="muon_everything")
+
+
+@pytest.mark.parametrize("model", ["hf:llama", "hf:gpt2"])
+def test_modman_train_on_a_hugging_face_architecture_resumes_bit_for_bit(tmp_path, model):
+    from test_train import _final_state, cfg
+
+    from modman.experiments.train import train
+
+    settings = dict(exp="muon_all", model=model)
+    train(cfg(tmp_path / "straight", **settings))
+    assert train(cfg(tmp_path / "broken", **settings), stop_after=13)["status"] == "stopped"
+    train(cfg(tmp_path / "broken", **settings), resume=True)
+    a, b = _final_state(tmp_path / "straight" / "muon_all"), _final_state(tmp_path / "broken" / "muon_all")
+    assert b["step"] == 20 and any(k.startswith("model.") for k in a["model"])
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+
+
+def test_bad_model_names_and_combinations_are_refused():
+    from modman.experiments.train import TrainConfig
+
+    with pytest.raises(ValueError, match="unknown model 'hf:bert'.*hf:llama"):
+        TrainConfig(model="hf:bert")
+    with pytest.raises(ValueError, match="modular trains its own"):
+        TrainConfig(model="hf:llama", exp="modular")
+    with pytest.raises(ValueError, match="parallel none or ddp"):
+        TrainConfig(model="hf:gpt2", parallel="fsdp")
+
+
+def test_modman_roles_shows_a_hugging_face_model(capsys):
+    from modman.cli import main
+
+    assert main(["roles", "--model", "hf:gpt2", "--preset", "tiny", "--exp", "muon_ffn"]) == 0
+    out = capsys.readouterr().out
+    assert "model.transformer.h.0.mlp.c_fc.weight" in out and "ffn         muon" in out
+    assert main(["roles", "--model", "hf:bert", "--preset", "tiny"]) == 2
+    assert "unknown Hugging Face model 'hf:bert'" in capsys.readouterr().err

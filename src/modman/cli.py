@@ -129,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     roles = sub.add_parser("roles", help="print each parameter's role and the rule an experiment gives it")
     roles.add_argument("--preset", default="small", help="model preset (default: small)")
     roles.add_argument("--exp", default="baseline", help="experiment whose rules to show (default: baseline)")
+    roles.add_argument("--model", default="modman", help="modman, or hf:gpt2|hf:llama|hf:qwen2|hf:qwen3|hf:mistral "
+                       "(default: modman)")
     bench = sub.add_parser("bench", help="run a benchmark from a source checkout (python -m benchmarks.NAME)",
                            description="Run benchmarks/NAME.py of a modman source checkout (the current "
                                        "folder); options after NAME go to the benchmark (--device, --quick, ...).")
@@ -296,7 +298,12 @@ def _run_roles(args: argparse.Namespace) -> int:
         return 0
     from .optim.modular import unreached_roles
 
-    model = Transformer(PRESETS[args.preset])
+    if args.model == "modman":
+        model = Transformer(PRESETS[args.preset])
+    else:
+        from .integrations.hf_models import build_hf_model
+
+        model = build_hf_model(args.model, PRESETS[args.preset])
     print(roles_table(model, ModularOptimizer(model, args.exp).assignment))
     for line in unreached_roles(classify_parameters(model), args.exp, {n: p.shape for n, p in model.named_parameters()}):
         print(f"warning: {line}")

@@ -64,6 +64,8 @@ def run_experiments(settings: dict[str, Any], *, run_all: bool = False, resume: 
     if run_all and settings.get("name"):
         raise ValueError("--name names one run's folder; it cannot be used with --all (each run is OUT/EXP)")
     names = list(TRAIN_EXPERIMENTS) if run_all else [settings.get("exp", TrainConfig.exp)]
+    if run_all and settings.get("model", "modman") != "modman":
+        names.remove("modular")  # it trains its own modman.modular GPT
     configs = [_config(settings, exp=name) for name in names]
     for cfg in configs:
         cfg.resolved_device()  # an unusable --device fails before anything runs

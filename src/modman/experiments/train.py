@@ -51,6 +51,9 @@ class TrainConfig:
     exp: str = "baseline"
     max_steps: int = 400
     preset: str = "small"
+    model: str = field(default="modman", metadata={"help": (
+        "modman (the built-in LLaMA-style decoder) or a Hugging Face architecture at the preset's shape, random "
+        "init: hf:gpt2, hf:llama, hf:qwen2, hf:qwen3, hf:mistral (pip install 'modman[hf]')")})
     batch_size: int = 16
     lr: float | None = None
     lr_scale: float = 1.0
@@ -89,6 +92,17 @@ class TrainConfig:
                              f"{', '.join(SOLVER_NAMES)}")
         if self.preset not in PRESETS:
             raise ValueError(f"--preset: unknown preset {self.preset!r}; choose one of: {', '.join(PRESETS)}")
+        if self.model != "modman":
+            from ..integrations.hf_models import HF_MODELS
+
+            if self.model.removeprefix("hf:") not in HF_MODELS or not self.model.startswith("hf:"):
+                raise ValueError(f"--model: unknown model {self.model!r}; choose modman or one of: "
+                                 f"{', '.join('hf:' + n for n in HF_MODELS)}")
+            if self.exp == "modular":
+                raise ValueError("--exp modular trains its own modman.modular GPT; use --model modman with it")
+            if self.parallel == "fsdp":
+                raise ValueError(f"--model {self.model} runs with --parallel none or ddp (FSDP2 sharding of "
+                                 "Hugging Face models is not wired up)")
         require_positive_ints(self, ("max_steps", "batch_size", "eval_every", "eval_batches", "log_every",
                                      "checkpoint_every"))
         if self.dtype not in ("float32", "float64"):
@@ -245,7 +259,13 @@ def _build(cfg: TrainConfig, device: torch.device, shard: Callable[[torch.nn.Mod
     if cfg.exp == "modular":
         model, opt = _build_modular(cfg, device, dtype)
     else:
-        model = shard(Transformer(PRESETS[cfg.preset]).to(device=device, dtype=dtype))
+        if cfg.model == "modman":
+            net = Transformer(PRESETS[cfg.preset])
+        else:
+            from ..integrations.hf_models import build_hf_model
+
+            net = build_hf_model(cfg.model, PRESETS[cfg.preset])
+        model = shard(net.to(device=device, dtype=dtype))
         opt = ModularOptimizer(model, cfg.exp, cfg.lr, adamw_lr=cfg.adamw_lr, role_lr=cfg.role_lr, solver=cfg.solver,
                                weight_decay=cfg.weight_decay, momentum=cfg.momentum)
     for g in opt.param_groups:  # before the scheduler records the initial lrs

@@ -44,6 +44,7 @@ _HYPERPARAMETER_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "warm_start": (lambda v: isinstance(v, bool), "True or False"),
     "tangent": (lambda v: isinstance(v, bool), "True or False"),
     "transposed": (lambda v: isinstance(v, bool), "True or False"),
+    "split": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "an int >= 1"),
     "lanczos_steps": (lambda v: v is None or v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= 1),
                       "'auto', None (exact) or an int >= 1"),
     "sso_evals": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "an int >= 1"),

@@ -17,7 +17,7 @@ from .constrained import SPEL, Hyperball, SpectralSphere
 from .muon import Muon
 from .retraction import ManifoldRetraction, SpectralRetraction, StiefelRetraction
 from ..rules import SOLVER_NAMES
-from .roles import ROLES, classify_parameters, transposed_weights
+from .roles import ROLES, classify_parameters, fused_projections, transposed_weights
 
 __all__ = ["ModularOptimizer", "EXPERIMENTS", "RULES", "MATRIX_ROLES", "DEFAULT_LR", "rule_assignment",
            "unreached_roles"]
@@ -125,15 +125,17 @@ class ModularOptimizer(Optimizer):
 
         # (rule, role, decays, transposed) -> [(name, param)] in model order; a bucket holds only matrices or only
         # vectors, and only weights stored (out, in) or only ones stored (in, out) (HF Conv1D).
-        stored_in_out = transposed_weights(model)
-        buckets: dict[tuple[str, str, bool, bool], list[tuple[str, nn.Parameter]]] = {}
+        # Muon orthogonalizes fused q, k, v projections per block (``fused_projections``).
+        stored_in_out, fused = transposed_weights(model), fused_projections(model)
+        buckets: dict[tuple[str, str, bool, bool, int], list[tuple[str, nn.Parameter]]] = {}
         for name, p in named.items():
             rule, role = self.assignment[name], self.roles[name]
             decays = p.ndim >= 2 and rule in ("adamw", "muon")
             transposed = name in stored_in_out and rule != "adamw"
-            buckets.setdefault((rule, role, decays, transposed), []).append((name, p))
+            split = fused.get(name, 1) if rule == "muon" else 1
+            buckets.setdefault((rule, role, decays, transposed, split), []).append((name, p))
         groups: dict[str, list[dict]] = {}
-        for (rule, role, decays, transposed), params in buckets.items():
+        for (rule, role, decays, transposed, split), params in buckets.items():
             if role_lr and role in role_lr:
                 lr_here = role_lr[role]
             elif role in MATRIX_ROLES and params[0][1].ndim >= 2:
@@ -142,7 +144,8 @@ class ModularOptimizer(Optimizer):
                 lr_here = adamw_lr
             groups.setdefault(rule, []).append({"params": params, "lr": lr_here, "role": role, "rule": rule,
                                                 "weight_decay": weight_decay if decays else 0.0,
-                                                **({"transposed": True} if transposed else {})})
+                                                **({"transposed": True} if transposed else {}),
+                                                **({"split": split} if split > 1 else {})})
         if solver not in SOLVER_NAMES:
             raise ValueError(f"ModularOptimizer: unknown solver {solver!r}; choose one of {', '.join(SOLVER_NAMES)}")
         self.optimizers: dict[str, Optimizer] = {

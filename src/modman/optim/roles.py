@@ -26,7 +26,7 @@ import re
 
 from torch import nn
 
-__all__ = ["ROLES", "classify_parameters", "roles_table", "transposed_weights"]
+__all__ = ["ROLES", "classify_parameters", "roles_table", "transposed_weights", "fused_projections"]
 
 ROLES = ("embedding", "head", "attention", "ffn", "norm", "other")
 
@@ -114,6 +114,26 @@ def transposed_weights(model: nn.Module) -> set[str]:
         if (type(module).__name__ == "Conv1D" and isinstance(weight, nn.Parameter) and weight.ndim == 2
                 and weight.shape[1] == getattr(module, "nf", None)):
             out.add(f"{name}.weight" if name else "weight")
+    return out
+
+
+def fused_projections(model: nn.Module) -> dict[str, int]:
+    """``{weight name: 3}`` for the query, key and value projections stored as one matrix whose out side is q, k, v
+    one after the other: GPT-2's ``c_attn`` (a ``Conv1D``), ``nn.MultiheadAttention.in_proj_weight`` and an
+    ``nn.Linear`` named ``qkv`` (timm's ViT). Muon orthogonalizes such a matrix per block, as modded-nanogpt does
+    with separate q, k, v: the three play different parts, and one msign over the stack would couple their
+    singular values. Layouts that interleave heads (GPT-NeoX's ``query_key_value``) are not split."""
+    out = {}
+    for name, module in model.named_modules():
+        prefix = f"{name}." if name else ""
+        leaf = name.rsplit(".", 1)[-1]
+        weight = getattr(module, "weight", None)
+        if isinstance(module, nn.MultiheadAttention) and module.in_proj_weight is not None:
+            out[f"{prefix}in_proj_weight"] = 3
+        elif type(module).__name__ == "Conv1D" and leaf == "c_attn" and weight is not None and weight.shape[1] % 3 == 0:
+            out[f"{prefix}weight"] = 3
+        elif isinstance(module, nn.Linear) and leaf == "qkv" and module.out_features % 3 == 0:
+            out[f"{prefix}weight"] = 3
     return out
 
 
