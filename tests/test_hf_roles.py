@@ -66,6 +66,13 @@ def test_muon_ffn_moves_the_ffn_matrices_of_encoders(arch):
     opt = ModularOptimizer(model, "muon_ffn")
     on_muon = [n for n, rule in opt.assignment.items() if rule == "muon"]
     assert on_muon and all(classify_parameters(model)[n] == "ffn" for n in on_muon)
+    params = dict(model.named_parameters())
+    before = {n: params[n].detach().clone() for n in on_muon}
+    for p in model.parameters():
+        p.grad = torch.randn_like(p)
+    opt.step()
+    assert all(not torch.equal(params[n], before[n]) for n in on_muon)  # Muon moved every FFN matrix
+    assert len(on_muon) == {"bert": 4, "t5": 8}[arch]  # 2 layers x (in, out); T5: encoder and decoder
 
 
 def test_an_experiment_that_reaches_no_matrix_of_a_role_warns():

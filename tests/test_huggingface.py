@@ -115,3 +115,14 @@ def test_modman_roles_shows_a_hugging_face_model(capsys):
     assert "model.transformer.h.0.mlp.c_fc.weight" in out and "ffn         muon" in out
     assert main(["roles", "--model", "hf:bert", "--preset", "tiny"]) == 2
     assert "unknown Hugging Face model 'hf:bert'" in capsys.readouterr().err
+
+
+def test_hf_model_without_transformers_names_the_extra(monkeypatch):
+    import sys
+
+    from modman.experiments.model import PRESETS
+    from modman.integrations.hf_models import build_hf_model
+
+    monkeypatch.setitem(sys.modules, "transformers", None)
+    with pytest.raises(ValueError, match=r"--model hf:llama needs Hugging Face transformers: pip install 'modman\[hf\]'"):
+        build_hf_model("hf:llama", PRESETS["tiny"])
