@@ -124,5 +124,6 @@ def test_hf_model_without_transformers_names_the_extra(monkeypatch):
     from modman.integrations.hf_models import build_hf_model
 
     monkeypatch.setitem(sys.modules, "transformers", None)
-    with pytest.raises(ValueError, match=r"--model hf:llama needs Hugging Face transformers: pip install 'modman\[hf\]'"):
+    with pytest.raises(ValueError, match=r"--model hf:llama needs Hugging Face transformers: "
+                                         r"pip install 'modman\[hf\]'"):
         build_hf_model("hf:llama", PRESETS["tiny"])

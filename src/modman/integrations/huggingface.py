@@ -101,7 +101,8 @@ class ModmanTrainer(Trainer):
         from ..optim import EXPERIMENTS
 
         if experiment not in EXPERIMENTS:
-            raise ValueError(f"ModmanTrainer: unknown experiment {experiment!r}; choose one of {', '.join(EXPERIMENTS)}")
+            raise ValueError(f"ModmanTrainer: unknown experiment {experiment!r}; choose one of "
+                             f"{', '.join(EXPERIMENTS)}")
         self.experiment, self.optimizer_kwargs, self.log_spectra = experiment, dict(optimizer_kwargs or {}), log_spectra
         super().__init__(*args, **kwargs)
 

@@ -168,7 +168,8 @@ class SpectralSphere(ManifoldOptimizer):
     """
 
     def __init__(self, params, lr: float = 0.02, momentum: float = 0.95, nesterov: bool = True,
-                 radius: float = 1.0, tangent: bool = False, lanczos_steps: int | str | None = "auto", sso_evals: int = 1,
+                 radius: float = 1.0, tangent: bool = False, lanczos_steps: int | str | None = "auto",
+                 sso_evals: int = 1,
                  msign_method: str = "polar_express", msign_steps: int | None = 5,
                  msign_dtype: torch.dtype | str | None = "auto", *, skip_nonfinite: bool = False):
         defaults = dict(lr=lr, momentum=momentum, nesterov=nesterov, radius=radius, tangent=tangent,

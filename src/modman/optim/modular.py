@@ -1,4 +1,5 @@
-"""The LLM experiment plan's modular optimizer: a different optimizer per parameter role, behind one torch.optim interface."""
+"""The LLM experiment plan's modular optimizer: a different optimizer per parameter role, behind one torch.optim
+interface."""
 
 from __future__ import annotations
 
@@ -25,8 +26,8 @@ __all__ = ["ModularOptimizer", "EXPERIMENTS", "RULES", "MATRIX_ROLES", "DEFAULT_
 RULES = ("adamw", "muon", "stiefel", "spectral", "manifold_muon", "hyperball", "spel", "spectral_sphere")
 MATRIX_ROLES = ("attention", "ffn")
 
-# The LLM experiment plan, section 4: the rule of the attention and FFN matrices per experiment. Embeddings, head, norms,
-# anything else and every vector (gains, biases) get AdamW in every experiment.
+# The LLM experiment plan, section 4: the rule of the attention and FFN matrices per experiment. Embeddings, head,
+# norms, anything else and every vector (gains, biases) get AdamW in every experiment.
 EXPERIMENTS: dict[str, dict[str, str]] = {
     "baseline": {"attention": "adamw", "ffn": "adamw"},
     "muon_all": {"attention": "muon", "ffn": "muon"},

@@ -47,7 +47,8 @@ class Muon(ManifoldOptimizer):
                 p = p[1] if isinstance(p, tuple) else p
                 if p.ndim != 2 or p.shape[axis] % k:
                     raise ValueError(f"Muon: split={k} needs 2-D weights whose out side divides into {k} blocks; "
-                                     f"params[{i}] has shape {tuple(p.shape)}" + (" (stored (in, out))" if axis else ""))
+                                     f"params[{i}] has shape {tuple(p.shape)}"
+                                     + (" (stored (in, out))" if axis else ""))
         super().add_param_group(param_group)
 
     def _update_many(self, Ws, Gs, states, group):

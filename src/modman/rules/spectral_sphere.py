@@ -9,7 +9,6 @@ the dual function ``‖M + λΘ‖_*``, convex in λ).
 
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 import torch
@@ -32,9 +31,9 @@ def lanczos_top(V: torch.Tensor, x: torch.Tensor, steps: int) -> tuple[torch.Ten
     the power iteration's K^{k−1}: its Ritz value converges like ``exp(−4k·sqrt(gap))`` against
     ``(1 − gap)^{2k}`` (gap = 1 − λ₂/λ₁). Products with K only, then the k×k tridiagonal's top eigenpair
     (float64); ``Kq = Aᵀ(Aq)`` with A = V in its tall orientation, two matrix–vector products per step instead
-    of the m·n² product K costs. A breakdown (x spans an invariant subspace) ends the space. Start from the last step's top
-    vector plus a fixed generic one (``start_vector``): a top eigenvector alone spans nothing else and misses
-    a singular value that has just crossed it.
+    of the m·n² product K costs. A breakdown (x spans an invariant subspace) ends the space. Start from the last
+    step's top vector plus a fixed generic one (``start_vector``): a top eigenvector alone spans nothing else
+    and misses a singular value that has just crossed it.
     """
     A = V if V.shape[-2] >= V.shape[-1] else V.mT
     n = A.shape[-1]
@@ -97,7 +96,8 @@ def _h(X: torch.Tensor, theta: torch.Tensor, lam: torch.Tensor, msign_fn) -> tup
 
 def sso_direction(M: torch.Tensor, u: torch.Tensor, v: torch.Tensor, msign_fn: Callable[[torch.Tensor], torch.Tensor],
                   lam: torch.Tensor | None = None, slope: torch.Tensor | None = None, *, evals: int = 2,
-                  tol: float = SSO_TOL, max_evals: int = SSO_MAX_EVALS, clean: bool = True) -> tuple[torch.Tensor, dict]:
+                  tol: float = SSO_TOL, max_evals: int = SSO_MAX_EVALS,
+                  clean: bool = True) -> tuple[torch.Tensor, dict]:
     """``Φ = msign(X + λΘ) − h·Θ`` with ``X = M/‖M‖_F``, ``Θ = u vᵀ``, λ the root of ``h(λ) = ⟨Θ, msign(X + λΘ)⟩``.
 
     Warm (``lam`` and ``slope`` from the last step): secant steps from λ, the first along the stored slope,
