@@ -51,7 +51,7 @@ def create_optimizer(model: nn.Module, experiment: str = "muon_all", args: Train
                 if p.grad is not None:
                     role = optimizer.roles[names[id(p)]]
                     squares[role] = squares.get(role, 0) + p.grad.float().square().sum()
-        optimizer.last_grad_norms = {r: float(v) ** 0.5 for r, v in squares.items()}
+        optimizer.last_grad_norms = {r: v.sqrt() for r, v in squares.items()}  # tensors: no host sync per step
 
     opt.register_step_pre_hook(record)
     return opt
@@ -75,7 +75,7 @@ def role_summary(model: nn.Module, opt: ModularOptimizer) -> dict[str, float]:
         out[f"modman/{role}/condition_max"] = float(conds.max())
         out[f"modman/{role}/fro_norm_mean"] = float(torch.stack([p.detach().double().norm() for p in mats]).mean())
         if role in getattr(opt, "last_grad_norms", {}):
-            out[f"modman/{role}/grad_norm"] = opt.last_grad_norms[role]
+            out[f"modman/{role}/grad_norm"] = float(opt.last_grad_norms[role])
     diag = [d for d in opt.diagnostics().values() if "msign_calls" in d]
     if diag:
         out["modman/msign_calls_mean"] = sum(d["msign_calls"] for d in diag) / len(diag)
