@@ -1,4 +1,4 @@
-"""The README's contract, as one table run over every optimizer modman ships.
+"""The optimizer contract (docs/contract.md), as one table run over every optimizer modman ships.
 
 Each row builds a model and an optimizer for it; each test is one promise of the contract:
 state dicts continue bit for bit (also into an optimizer rebuilt over the loaded weights), closures and lr

@@ -9,6 +9,7 @@ the dual function ``‖M + λΘ‖_*``, convex in λ).
 
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import torch
@@ -67,9 +68,10 @@ def lanczos_top(V: torch.Tensor, x: torch.Tensor, steps: int) -> tuple[torch.Ten
     return evals[..., -1].to(V.dtype), x / torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min(tiny)
 
 
+@functools.lru_cache(maxsize=64)
 def start_vector(n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """A fixed generic unit vector of length n (seeded: every rank and run alike; random, so it has a share of
-    every eigenvector except with probability 0)."""
+    every eigenvector except with probability 0). Cached: callers must not write into it."""
     v = torch.randn(n, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     return (v / torch.linalg.vector_norm(v)).to(dtype=dtype, device=device)
 
