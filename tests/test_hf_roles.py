@@ -162,3 +162,26 @@ def test_fused_qkv_is_orthogonalized_per_block():
     assert torch.allclose(mha.in_proj_weight.detach(), want, atol=1e-6)
     with pytest.raises(ValueError, match="split=3.*shape \\(16, 16\\)"):
         Muon([{"params": [torch.nn.Parameter(torch.randn(16, 16))], "split": 3}])
+
+
+@pytest.mark.parametrize("experiment", ["manifold_muon", "stiefel_all", "spel"])
+def test_gpt2_c_attn_blocks_each_stay_on_stiefel_under_every_manifold_rule(experiment):
+    from modman.manifolds import Stiefel
+
+    make, _ = MODELS["gpt2"]
+    for split_fused in (True, False):
+        torch.manual_seed(0)
+        model = make()
+        opt = ModularOptimizer(model, experiment, split_fused=split_fused)
+        x = torch.randint(0, 64, (2, 16))
+        for _ in range(3):
+            opt.zero_grad()
+            model(input_ids=x, labels=x).loss.backward()
+            opt.step()
+        c_attn = dict(model.named_parameters())["transformer.h.1.attn.c_attn.weight"].detach()  # stored (32, 96)
+        blocks = [Stiefel().violation(b) for b in c_attn.chunk(3, dim=1)]
+        whole = Stiefel().violation(c_attn)
+        if split_fused:  # q, k, v each (32, 32) orthogonal; the (32, 96) stack then has singular values √3
+            assert max(blocks) < 1e-5 and whole > 0.5
+        else:
+            assert whole < 1e-5 and min(blocks) > 0.1

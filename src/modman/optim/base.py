@@ -21,7 +21,8 @@ from .distributed import (broadcast_from_owners, gather_to_owners, is_dtensor, s
 from .guard import NonFiniteError, guard_gradients, nonfinite_grads, step_atomically
 
 __all__ = ["ManifoldOptimizer", "fill_group_defaults", "param_name", "matrix_shape", "out_in", "nonfinite_grads",
-           "guard_gradients", "run_closure", "NonFiniteError", "check_state_dict", "moment_shape"]
+           "guard_gradients", "run_closure", "NonFiniteError", "check_state_dict", "moment_shape", "split_blocks",
+           "check_split"]
 
 
 def _finite_number(v: Any) -> bool:
@@ -95,6 +96,30 @@ def out_in(shape: tuple[int, ...] | torch.Size, group: dict) -> tuple[int, ...]:
     return tuple(shape)[::-1] if group.get("transposed") else tuple(shape)
 
 
+def split_blocks(W: torch.Tensor, group: dict) -> list[torch.Tensor]:
+    """W's blocks under the param group option ``split=k``: k equal views along the out side (dim 0, or the last
+    dim of a weight stored (in, out), ``transposed=True``), each a matrix of its own for every rule; ``[W]``
+    without it. Fused q, k, v projections (``modman.optim.roles.fused_projections``) are split this way."""
+    k = group.get("split", 1)
+    return [W] if k == 1 else list(W.chunk(k, dim=-1 if group.get("transposed") else 0))
+
+
+def check_split(owner: str, group: dict, group_index: int, only: set[int] | None = None) -> None:
+    """Raise ValueError unless every parameter of ``group`` (whose id is in ``only``, when given) divides into its
+    ``split`` blocks (2-D, out side)."""
+    k = group.get("split", 1)
+    if not (isinstance(k, int) and k > 1):
+        return
+    axis = -1 if group.get("transposed") else 0
+    for i, p in enumerate(group["params"]):
+        if only is not None and id(p) not in only:
+            continue
+        if p.ndim != 2 or p.shape[axis] % k:
+            raise ValueError(f"{owner}: split={k} needs 2-D weights whose out side divides into {k} blocks; "
+                             f"{param_name(group, i, group_index)} has shape {tuple(p.shape)}"
+                             + (" (stored (in, out))" if axis else "") + "; drop split from its param group")
+
+
 def run_closure(closure: Callable[[], Any] | None):
     """torch.optim's closure convention: re-evaluate the loss with gradients enabled; None without a closure."""
     if closure is None:
@@ -145,13 +170,15 @@ class ManifoldOptimizer(Optimizer):
             check_hyperparameters(type(self).__name__, group)
             for i, p in enumerate(group["params"]):
                 self._check_param(p, param_name(group, i, gi))
+            check_split(type(self).__name__, group, gi)
         except (ValueError, TypeError):
             self.param_groups.pop()
             raise
         with torch.no_grad():
             for p in group["params"]:
                 W, writeback = self._as_update_view(p)
-                self._init_param(W, group)
+                for block in split_blocks(W, group):
+                    self._init_param(block, group)
                 writeback()
 
     def _check_param(self, p: torch.Tensor, name: str) -> None:
@@ -167,7 +194,7 @@ class ManifoldOptimizer(Optimizer):
             raise TypeError(f"{type(self).__name__} got {name} with complex dtype {p.dtype}; only real tensors")
 
     def _init_param(self, W: torch.Tensor, group: dict) -> None:
-        """Called once per parameter when its group is added (no-op by default)."""
+        """Called once per matrix (per block under ``split``) when its group is added (no-op by default)."""
 
     def _as_update_view(self, p: torch.Tensor):
         """A writable tensor the update acts on, and a callable that writes it back into ``p``. For a DTensor
@@ -218,32 +245,48 @@ class ManifoldOptimizer(Optimizer):
                 if W is not None:
                     shape = matrix_shape(p) if self.matrix_only else tuple(p.shape)
                     gathered[id(p)] = (W.reshape(shape), G.reshape(shape))
-        # Same-shape matrices of a group are updated together, so subclasses can batch their msign.
-        buckets: dict[tuple, list[torch.Tensor]] = {}
+        # Same-shape matrices (blocks, under ``split``) of a group are updated together, so subclasses can batch.
+        buckets: dict[tuple, tuple[dict, list, list, list]] = {}
+        updated = []
         for group, p, _ in work:
-            if owners.get(id(p), rank) == rank:
-                key = (id(group), tuple(p.shape), p.dtype, str(p.device))
-                buckets.setdefault(key, [group]).append(p)
-        jobs = []
-        for group, *params in buckets.values():
-            views = [(gathered[id(p)][0], lambda: None) if id(p) in gathered else self._as_update_view(p)
-                     for p in params]
-            Ws = [W for W, _ in views]
-            Gs = [gathered[id(p)][1] if id(p) in gathered else p.grad.reshape(W.shape) for p, W in zip(params, Ws)]
-            jobs.append((params, views, (Ws, Gs, [self.state[p] for p in params], group)))
-        self._update_buckets([bucket for _, _, bucket in jobs])
-        for params, views, _ in jobs:
-            for p, (_, writeback) in zip(params, views):
-                writeback()
-                self.state[p]["step"] = self.state[p].get("step", 0) + 1
-                self.local_matrices += 1
-                self.local_msign_calls += self.state[p].get("msign_calls", 0)
+            if owners.get(id(p), rank) != rank:
+                continue
+            if id(p) in gathered:
+                (W, G), writeback = gathered[id(p)], (lambda: None)
+            else:
+                W, writeback = self._as_update_view(p)
+                G = p.grad.reshape(W.shape)
+            updated.append((p, writeback))
+            for Wb, Gb, state in zip(split_blocks(W, group), split_blocks(G, group), self._block_states(p, group)):
+                key = (id(group), tuple(Wb.shape), Wb.dtype, str(Wb.device))
+                bucket = buckets.setdefault(key, (group, [], [], []))
+                bucket[1].append(Wb)
+                bucket[2].append(Gb)
+                bucket[3].append(state)
+        self._update_buckets([(Ws, Gs, states, group) for group, Ws, Gs, states in buckets.values()])
+        for p, writeback in updated:
+            writeback()
+            state = self.state[p]
+            if "blocks" in state:
+                state["msign_calls"] = sum(b.get("msign_calls", 0) for b in state["blocks"].values())
+            state["step"] = state.get("step", 0) + 1
+            self.local_matrices += 1
+            self.local_msign_calls += state.get("msign_calls", 0)
         if sharded:
             scatter_from_owners([gathered[id(p)][0] if id(p) in gathered else None for p in sharded], sharded,
                                 [owners[id(p)] for p in sharded])
         replicated = [p for _, p, _ in work if id(p) in owners and not is_dtensor(p)]
         if replicated:
             broadcast_from_owners(replicated, owners)
+
+    def _block_states(self, p: torch.Tensor, group: dict) -> list[dict]:
+        """The state of each block of ``p``: its own state, or under ``split=k`` the k dicts of
+        ``state["blocks"]`` (keyed 0..k-1, so checkpoints keep their tensors as tensors)."""
+        k = group.get("split", 1)
+        if k == 1:
+            return [self.state[p]]
+        blocks = self.state[p].setdefault("blocks", {})
+        return [blocks.setdefault(j, {}) for j in range(k)]
 
     def _update_buckets(self, buckets: list[tuple[list, list, list, dict]]) -> None:
         """Update every bucket ``(Ws, Gs, states, group)`` of same-shape matrices; by default in turn."""
@@ -282,7 +325,8 @@ class ManifoldOptimizer(Optimizer):
         for gi, group in enumerate(self.param_groups):
             for i, p in enumerate(group["params"]):
                 state = self.state.get(p, {})
-                out[param_name(group, i, gi).strip("'")] = {k: state[k] for k in self.diagnostic_keys if k in state}
+                row = {k: state[k] for k in self.diagnostic_keys if k in state}
+                out[param_name(group, i, gi).strip("'")] = _with_blocks(row, state.get("blocks"), self.diagnostic_keys)
         return out
 
     def state_dict(self) -> dict[str, Any]:
@@ -308,6 +352,19 @@ class ManifoldOptimizer(Optimizer):
         state_dict = {k: v for k, v in state_dict.items() if k != "modman"}
         super().load_state_dict(state_dict)
         self.nonfinite_skips = int(extra.get("nonfinite_skips", 0))
+
+
+def _with_blocks(row: dict[str, Any], blocks: dict | None, keys: tuple[str, ...]) -> dict[str, Any]:
+    """A split matrix's diagnostics: msign calls summed over its blocks, iterations, residuals and gaps the
+    largest, the solvers named once each."""
+    if not blocks:
+        return row
+    for key in keys:
+        values = [b[key] for b in blocks.values() if key in b]
+        if not values or key in ("step", "msign_calls"):
+            continue
+        row[key] = "+".join(dict.fromkeys(map(str, values))) if key == "solver" else max(values)
+    return row
 
 
 # Per-coordinate state tensors of torch.optim's optimizers: each has its parameter's shape.

@@ -11,7 +11,7 @@ from ..manifolds import Sphere, Stiefel
 from ..manifolds.base import rounding_tolerance
 from ..rules import muon_direction
 from ..rules.spectral_sphere import gram, lanczos_top, sso_direction, start_vector, top_eigenpair
-from .base import ManifoldOptimizer, out_in, param_name
+from .base import ManifoldOptimizer, out_in, param_name, split_blocks
 
 __all__ = ["Hyperball", "SPEL", "SpectralSphere", "sphere_radius", "hyperball_update"]
 
@@ -58,15 +58,18 @@ class Hyperball(ManifoldOptimizer):
         with torch.no_grad():
             for i, p in enumerate(group["params"]):
                 W, _ = self._as_update_view(p)
-                norm = torch.linalg.vector_norm(W.to(torch.promote_types(W.dtype, torch.float32)))
-                if W.numel() and not bool(norm > 0):
+                blocks = [torch.linalg.vector_norm(b.to(torch.promote_types(b.dtype, torch.float32)))
+                          for b in split_blocks(W, group)]
+                if W.numel() and not all(bool(n > 0) for n in blocks):
                     self.param_groups.pop()
-                    raise ValueError(f"Hyperball: {param_name(group, i, gi)} has Frobenius norm {float(norm)}; with "
+                    what = "Frobenius norm 0" if len(blocks) == 1 else "a block (split) of Frobenius norm 0"
+                    raise ValueError(f"Hyperball: {param_name(group, i, gi)} has {what}; with "
                                      "norm=None each matrix keeps the norm it starts with, so initialise it non-zero "
                                      "(e.g. torch.nn.init.orthogonal_) or pass norm=R")
-                norms.append(norm)
-        for p, norm in zip(group["params"], norms):
-            self.state[p]["sphere_norm"] = norm
+                norms.append(blocks)
+        for p, blocks in zip(group["params"], norms):
+            for state, norm in zip(self._block_states(p, group), blocks):
+                state["sphere_norm"] = norm
 
     def _init_param(self, W, group):
         if group["norm"] is not None:

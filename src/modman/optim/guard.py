@@ -75,9 +75,17 @@ def guard_gradients(opt, named: list[tuple[str, torch.Tensor]]) -> bool:
 def _copy_state(state: dict | None, shallow: bool) -> dict | None:
     if state is None:
         return None
-    if shallow:  # the optimizer replaces its state tensors, never writes into them: keeping them is enough
-        return dict(state)
-    return {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in state.items()}
+    return {k: _copy_value(v, shallow) for k, v in state.items()}
+
+
+def _copy_value(value: Any, shallow: bool) -> Any:
+    """A state entry as it is now; nested dicts (the blocks of a split matrix) copied level by level."""
+    if isinstance(value, dict):
+        return {k: _copy_value(v, shallow) for k, v in value.items()}
+    if isinstance(value, torch.Tensor) and not shallow:
+        return value.clone()
+    # shallow: the optimizer replaces its state tensors, never writes into them, so keeping them is enough
+    return value
 
 
 def step_atomically(opt, named: list[tuple[str, torch.Tensor]], owners: dict[int, Any],

@@ -103,13 +103,17 @@ class ModularOptimizer(Optimizer):
         solver: manifold Muon's solver for the matrices under the ``manifold_muon`` rule (``"auto"``: closed form
             for square, ``tracking`` otherwise, one msign per step; ``"certified"``: closed form for square,
             ``hybrid`` to ``MANIFOLD_MUON_TOL`` otherwise; any name of ``modman.rules.SOLVER_NAMES``).
+        split_fused: step each fused q, k, v projection (``fused_projections(model)``: GPT-2's ``c_attn``,
+            ``nn.MultiheadAttention``'s ``in_proj_weight``, a ``qkv`` Linear) as three matrices under every matrix
+            rule (param group option ``split=3``); False treats it as one matrix.
         skip_nonfinite: skip (and count) a step with NaN/Inf gradients instead of raising ValueError.
     """
 
     def __init__(self, model: nn.Module, experiment: str = "baseline", lr: float | None = None, *,
                  adamw_lr: float = DEFAULT_LR["adamw"], role_lr: dict[str, float] | None = None,
                  weight_decay: float = 0.1, betas: tuple[float, float] = (0.9, 0.95), momentum: float = 0.95,
-                 roles: dict[str, str] | None = None, skip_nonfinite: bool = False, solver: str = "auto"):
+                 roles: dict[str, str] | None = None, skip_nonfinite: bool = False, solver: str = "auto",
+                 split_fused: bool = True):
         named = dict(model.named_parameters())
         self.roles = dict(roles) if roles is not None else classify_parameters(model)
         missing = [n for n in named if self.roles.get(n) not in ROLES]
@@ -126,14 +130,14 @@ class ModularOptimizer(Optimizer):
 
         # (rule, role, decays, transposed) -> [(name, param)] in model order; a bucket holds only matrices or only
         # vectors, and only weights stored (out, in) or only ones stored (in, out) (HF Conv1D).
-        # Muon orthogonalizes fused q, k, v projections per block (``fused_projections``).
-        stored_in_out, fused = transposed_weights(model), fused_projections(model)
+        # Fused q, k, v projections are stepped per block by every matrix rule (``fused_projections``).
+        stored_in_out, fused = transposed_weights(model), fused_projections(model) if split_fused else {}
         buckets: dict[tuple[str, str, bool, bool, int], list[tuple[str, nn.Parameter]]] = {}
         for name, p in named.items():
             rule, role = self.assignment[name], self.roles[name]
             decays = p.ndim >= 2 and rule in ("adamw", "muon")
             transposed = name in stored_in_out and rule != "adamw"
-            split = fused.get(name, 1) if rule == "muon" else 1
+            split = fused.get(name, 1) if rule != "adamw" else 1
             buckets.setdefault((rule, role, decays, transposed, split), []).append((name, p))
         groups: dict[str, list[dict]] = {}
         for (rule, role, decays, transposed, split), params in buckets.items():

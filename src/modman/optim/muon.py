@@ -19,8 +19,9 @@ class Muon(ManifoldOptimizer):
     modman's "spectral" = sqrt(out/in) and "unit" = 1).
     Weight decay λ is decoupled. Conv kernels are orthogonalized as (out, in·kh·kw) matrices. Param group options:
     ``transposed=True`` for weights stored (in, out) (the shape factor reads them the other way round);
-    ``split=k`` orthogonalizes k equal blocks of the out side separately (fused q, k, v projections,
-    ``modman.optim.roles.fused_projections``), each with its own shape factor.
+    ``split=k`` steps k equal blocks of the out side as separate matrices (fused q, k, v projections,
+    ``modman.optim.roles.fused_projections``), each with its own shape factor; every modman matrix optimizer
+    takes both options.
     Keller Jordan, *Muon* (2024); torch.optim.Muon. msign: Polar Express, 5 steps; ``msign_dtype="auto"``
     computes it in bfloat16 like torch.optim.Muon and Keller's Muon (an update direction needs no more;
     measured in BENCHMARKS.md) wherever the device multiplies bfloat16 natively (GPUs; CPUs with AVX-512,
@@ -37,32 +38,12 @@ class Muon(ManifoldOptimizer):
                         msign_dtype=msign_dtype)
         super().__init__(params, defaults, skip_nonfinite=skip_nonfinite)
 
-    def add_param_group(self, param_group: dict) -> None:
-        k = param_group.get("split", self.defaults.get("split", 1))
-        if isinstance(k, int) and not isinstance(k, bool) and k > 1:
-            axis = -1 if param_group.get("transposed") else 0
-            params = param_group["params"]
-            params = [params] if isinstance(params, torch.Tensor) else list(params)
-            for i, p in enumerate(params):
-                p = p[1] if isinstance(p, tuple) else p
-                if p.ndim != 2 or p.shape[axis] % k:
-                    raise ValueError(f"Muon: split={k} needs 2-D weights whose out side divides into {k} blocks; "
-                                     f"params[{i}] has shape {tuple(p.shape)}"
-                                     + (" (stored (in, out))" if axis else ""))
-        super().add_param_group(param_group)
-
     def _update_many(self, Ws, Gs, states, group):
-        """All same-shape matrices of the group share one batched msign call (split: their blocks do)."""
+        """All same-shape matrices of the group (blocks, under ``split``) share one batched msign call."""
         M = torch.stack([self._momentum(G, state, group) for G, state in zip(Gs, states)])
-        k, shape = group.get("split", 1), out_in(Ws[0].shape, group)
-        if k > 1:  # the out side's k blocks as a batch: (b, out, in) -> (b, k, out/k, in), in stored orientation
-            axis = -1 if group.get("transposed") else -2
-            A, _ = muon_direction(torch.stack(M.chunk(k, dim=axis), dim=1), msign_fn=self._msign_fn(group))
-            A, shape = torch.cat(A.unbind(1), dim=axis), (shape[0] // k, shape[1])
-        else:
-            A, _ = muon_direction(M, msign_fn=self._msign_fn(group))
+        A, _ = muon_direction(M, msign_fn=self._msign_fn(group))
         lr, wd = group["lr"], group["weight_decay"]
-        scale = -lr * shape_scale(shape, group["adjust_lr_fn"])
+        scale = -lr * shape_scale(out_in(Ws[0].shape, group), group["adjust_lr_fn"])
         for W, A_i, state in zip(Ws, A.unbind(0), states):
             if wd:
                 W.mul_(1 - lr * wd)

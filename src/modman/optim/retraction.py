@@ -10,7 +10,8 @@ from torch.optim import Optimizer
 from ..manifolds import Manifold, SpectralBall, Stiefel
 from .distributed import (all_ranks_agree, broadcast_from_owners, full_tensor, gather_to_owners, is_dtensor,
                           local_tensor as _local, scatter_from_owners, with_sharded_owners, world, write_full)
-from .base import check_state_dict, moment_shape, guard_gradients, run_closure, matrix_shape, param_name
+from .base import (check_split, check_state_dict, moment_shape, guard_gradients, run_closure, matrix_shape,
+                   param_name, split_blocks)
 from .guard import step_atomically
 
 __all__ = ["ManifoldRetraction", "StiefelRetraction", "SpectralRetraction"]
@@ -21,7 +22,9 @@ class ManifoldRetraction(Optimizer):
 
     Wraps a built optimizer (e.g. ``torch.optim.AdamW``) and shares its ``param_groups`` and ``state``,
     so lr schedulers, ``zero_grad`` and ``state_dict`` act on the base. Every parameter of >= 2 dims in
-    the base optimizer is retracted (or only ``params`` when given); conv kernels as (out, rest).
+    the base optimizer is retracted (or only ``params`` when given); conv kernels as (out, rest). A base param
+    group with ``split=k`` has each of its matrices retracted as k blocks of the out side (fused q, k, v;
+    ``transposed=True``: of the last dim).
     The retracted weights are projected onto the manifold when the wrapper is built.
 
     Args:
@@ -58,6 +61,8 @@ class ManifoldRetraction(Optimizer):
                 if p.ndim < 2:
                     raise ValueError(f"{owner}: {names[id(p)]} has shape {tuple(p.shape)}; {manifold!r} needs "
                                      ">= 2-D tensors. Leave vectors to the base optimizer (omit them from params).")
+        for gi, g in enumerate(base_optimizer.param_groups):
+            check_split(owner, g, gi, {id(p) for p in retracted})
         self.base_optimizer = base_optimizer
         self.retracted = retracted
         self._names = names
@@ -70,14 +75,20 @@ class ManifoldRetraction(Optimizer):
         # Share the base's groups and state: schedulers and state_dict then act on the base directly.
         self.param_groups = base_optimizer.param_groups
         self.state = base_optimizer.state
+        groups = self._groups()
         with torch.no_grad():
             for p in retracted:
-                full = full_tensor(p)  # a DTensor (FSDP2) is projected whole, identically on every rank
-                projected = self.manifold.ensure(full.reshape(matrix_shape(p))).view_as(full)
+                full = full_tensor(p).clone()  # a DTensor (FSDP2) is projected whole, identically on every rank
+                for block in split_blocks(full.view(matrix_shape(p)), groups[id(p)]):
+                    block.copy_(self.manifold.ensure(block))
                 if is_dtensor(p):
-                    write_full(p, projected)
+                    write_full(p, full)
                 else:
-                    p.copy_(projected)
+                    p.copy_(full)
+
+    def _groups(self) -> dict[int, dict]:
+        """``{id(param): its param group}`` of the base optimizer (its options ``split`` and ``transposed``)."""
+        return {id(p): g for g in self.base_optimizer.param_groups for p in g["params"]}
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None):
@@ -107,15 +118,22 @@ class ManifoldRetraction(Optimizer):
                 self._msign_calls[id(p)] = 0
         sharded = [p for p in moving if is_dtensor(p)]  # FSDP2: gathered on their owners in one exchange
         fulls = dict(zip(map(id, sharded), gather_to_owners(sharded, [owners[id(p)] for p in sharded])))
+        groups = self._groups()
         for p in moving:
             full = fulls[id(p)] if is_dtensor(p) else p
             if owners.get(id(p), rank) == rank:
                 if not bool(torch.isfinite(full).all()):
                     continue  # left for the step's check to report and undo (a retraction's SVD would raise)
-                full.copy_(self.manifold.retract(full.reshape(matrix_shape(p))).view_as(full))
-                self._msign_calls[id(p)] = self.msign_per_retraction
+                W = full.reshape(matrix_shape(p))
+                blocks = split_blocks(W, groups[id(p)])  # fused q, k, v: each block on the manifold
+                retracted = [self.manifold.retract(block) for block in blocks]
+                for block, new in zip(blocks, retracted):
+                    block.copy_(new)
+                if W.data_ptr() != full.data_ptr():  # reshape copied (a non-contiguous weight): write back
+                    full.copy_(W.view_as(full))
+                self._msign_calls[id(p)] = self.msign_per_retraction * len(blocks)
                 self.local_matrices += 1
-                self.local_msign_calls += self.msign_per_retraction
+                self.local_msign_calls += self.msign_per_retraction * len(blocks)
         if sharded:
             scatter_from_owners([fulls[id(p)] for p in sharded], sharded, [owners[id(p)] for p in sharded])
         replicated = [p for p in moving if id(p) in owners and not is_dtensor(p)]

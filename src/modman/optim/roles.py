@@ -147,10 +147,12 @@ def _last_parameterized(model: nn.Module) -> str | None:
 
 
 def roles_table(model: nn.Module, assignment: dict[str, str] | None = None) -> str:
-    """A fixed-width table: parameter, shape, role (and the rule each gets, when ``assignment`` is given)."""
-    roles = classify_parameters(model)
-    rows = [(name, "x".join(map(str, p.shape)), roles[name], (assignment or {}).get(name, ""))
-            for name, p in model.named_parameters()]
+    """A fixed-width table: parameter, shape, role (and the rule each gets, when ``assignment`` is given; a fused
+    projection that a matrix rule steps per block says so)."""
+    roles, fused = classify_parameters(model), fused_projections(model)
+    rule = {n: a + (f" (q, k, v: {fused[n]} blocks)" if n in fused and a != "adamw" else "")
+            for n, a in (assignment or {}).items()}
+    rows = [(name, "x".join(map(str, p.shape)), roles[name], rule.get(name, "")) for name, p in model.named_parameters()]
     width = max([9] + [len(r[0]) for r in rows]) + 2
     head = f"{'parameter':<{width}}{'shape':>12}  {'role':<10}" + ("  rule" if assignment else "")
     lines = [head, "-" * len(head)]
