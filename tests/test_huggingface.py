@@ -1,5 +1,6 @@
 """modman in the Hugging Face Trainer (tiny random-init Llama on CPU, nothing downloaded)."""
 
+import json
 import warnings
 
 import pytest
@@ -96,6 +97,33 @@ def test_modman_train_on_a_hugging_face_architecture_resumes_bit_for_bit(tmp_pat
         assert torch.equal(a["model"][k], b["model"][k]), k
 
 
+@pytest.mark.parametrize("model, exp", [("hf:gpt2", "manifold_muon"), ("hf:llama", "spectral_sphere")])
+def test_fsdp2_on_a_hugging_face_model_matches_one_process_and_resumes_alone(tmp_path, model, exp):
+    from test_parallel import DRIVER, TINY64, flags, torchrun, weights
+
+    from modman.experiments.checkpoint import load_checkpoint
+    from modman.experiments.parallel import shard_units
+    from modman.experiments.train import TrainConfig, train
+    from modman.integrations.hf_models import build_hf_model
+    from modman.experiments.model import PRESETS
+
+    assert len(shard_units(build_hf_model(model, PRESETS["tiny"]))) == PRESETS["tiny"].n_layers
+    settings = dict(TINY64, exp=exp, model=model)
+    train(TrainConfig(**settings, out=str(tmp_path / "one")))
+    torchrun(["-m", "modman", "train", "--parallel", "fsdp", "--out", str(tmp_path / "two"), *flags(settings)],
+             tmp_path)
+    a, b = weights(tmp_path / "one" / exp), weights(tmp_path / "two" / exp)
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
+    # The sharded run's step-3 checkpoint, resumed in one process, ends where the straight run did.
+    (tmp_path / "driver.py").write_text(DRIVER)
+    cfg = dict(settings, out=str(tmp_path / "broken"), parallel="fsdp")
+    torchrun([str(tmp_path / "driver.py"), json.dumps(cfg), "4"], tmp_path)  # checkpoint at 3; step 4 is lost
+    assert load_checkpoint(tmp_path / "broken" / exp)["step"] == 3
+    train(TrainConfig(**settings, out=str(tmp_path / "broken")), resume=True)
+    c = weights(tmp_path / "broken" / exp)
+    assert max((a[k] - c[k]).abs().max().item() for k in a) < 1e-5
+
+
 def test_bad_model_names_and_combinations_are_refused():
     from modman.experiments.train import TrainConfig
 
@@ -103,8 +131,7 @@ def test_bad_model_names_and_combinations_are_refused():
         TrainConfig(model="hf:bert")
     with pytest.raises(ValueError, match="modular trains its own"):
         TrainConfig(model="hf:llama", exp="modular")
-    with pytest.raises(ValueError, match="parallel none or ddp"):
-        TrainConfig(model="hf:gpt2", parallel="fsdp")
+    TrainConfig(model="hf:gpt2", parallel="fsdp")  # FSDP2 shards its GPT2Blocks
 
 
 def test_modman_roles_shows_a_hugging_face_model(capsys):

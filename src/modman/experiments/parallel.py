@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-__all__ = ["Parallel", "init_parallel"]
+__all__ = ["Parallel", "init_parallel", "shard_units"]
 
 
 @dataclass
@@ -36,14 +36,14 @@ class Parallel:
         return self.mode == "fsdp"
 
     def shard(self, model: torch.nn.Module) -> torch.nn.Module:
-        """FSDP2: ``fully_shard`` each block of ``model.layers``, then the model (in place); otherwise a no-op."""
+        """FSDP2: ``fully_shard`` each block (``shard_units``), then the model (in place); otherwise a no-op."""
         if not self.sharded:
             return model
         from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import fully_shard
 
         mesh = init_device_mesh(self.device.type, (self.world,))  # the run's device, not fully_shard's guess
-        for block in getattr(model, "layers", []):
+        for block in shard_units(model):
             fully_shard(block, mesh=mesh)
         return fully_shard(model, mesh=mesh)
 
@@ -89,6 +89,16 @@ class Parallel:
             gc.collect()
             dist.barrier()
             dist.destroy_process_group()
+
+
+def shard_units(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The blocks FSDP2 shards one by one (each gathered for its own forward): modman's ``model.layers``, or a
+    Hugging Face model's repeated layers, the classes its ``_no_split_modules`` names (``LlamaDecoderLayer``,
+    ``GPT2Block``...)."""
+    if isinstance(getattr(model, "layers", None), torch.nn.ModuleList):
+        return list(model.layers)
+    names = {n for m in model.modules() for n in (getattr(m, "_no_split_modules", None) or [])}
+    return [m for m in model.modules() if type(m).__name__ in names]
 
 
 def init_parallel(mode: str, device: torch.device, batch_size: int) -> Parallel:

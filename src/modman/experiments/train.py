@@ -100,9 +100,6 @@ class TrainConfig:
                                  f"{', '.join('hf:' + n for n in HF_MODELS)}")
             if self.exp == "modular":
                 raise ValueError("--exp modular trains its own modman.modular GPT; use --model modman with it")
-            if self.parallel == "fsdp":
-                raise ValueError(f"--model {self.model} runs with --parallel none or ddp (FSDP2 sharding of "
-                                 "Hugging Face models is not wired up)")
         require_positive_ints(self, ("max_steps", "batch_size", "eval_every", "eval_batches", "log_every",
                                      "checkpoint_every"))
         if self.dtype not in ("float32", "float64"):
