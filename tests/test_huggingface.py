@@ -10,7 +10,8 @@ from modman.manifolds import Stiefel
 
 T = pytest.importorskip("transformers")
 pytest.importorskip("accelerate")
-from modman.integrations.huggingface import ModmanTrainer, create_optimizer, role_summary  # noqa: E402
+from modman.integrations.huggingface import (ModmanCallback, ModmanTrainer, create_optimizer,  # noqa: E402
+                                             role_summary)
 
 
 def tiny_llama():
@@ -74,6 +75,23 @@ def test_create_optimizer_for_a_plain_trainer_and_the_summary():
     summary = role_summary(model, opt)
     assert set(opt.last_grad_norms) >= {"attention", "ffn", "embedding"}
     assert summary["modman/ffn/sigma_max_max"] >= summary["modman/ffn/sigma_max_mean"] > 0
+
+
+def test_a_plain_trainer_with_the_callback_reports_spectra(tmp_path):
+    model = tiny_llama()
+    capture = Capture()
+    args = T.TrainingArguments(output_dir=str(tmp_path), max_steps=6, per_device_train_batch_size=4,
+                               logging_steps=3, report_to="none", use_cpu=True, save_strategy="no",
+                               learning_rate=1e-3, disable_tqdm=True)
+    trainer = T.Trainer(model=model, args=args, train_dataset=data(), callbacks=[capture],
+                        optimizers=(create_optimizer(model, "spectral_sphere", args), None))
+    ModmanCallback.install(trainer)
+    trainer.train()
+    reported = [entry for entry in capture.logs if "loss" in entry]
+    history = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert len(reported) == len(history) == 2
+    for entry in reported + history:
+        assert entry["modman/attention/sigma_max_max"] > 0 and entry["modman/ffn/condition_max"] >= 1
 
 
 def test_unknown_experiment_is_refused():

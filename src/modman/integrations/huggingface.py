@@ -7,7 +7,8 @@ per-role spectra, gradient norms and solver diagnostics in the Trainer's own log
     trainer.train()
 
 ``Trainer.create_optimizer`` is the hook ``ModmanTrainer`` overrides; with a plain ``Trainer`` pass
-``optimizers=(create_optimizer(model, "muon_all", args), None)`` (no spectra in the logs then).
+``optimizers=(create_optimizer(model, "muon_all", args), None)`` and ``ModmanCallback.install(trainer)`` for the
+spectra in its logs.
 """
 
 from __future__ import annotations
@@ -21,12 +22,12 @@ from ..optim import ModularOptimizer
 from ..optim.modular import MATRIX_ROLES
 
 try:
-    from transformers import Trainer, TrainingArguments
+    from transformers import Trainer, TrainerCallback, TrainingArguments
 except ImportError:  # pragma: no cover - exercised by the message test with transformers hidden
     raise ImportError("modman.integrations.huggingface needs Hugging Face transformers: pip install 'modman[hf]' "
                       "(or pip install transformers)") from None
 
-__all__ = ["create_optimizer", "role_summary", "ModmanTrainer"]
+__all__ = ["create_optimizer", "role_summary", "ModmanCallback", "ModmanTrainer"]
 
 
 def create_optimizer(model: nn.Module, experiment: str = "muon_all", args: TrainingArguments | None = None,
@@ -85,9 +86,32 @@ def role_summary(model: nn.Module, opt: ModularOptimizer) -> dict[str, float]:
     return out
 
 
+class ModmanCallback(TrainerCallback):
+    """Adds ``role_summary`` to every training log (each ``logging_steps``) of a Trainer whose optimizer is a
+    ``ModularOptimizer``, so the Trainer's reporting integrations (TensorBoard, W&B, ...) and its
+    ``state.log_history`` carry it. Reporters see what callbacks before them wrote: ``install(trainer)`` puts it
+    first (``ModmanTrainer`` does)."""
+
+    @classmethod
+    def install(cls, trainer: Trainer) -> "ModmanCallback":
+        """A new callback, placed before every other callback of ``trainer``."""
+        callback = cls()
+        trainer.callback_handler.callbacks.insert(0, callback)
+        return callback
+
+    def on_log(self, args, state, control, logs=None, model=None, optimizer=None, **kwargs):
+        inner = getattr(optimizer, "optimizer", optimizer)  # accelerate wraps it
+        if logs is None or "loss" not in logs or not isinstance(inner, ModularOptimizer) or model is None:
+            return
+        summary = role_summary(model, inner)
+        logs.update(summary)
+        if state.log_history and state.log_history[-1].get("step") == state.global_step:
+            state.log_history[-1].update(summary)  # the Trainer recorded this log before calling back
+
+
 class ModmanTrainer(Trainer):
     """A ``transformers.Trainer`` whose optimizer is ``create_optimizer(model, experiment, args, **optimizer_kwargs)``
-    and whose training logs (every ``logging_steps``) carry ``role_summary``, so every reporting integration gets it.
+    and whose training logs (every ``logging_steps``) carry ``role_summary`` (``ModmanCallback``).
 
     Args:
         experiment: a key of ``modman.optim.EXPERIMENTS`` (``muon_all``, ``manifold_muon``, ``spectral_sphere``...).
@@ -103,18 +127,13 @@ class ModmanTrainer(Trainer):
         if experiment not in EXPERIMENTS:
             raise ValueError(f"ModmanTrainer: unknown experiment {experiment!r}; choose one of "
                              f"{', '.join(EXPERIMENTS)}")
-        self.experiment, self.optimizer_kwargs, self.log_spectra = experiment, dict(optimizer_kwargs or {}), log_spectra
+        self.experiment, self.optimizer_kwargs = experiment, dict(optimizer_kwargs or {})
         super().__init__(*args, **kwargs)
+        if log_spectra:
+            ModmanCallback.install(self)
 
     def create_optimizer(self, model=None):
         if self.optimizer is None:
             self.optimizer = create_optimizer(self.model if model is None else model, self.experiment, self.args,
                                               **self.optimizer_kwargs)
         return self.optimizer
-
-    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
-        opt = self.optimizer
-        inner = getattr(opt, "optimizer", opt)  # accelerate wraps it
-        if self.log_spectra and isinstance(inner, ModularOptimizer) and "loss" in logs:
-            logs = {**logs, **role_summary(self.model, inner)}
-        super().log(logs, *args, **kwargs)
