@@ -37,12 +37,15 @@ class Capture(T.TrainerCallback):
         self.logs.append(dict(logs or {}))
 
 
+def cpu_args(tmp_path, **settings):
+    return T.TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=4, report_to="none",
+                               use_cpu=True, save_strategy="no", learning_rate=1e-3, disable_tqdm=True, **settings)
+
+
 def test_trainer_keeps_manifold_muon_on_stiefel_and_logs_spectra(tmp_path):
     model = tiny_llama()
     capture = Capture()
-    args = T.TrainingArguments(output_dir=str(tmp_path), max_steps=20, per_device_train_batch_size=4,
-                               logging_steps=5, report_to="none", use_cpu=True, save_strategy="no",
-                               learning_rate=1e-3, disable_tqdm=True)
+    args = cpu_args(tmp_path, max_steps=20, logging_steps=5)
     trainer = ModmanTrainer(model=model, args=args, train_dataset=data(), experiment="manifold_muon",
                             callbacks=[capture])
     result = trainer.train()
@@ -80,9 +83,7 @@ def test_create_optimizer_for_a_plain_trainer_and_the_summary():
 def test_a_plain_trainer_with_the_callback_reports_spectra(tmp_path):
     model = tiny_llama()
     capture = Capture()
-    args = T.TrainingArguments(output_dir=str(tmp_path), max_steps=6, per_device_train_batch_size=4,
-                               logging_steps=3, report_to="none", use_cpu=True, save_strategy="no",
-                               learning_rate=1e-3, disable_tqdm=True)
+    args = cpu_args(tmp_path, max_steps=6, logging_steps=3)
     trainer = T.Trainer(model=model, args=args, train_dataset=data(), callbacks=[capture],
                         optimizers=(create_optimizer(model, "spectral_sphere", args), None))
     ModmanCallback.install(trainer)
