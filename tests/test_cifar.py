@@ -99,8 +99,11 @@ def test_sweep_runs_the_grid_skips_finished_runs_and_draws_the_figure(tmp_path, 
 
 
 def test_sweep_bad_grid_is_one_line(tmp_path, capsys):
-    assert main(["cifar", "--sweep", "--lrs", "sgd=0.1", "--out", str(tmp_path)]) == 2
-    assert "unknown rule 'sgd'" in capsys.readouterr().err
+    for bad, says in (("sgd=0.1", "unknown rule 'sgd'"), ("adam=fast", "'adam=fast' is not RULE=LR:LR")):
+        with pytest.raises(SystemExit) as exit_:
+            main(["cifar", "--sweep", "--lrs", bad, "--out", str(tmp_path)])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and "--lrs" in err and says in err and "Traceback" not in err
 
 
 def _archive(tmp_path):

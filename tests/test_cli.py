@@ -155,3 +155,24 @@ def test_roles_command_prints_the_table(capsys):
     out = capsys.readouterr().out
     assert "layers.0.attention.q.weight" in out and "muon" in out and "lm_head.weight" in out
     assert main(["roles", "--exp", "nope"]) == 2
+
+
+def test_a_bug_shows_its_traceback_and_debug_shows_every_one(monkeypatch, capsys):
+    import modman.experiments.demo as demo
+
+    def broken(*args, **kwargs):
+        raise ValueError("an internal inconsistency")  # not a UserError: a bug, not the user's mistake
+
+    monkeypatch.setattr(demo, "run_demo", broken)
+    with pytest.raises(ValueError, match="an internal inconsistency"):
+        main(TINY)
+    with pytest.raises(ValueError, match="unknown optimizer"):  # --debug: the user's mistake with its traceback
+        main(["--debug"] + TINY + ["--optimizers", "sgd"])
+    assert main(TINY + ["--optimizers", "sgd"]) == 2  # without it: one line
+
+
+def test_bench_outside_a_source_checkout_says_where_to_run_it(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["bench", "solvers"]) == 2
+    err = capsys.readouterr().err
+    assert "benchmarks ship with modman's source" in err and "python -m benchmarks.NAME" in err

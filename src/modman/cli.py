@@ -9,6 +9,8 @@ import sys
 import typing
 from pathlib import Path
 
+from .errors import UserError
+
 __all__ = ["main", "build_parser", "add_dataclass_arguments"]
 
 
@@ -34,6 +36,22 @@ def _list_of(kind):
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of {kind.__name__}s") from None
     return parse
+
+
+def _lr_grids(text: str) -> dict[str, list[float]]:
+    """``"adam=1e-3:3e-3,manifold_muon=0.1"`` → ``{"adam": [0.001, 0.003], "manifold_muon": [0.1]}`` (CIFAR rules)."""
+    from .experiments.cifar import UPDATES
+
+    out = {}
+    for item in filter(None, text.split(",")):
+        rule, _, grid = item.partition("=")
+        if rule not in UPDATES:
+            raise argparse.ArgumentTypeError(f"unknown rule {rule!r}; rules are {', '.join(UPDATES)}")
+        try:
+            out[rule] = [float(x) for x in grid.split(":")]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{item!r} is not RULE=LR:LR:... (e.g. adam=1e-3:3e-3)") from None
+    return out
 
 
 def add_dataclass_arguments(parser: argparse.ArgumentParser, cls, *, suppress_defaults: bool = False,
@@ -68,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .experiments.demo import DemoConfig
 
     parser = argparse.ArgumentParser(prog="modman", description="Modular manifolds for PyTorch.")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of every error (by default a mistake in the options, files or "
+                             "state is one line)")
     sub = parser.add_subparsers(dest="command")
     demo = sub.add_parser("demo", help="train a small byte-level model on the embedded corpus with each optimizer",
                           description="Train one byte-level MLP on the embedded Shakespeare text (or --data) "
@@ -96,8 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_dataclass_arguments(cifar, CifarConfig)
     cifar.add_argument("--sweep", action="store_true", help="run every rule over --lrs and --seeds (finished runs "
                        "are skipped), then write OUT/sweep.png and OUT/sweep.json")
-    cifar.add_argument("--seeds", default="0,1,2", help="seeds of the sweep (default: 0,1,2)")
-    cifar.add_argument("--lrs", default=None, metavar="RULE=LR:LR:...,...",
+    cifar.add_argument("--seeds", default=[0, 1, 2], type=_list_of(int), metavar="A,B,...",
+                       help="seeds of the sweep (default: 0,1,2)")
+    cifar.add_argument("--lrs", default={}, type=_lr_grids, metavar="RULE=LR:LR:...,...",
                        help="lr grids of the sweep, e.g. adam=1e-3:3e-3,manifold_muon=0.1 (default: a 5-point grid per rule)")
     sweep = sub.add_parser("sweep", help="train experiments x lrs x weight decays x seeds (resumable)",
                            description="Run every combination as a modman train run in OUT/EXP--lr-L--wd-W--seed-S/ "
@@ -144,12 +166,18 @@ BENCHMARKS = ("msign_accuracy", "solvers", "optimizer_step", "real_gradients", "
 
 
 def _run_bench(args: argparse.Namespace) -> int:
-    import importlib
+    import importlib.util
 
-    if not (Path.cwd() / "benchmarks" / "__init__.py").is_file():
-        raise ValueError(f"no benchmarks/ folder in {Path.cwd()}: run 'modman bench' from a modman source "
-                         "checkout (git clone, then cd into it)")
-    sys.path.insert(0, str(Path.cwd()))
+    folder = Path.cwd() / "benchmarks"
+    if not (folder / "__init__.py").is_file():
+        raise UserError(f"no benchmarks/ folder in {Path.cwd()}: the benchmarks ship with modman's source, not "
+                        "with the installed package; cd into a source checkout (the folder holding pyproject.toml "
+                        "and benchmarks/) and run 'modman bench NAME' or 'python -m benchmarks.NAME' there")
+    if "benchmarks" not in sys.modules:  # the checkout's benchmarks package, without putting the cwd on sys.path
+        spec = importlib.util.spec_from_file_location("benchmarks", folder / "__init__.py",
+                                                      submodule_search_locations=[str(folder)])
+        sys.modules["benchmarks"] = module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
     for name in BENCHMARKS if args.name == "all" else (args.name,):
         print(f"== benchmarks.{name}", flush=True)
         importlib.import_module(f"benchmarks.{name}").main(args.options)
@@ -165,7 +193,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     fields = {f.name for f in dataclasses.fields(DemoConfig)}
     cfg = DemoConfig(**{k: v for k, v in vars(args).items() if k in fields})
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {cfg.device}: CUDA is not available on this machine; use --device cpu")
+        raise UserError(f"--device {cfg.device}: CUDA is not available on this machine; use --device cpu")
     print(f"modman demo: {cfg.steps} steps, batch {cfg.batch_size}, hidden {cfg.hidden}, device {cfg.device}",
           file=sys.stderr)
     results = run_demo(cfg, progress=lambda r: print(f"  {r['optimizer']}: val loss {r['val_loss']:.3f}",
@@ -184,7 +212,7 @@ def _run_train(args: argparse.Namespace) -> int:
     settings = load_config_file(args.config) if args.config else {}
     settings.update({k: v for k, v in vars(args).items() if k in fields})
     if args.all and "exp" in vars(args):  # a flag given on the command line (a --config file's exp yields to --all)
-        raise ValueError("give either --exp NAME or --all, not both")
+        raise UserError("give either --exp NAME or --all, not both")
     summaries, failed = run_experiments(settings, run_all=args.all, resume=args.resume)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 speaks for all
         print(format_summaries(summaries))
@@ -207,21 +235,10 @@ def _run_cifar(args: argparse.Namespace) -> int:
 
 
 def _run_cifar_sweep(cfg, args: argparse.Namespace) -> int:
-    from .experiments.cifar import UPDATES
     from .experiments.cifar_sweep import DEFAULT_LRS, best_by_rule, format_best, plot_sweep, run_sweep
     from .experiments.runlog import write_json_atomic
 
-    try:
-        seeds = [int(s) for s in args.seeds.split(",") if s]
-        lrs = dict(DEFAULT_LRS)
-        for item in filter(None, (args.lrs or "").split(",")):
-            rule, _, grid = item.partition("=")
-            if rule not in UPDATES:
-                raise ValueError(f"--lrs: unknown rule {rule!r}; rules are {', '.join(UPDATES)}")
-            lrs[rule] = [float(x) for x in grid.split(":")]
-    except ValueError as e:
-        raise ValueError(str(e) if str(e).startswith("--lrs") else
-                         f"--seeds/--lrs: {e}; e.g. --seeds 0,1,2 --lrs adam=1e-3:3e-3,manifold_muon=0.1") from None
+    seeds, lrs = args.seeds, {**DEFAULT_LRS, **args.lrs}
     results = run_sweep(cfg, seeds, lrs, log=lambda line: print(line, file=sys.stderr, flush=True))
     best = best_by_rule(results)
     plot_sweep(results, Path(cfg.out) / "sweep.png")
@@ -279,34 +296,13 @@ def _run_lr_transfer(args: argparse.Namespace) -> int:
 
 
 def _run_roles(args: argparse.Namespace) -> int:
-    import torch
+    import warnings
 
-    from .experiments.model import PRESETS, Transformer
-    from .optim import ModularOptimizer, classify_parameters, roles_table
+    from .experiments.roles_report import roles_report
 
-    if args.preset not in PRESETS:
-        raise ValueError(f"--preset: unknown preset {args.preset!r}; choose one of: {', '.join(PRESETS)}")
-    if args.exp == "modular":
-        from .experiments.train import TrainConfig, _build_modular
-
-        net, opt = _build_modular(TrainConfig(exp="modular", preset=args.preset), torch.device("cpu"))
-        print(f"{'atom':<24}{'role':<11}{'shape':<10}{'budget 1/c':>11}")
-        for (atom, _), g in zip(net.budgets(), opt.param_groups):
-            shape = "x".join(map(str, atom.weight.shape))
-            print(f"{getattr(atom, 'label', type(atom).__name__):<24}{g['role']:<11}{shape:<10}{g['budget']:>11.4f}")
-        print(f"mass {net.mass:g}, sensitivity {net.sensitivity:g}")
-        return 0
-    from .optim.modular import unreached_roles
-
-    if args.model == "modman":
-        model = Transformer(PRESETS[args.preset])
-    else:
-        from .integrations.hf_models import build_hf_model
-
-        model = build_hf_model(args.model, PRESETS[args.preset])
-    print(roles_table(model, ModularOptimizer(model, args.exp).assignment))
-    for line in unreached_roles(classify_parameters(model), args.exp, {n: p.shape for n, p in model.named_parameters()}):
-        print(f"warning: {line}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the report prints the unreached-role warnings itself
+        print(roles_report(args.exp, args.preset, args.model))
     return 0
 
 
@@ -316,11 +312,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    run = {"demo": _run_demo, "bench": _run_bench, "train": _run_train, "roles": _run_roles, "cifar": _run_cifar,
+           "sweep": _run_sweep, "analyze": _run_analyze, "lr-transfer": _run_lr_transfer}[args.command]
     try:
-        return {"demo": _run_demo, "bench": _run_bench, "train": _run_train, "roles": _run_roles,
-                "cifar": _run_cifar, "sweep": _run_sweep, "analyze": _run_analyze,
-                "lr-transfer": _run_lr_transfer}[args.command](args)
-    except (ValueError, OSError) as e:  # DataError is a ValueError: one line, no traceback
+        return run(args)
+    except (UserError, OSError) as e:  # a mistake the user can fix: one line (a bug shows its traceback)
+        if args.debug:
+            raise
         print(f"modman {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:

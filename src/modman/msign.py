@@ -20,6 +20,8 @@ import functools
 
 import torch
 
+from .errors import UserError
+
 __all__ = ["msign", "fast_bfloat16", "unit_scaled", "times_power_of_two", "METHODS", "DEFAULT_STEPS", "POLAR_EXPRESS_COEFFICIENTS", "NEWTON_SCHULZ_COEFFICIENTS"]
 
 # Polar Express, degree-5 polynomials optimised for singular values in [1e-3, 1] (seed 003, msign.py;
@@ -72,18 +74,18 @@ def msign(
     """
     if not isinstance(G, torch.Tensor) or G.ndim < 2:
         shape = tuple(G.shape) if isinstance(G, torch.Tensor) else type(G).__name__
-        raise ValueError(f"msign needs a tensor with >= 2 dims (..., m, n); got {shape}")
+        raise UserError(f"msign needs a tensor with >= 2 dims (..., m, n); got {shape}")
     if not G.is_floating_point():
         raise TypeError(f"msign needs a real floating-point tensor; got dtype {G.dtype}. Convert it first, "
                         "e.g. G.float()")
     if method not in METHODS:
-        raise ValueError(f"msign: unknown method {method!r}; choose one of {', '.join(METHODS)}")
+        raise UserError(f"msign: unknown method {method!r}; choose one of {', '.join(METHODS)}")
     if steps is None:
         steps = DEFAULT_STEPS[method]
     if not isinstance(steps, int) or steps < 0:
-        raise ValueError(f"msign: steps must be an int >= 0; got {steps!r}")
+        raise UserError(f"msign: steps must be an int >= 0; got {steps!r}")
     if not (dtype is None or dtype == "auto" or isinstance(dtype, torch.dtype)):
-        raise ValueError(f"msign: dtype must be a torch dtype, None or 'auto'; got {dtype!r}")
+        raise UserError(f"msign: dtype must be a torch dtype, None or 'auto'; got {dtype!r}")
     if G.numel() == 0:
         return torch.zeros_like(G)
     if method == "exact":

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import UserError
+
 __all__ = ["Run", "Group", "relative_speed", "load_runs", "group_runs", "best_groups", "Stat", "MATRIX_ROLES", "loss_spike",
            "norm_growth", "worst_condition", "train_curve", "val_curve", "final_spectra", "compare"]
 
@@ -48,15 +50,15 @@ def _read_jsonl(path: Path) -> list[dict]:
     try:
         text = path.read_text()
     except UnicodeDecodeError as e:
-        raise ValueError(f"{path}: not text (byte {e.start} is not UTF-8); it is damaged or not a modman log") from None
+        raise UserError(f"{path}: not text (byte {e.start} is not UTF-8); it is damaged or not a modman log") from None
     rows = []
     for i, line in enumerate(text.splitlines(), 1):
         try:
             row = json.loads(line)
         except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: line {i} is not JSON ({e.msg})") from None
+            raise UserError(f"{path}: line {i} is not JSON ({e.msg})") from None
         if not isinstance(row, dict) or "step" not in row:
-            raise ValueError(f"{path}: line {i} is not a record with a 'step'")
+            raise UserError(f"{path}: line {i} is not a record with a 'step'")
         rows.append(row)
     return rows
 
@@ -64,18 +66,18 @@ def _read_jsonl(path: Path) -> list[dict]:
 def _load_run(folder: Path) -> Run:
     summary_path = folder / "summary.json"
     if not summary_path.is_file():
-        raise ValueError(f"{folder}: no summary.json (the run has not ended: finish it with --resume)")
+        raise UserError(f"{folder}: no summary.json (the run has not ended: finish it with --resume)")
     try:
         summary = json.loads(summary_path.read_text())
     except (ValueError, UnicodeDecodeError) as e:
-        raise ValueError(f"{summary_path}: not valid JSON ({e})") from None
+        raise UserError(f"{summary_path}: not valid JSON ({e})") from None
     missing = [k for k in ("experiment", "status", "config", "final_val_loss", "tokens_per_sec")
                if not isinstance(summary, dict) or k not in summary]
     if missing:
-        raise ValueError(f"{summary_path}: missing field(s) {', '.join(missing)}")
+        raise UserError(f"{summary_path}: missing field(s) {', '.join(missing)}")
     metrics_path = folder / "metrics.jsonl"
     if not metrics_path.is_file():
-        raise ValueError(f"{folder}: no metrics.jsonl")
+        raise UserError(f"{folder}: no metrics.jsonl")
     metrics = _read_jsonl(metrics_path)
     spectra = _read_jsonl(folder / "spectra.jsonl") if (folder / "spectra.jsonl").is_file() else []
     return Run(folder, summary, metrics, spectra)
@@ -85,7 +87,7 @@ def load_runs(root: str | Path) -> tuple[list[Run], list[str]]:
     """Every run under ``root`` (any depth) and one line per folder that was skipped, saying why."""
     root = Path(root)
     if not root.is_dir():
-        raise ValueError(f"{root}: not a folder of runs; give the --out folder of modman train or modman sweep")
+        raise UserError(f"{root}: not a folder of runs; give the --out folder of modman train or modman sweep")
     folders = sorted({p.parent for pattern in ("summary.json", "metrics.jsonl") for p in root.rglob(pattern)
                       if "report" not in p.relative_to(root).parts[:-1]})
     runs, problems = [], []

@@ -28,6 +28,7 @@ from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner, DefaultSavePlanner
 from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 
+from ..errors import UserError
 from ..optim.distributed import is_dtensor, state_owners, world
 from .runlog import write_json_atomic
 
@@ -92,10 +93,10 @@ def checkpoint_path(run_dir: str | Path) -> Path | None:
         try:
             name = json.loads(pointer.read_text())["dir"]
         except (ValueError, KeyError, TypeError, OSError) as e:
-            raise ValueError(f"checkpoint pointer {pointer} cannot be read ({type(e).__name__}: {e}); move it away "
+            raise UserError(f"checkpoint pointer {pointer} cannot be read ({type(e).__name__}: {e}); move it away "
                              "to start the run over") from None
         if not (isinstance(name, str) and re.fullmatch(r"checkpoint-\d+", name)):
-            raise ValueError(f"checkpoint pointer {pointer} names {name!r}, which is not a checkpoint folder of this "
+            raise UserError(f"checkpoint pointer {pointer} names {name!r}, which is not a checkpoint folder of this "
                              "run (checkpoint-STEP); move the pointer away to start the run over")
         return run_dir / name
     legacy = run_dir / LEGACY_NAME
@@ -180,9 +181,9 @@ def load_checkpoint(run_dir: str | Path, *, keys: set[str] | None = None, model:
             dcp.load(templates, storage_reader=reader, no_dist=not _distributed(),
                      planner=DefaultLoadPlanner(flatten_state_dict=False, flatten_sharded_tensors=False))
     except _OlderFormat as e:
-        raise ValueError(str(e)) from None
+        raise UserError(str(e)) from None
     except (Exception, CheckpointException) as e:  # noqa: BLE001 - any read failure means the same to the user
-        raise ValueError(f"checkpoint {path} cannot be read ({_reason(e)}); move it (and {POINTER_NAME}) away to "
+        raise UserError(f"checkpoint {path} cannot be read ({_reason(e)}); move it (and {POINTER_NAME}) away to "
                          "start the run over") from None
     saved = _unflatten(templates)
     if optimizer is not None and "optimizer" in saved:

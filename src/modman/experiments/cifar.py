@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import UserError
 from ..optim import HypersphericalDescent, ManifoldMuon
 from .data import DataError
 from .train import resolve_device
@@ -43,11 +44,11 @@ class CifarConfig:
 
     def __post_init__(self):
         if self.update not in UPDATES:
-            raise ValueError(f"--update: unknown rule {self.update!r}; choose one of: {', '.join(UPDATES)}")
+            raise UserError(f"--update: unknown rule {self.update!r}; choose one of: {', '.join(UPDATES)}")
         if not (self.lr >= 0 and self.wd >= 0):
-            raise ValueError(f"--lr and --wd must be >= 0; got lr={self.lr}, wd={self.wd}")
+            raise UserError(f"--lr and --wd must be >= 0; got lr={self.lr}, wd={self.wd}")
         if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError(f"--epochs and --batch-size must be >= 1; got {self.epochs}, {self.batch_size}")
+            raise UserError(f"--epochs and --batch-size must be >= 1; got {self.epochs}, {self.batch_size}")
 
 
 class CifarMLP(nn.Module):

@@ -8,6 +8,8 @@ import types
 import typing
 from typing import Any
 
+from ..errors import UserError
+
 __all__ = ["check_field_types", "type_problem"]
 
 
@@ -58,4 +60,4 @@ def check_field_types(obj) -> None:
     for f in dataclasses.fields(obj):
         problem = type_problem(type(obj), f.name, getattr(obj, f.name))
         if problem:
-            raise ValueError(problem)
+            raise UserError(problem)

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import torch
 
+from ..errors import UserError
+
 __all__ = ["DataError", "load_text_bytes", "split_tokens", "SHAKESPEARE_SHA256"]
 
 # sha256 of the uncompressed corpus (42 works of Shakespeare, Project Gutenberg, public domain;
@@ -16,7 +18,7 @@ __all__ = ["DataError", "load_text_bytes", "split_tokens", "SHAKESPEARE_SHA256"]
 SHAKESPEARE_SHA256 = "da68ca4e8201d41a12c1d5e82d967bda85105f1dabe823d5735138bccabdd387"
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """A data file that cannot be used; the message names the file and the fix."""
 
 

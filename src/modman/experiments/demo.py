@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import UserError
 from ..manifolds import SpectralBall, Stiefel
 from ..optim import HypersphericalDescent, ManifoldMuon, Muon, SpectralDescent, StiefelRetraction
 from .data import load_text_bytes, split_tokens
@@ -81,10 +82,10 @@ class DemoConfig:
     def __post_init__(self):
         unknown = [o for o in self.optimizers if o not in RECIPES]
         if unknown:
-            raise ValueError(f"demo: unknown optimizer(s) {', '.join(unknown)}; choose from {', '.join(RECIPES)}")
+            raise UserError(f"demo: unknown optimizer(s) {', '.join(unknown)}; choose from {', '.join(RECIPES)}")
         for name in ("steps", "batch_size", "context", "embed_dim", "hidden", "eval_batches"):
             if getattr(self, name) < 1:
-                raise ValueError(f"demo: {name} must be >= 1; got {getattr(self, name)}")
+                raise UserError(f"demo: {name} must be >= 1; got {getattr(self, name)}")
 
 
 def _batch(tokens: torch.Tensor, cfg: DemoConfig, gen: torch.Generator):
@@ -140,7 +141,7 @@ def run_demo(cfg: DemoConfig, progress=None) -> list[dict]:
     """Train the same initial model once per optimizer; returns one result dict per optimizer."""
     train, val = split_tokens(load_text_bytes(cfg.data))
     if len(val) <= cfg.context + 1 or len(train) <= cfg.context + 1:
-        raise ValueError(f"demo: the text is too short for context {cfg.context}; give a longer file")
+        raise UserError(f"demo: the text is too short for context {cfg.context}; give a longer file")
     torch.manual_seed(cfg.seed)
     init = {k: v.clone() for k, v in ByteMLP(cfg.context, cfg.embed_dim, cfg.hidden).state_dict().items()}
     val_gen = torch.Generator().manual_seed(cfg.seed + 2)

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import UserError
 from ..modular import MLP, ModularDescent
 from .cifar import accuracy, load_cifar10
 from .runlog import write_json_atomic
@@ -55,13 +56,13 @@ class TransferConfig:
     def __post_init__(self):
         require_positive_ints(self, ("steps", "batch_size", "pool", "depth"))
         if 32 % self.pool:
-            raise ValueError(f"--pool must divide 32 (1, 2, 4, 8, 16, 32); got {self.pool}")
+            raise UserError(f"--pool must divide 32 (1, 2, 4, 8, 16, 32); got {self.pool}")
         for name in ("widths", "modular_lrs", "adamw_lrs"):
             values = getattr(self, name)
             if not values or not all(v > 0 for v in values):
-                raise ValueError(f"--{name.replace('_', '-')} must be a non-empty list of numbers > 0; got {values!r}")
+                raise UserError(f"--{name.replace('_', '-')} must be a non-empty list of numbers > 0; got {values!r}")
         if not all(isinstance(w, int) for w in self.widths):
-            raise ValueError(f"--widths must be integers; got {self.widths!r}")
+            raise UserError(f"--widths must be integers; got {self.widths!r}")
 
 
 def prepare_inputs(data: dict, pool: int) -> dict:

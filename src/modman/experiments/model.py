@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import UserError
+
 __all__ = ["ModelConfig", "PRESETS", "Transformer", "RMSNorm", "Attention", "FeedForward", "Block"]
 
 
@@ -32,9 +34,9 @@ class ModelConfig:
     def __post_init__(self):
         for name in ("vocab_size", "dim", "n_layers", "n_heads", "ffn_hidden", "seq_len"):
             if getattr(self, name) < 1:
-                raise ValueError(f"model: {name} must be >= 1; got {getattr(self, name)}")
+                raise UserError(f"model: {name} must be >= 1; got {getattr(self, name)}")
         if self.dim % self.n_heads or (self.dim // self.n_heads) % 2:
-            raise ValueError(f"model: dim={self.dim} must split into n_heads={self.n_heads} heads of even width")
+            raise UserError(f"model: dim={self.dim} must split into n_heads={self.n_heads} heads of even width")
 
 
 # tiny: a training step in a few milliseconds, for tests. small (the default): the smallest model on which
@@ -149,7 +151,7 @@ class Transformer(nn.Module):
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         if idx.shape[-1] > self.cfg.seq_len:
-            raise ValueError(f"Transformer: sequence of {idx.shape[-1]} tokens is longer than seq_len={self.cfg.seq_len}")
+            raise UserError(f"Transformer: sequence of {idx.shape[-1]} tokens is longer than seq_len={self.cfg.seq_len}")
         x = self.tok_embeddings(idx)  # (B, T, C)
         for layer in self.layers:
             x = layer(x)

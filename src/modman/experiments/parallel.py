@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from ..errors import UserError
+
 __all__ = ["Parallel", "init_parallel", "shard_units"]
 
 
@@ -107,7 +109,7 @@ def init_parallel(mode: str, device: torch.device, batch_size: int) -> Parallel:
     if mode == "none":
         return Parallel(device=device)
     if "WORLD_SIZE" not in os.environ and not dist.is_initialized():
-        raise ValueError(f"--parallel {mode} runs under torchrun: torchrun --standalone --nproc_per_node N -m "
+        raise UserError(f"--parallel {mode} runs under torchrun: torchrun --standalone --nproc_per_node N -m "
                          f"modman train --parallel {mode} ...")
     created = False
     if not dist.is_initialized():
@@ -120,6 +122,6 @@ def init_parallel(mode: str, device: torch.device, batch_size: int) -> Parallel:
     if batch_size % world:
         if created:
             dist.destroy_process_group()
-        raise ValueError(f"--batch-size {batch_size} is not divisible by the {world} processes; each takes an "
+        raise UserError(f"--batch-size {batch_size} is not divisible by the {world} processes; each takes an "
                          "equal slice of the global batch")
     return Parallel(rank, world, device, created, mode)

@@ -12,7 +12,17 @@ import math
 from pathlib import Path
 from typing import Any
 
-from .analysis import Group, best_groups, group_runs, load_runs, loss_spike, norm_growth, relative_speed, worst_condition
+from ..errors import UserError
+from .analysis import (
+    Group,
+    best_groups,
+    group_runs,
+    load_runs,
+    loss_spike,
+    norm_growth,
+    relative_speed,
+    worst_condition,
+)
 from .hypotheses import LOSS_TOL, judge_all
 from .report_figures import write_figures
 from .runlog import write_text_atomic
@@ -138,7 +148,7 @@ def analyze(root: str | Path, *, html_page: bool = False) -> dict[str, Any]:
     runs, problems = load_runs(root)
     if not runs:
         detail = ("; ".join(problems)) if problems else "no folder with summary.json and metrics.jsonl"
-        raise ValueError(f"{root}: no finished runs to analyze ({detail}); train some with modman train or "
+        raise UserError(f"{root}: no finished runs to analyze ({detail}); train some with modman train or "
                          "modman sweep --out " + str(root))
     groups = group_runs(runs)
     best = _ordered(best_groups(groups))

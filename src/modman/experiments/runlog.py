@@ -19,6 +19,8 @@ from typing import IO, Any, Iterator
 
 import torch
 
+from ..errors import UserError
+
 __all__ = ["atomic_file", "write_text_atomic", "write_json_atomic", "json_safe", "JsonlLog", "matrix_spectrum", "run_versions"]
 
 
@@ -82,12 +84,12 @@ class JsonlLog:
             try:
                 text = self.path.read_text()
             except UnicodeDecodeError:
-                raise ValueError(f"{self.path} is not text (damaged); move the file away to start over") from None
+                raise UserError(f"{self.path} is not text (damaged); move the file away to start over") from None
             for i, line in enumerate(text.splitlines(), 1):
                 try:
                     self.records.append(json.loads(line))
                 except json.JSONDecodeError as e:
-                    raise ValueError(f"{self.path}: line {i} is not JSON ({e.msg}); move the file away to start "
+                    raise UserError(f"{self.path}: line {i} is not JSON ({e.msg}); move the file away to start "
                                      "over") from None
         return self.records
 

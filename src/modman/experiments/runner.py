@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..errors import UserError
 from .checkpoint import load_checkpoint
 from .config_types import type_problem
 from .train import TRAIN_EXPERIMENTS, TrainConfig, TrainingDiverged, train
@@ -20,7 +21,7 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     """Settings from a JSON or TOML file (keys are TrainConfig fields; ``max-steps`` and ``max_steps`` both work)."""
     p = Path(path)
     if not p.is_file():
-        raise ValueError(f"--config: {str(p)!r} does not exist or is not a file")
+        raise UserError(f"--config: {str(p)!r} does not exist or is not a file")
     try:
         if p.suffix == ".toml":
             import tomllib
@@ -30,19 +31,19 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
             raw = json.loads(p.read_text())
     except (ValueError, UnicodeDecodeError) as e:
         kind = "TOML" if p.suffix == ".toml" else "JSON"
-        raise ValueError(f"--config: {str(p)!r} is not valid {kind} ({e}); write one {kind} object of settings") from None
+        raise UserError(f"--config: {str(p)!r} is not valid {kind} ({e}); write one {kind} object of settings") from None
     if not isinstance(raw, dict):
-        raise ValueError(f"--config: {str(p)!r} must hold one object of settings, e.g. {{\"max_steps\": 100}}")
+        raise UserError(f"--config: {str(p)!r} must hold one object of settings, e.g. {{\"max_steps\": 100}}")
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     settings = {k.replace("-", "_"): v for k, v in raw.items()}
     unknown = sorted(set(settings) - fields)
     if unknown:
-        raise ValueError(f"--config: {str(p)!r} has unknown setting(s) {', '.join(unknown)}; "
+        raise UserError(f"--config: {str(p)!r} has unknown setting(s) {', '.join(unknown)}; "
                          f"settings are {', '.join(sorted(fields))}")
     for key, value in settings.items():
         problem = type_problem(TrainConfig, key, value)
         if problem:
-            raise ValueError(f"--config: {str(p)!r}: {problem}")
+            raise UserError(f"--config: {str(p)!r}: {problem}")
     return settings
 
 
@@ -50,7 +51,7 @@ def _config(settings: dict[str, Any], **override) -> TrainConfig:
     try:
         return TrainConfig(**{**settings, **override})
     except TypeError as e:
-        raise ValueError(f"bad settings: {e}") from None
+        raise UserError(f"bad settings: {e}") from None
 
 
 def run_experiments(settings: dict[str, Any], *, run_all: bool = False, resume: bool = False,
@@ -62,7 +63,7 @@ def run_experiments(settings: dict[str, Any], *, run_all: bool = False, resume: 
     """
     stream = stream or sys.stderr
     if run_all and settings.get("name"):
-        raise ValueError("--name names one run's folder; it cannot be used with --all (each run is OUT/EXP)")
+        raise UserError("--name names one run's folder; it cannot be used with --all (each run is OUT/EXP)")
     names = list(TRAIN_EXPERIMENTS) if run_all else [settings.get("exp", TrainConfig.exp)]
     if run_all and settings.get("model", "modman") != "modman":
         names.remove("modular")  # it trains its own modman.modular GPT
@@ -73,7 +74,7 @@ def run_experiments(settings: dict[str, Any], *, run_all: bool = False, resume: 
         for cfg in configs:
             saved = load_checkpoint(cfg.run_dir, keys={"step"})
             if saved is not None:
-                raise ValueError(f"{cfg.run_dir} already holds a run (checkpoint at step {saved['step']}); "
+                raise UserError(f"{cfg.run_dir} already holds a run (checkpoint at step {saved['step']}); "
                                  "pass --resume to continue it, or choose another --out")
     summaries, diverged = [], []
     for cfg in configs:

@@ -15,6 +15,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from ..errors import UserError
 from .train import RESUME_FREE, TRAIN_EXPERIMENTS, TrainConfig, TrainingDiverged, train
 
 __all__ = ["LrSetting", "parse_lrs", "parse_list", "sweep_configs", "run_sweep"]
@@ -39,19 +40,19 @@ def parse_lrs(text: str) -> list[LrSetting]:
     """``"0.5x,1x,2x"`` (multiples of the defaults) or ``"0.01,0.02"`` (matrix lrs); not both kinds at once."""
     items = [t.strip() for t in text.split(",") if t.strip()]
     if not items:
-        raise ValueError("--lrs is empty; give e.g. 0.5x,1x,2x (multiples of each experiment's default lrs) or "
+        raise UserError("--lrs is empty; give e.g. 0.5x,1x,2x (multiples of each experiment's default lrs) or "
                          "0.01,0.02 (the lr of the attention and FFN matrices)")
     scaled = [t.endswith("x") for t in items]
     if any(scaled) and not all(scaled):
-        raise ValueError(f"--lrs {text!r} mixes multiples (…x) and absolute lrs; use one kind, e.g. 0.5x,1x,2x")
+        raise UserError(f"--lrs {text!r} mixes multiples (…x) and absolute lrs; use one kind, e.g. 0.5x,1x,2x")
     out = []
     for t in items:
         try:
             value = float(t[:-1] if t.endswith("x") else t)
         except ValueError:
-            raise ValueError(f"--lrs: {t!r} is not a number; give e.g. 0.5x,1x,2x or 0.01,0.02") from None
+            raise UserError(f"--lrs: {t!r} is not a number; give e.g. 0.5x,1x,2x or 0.01,0.02") from None
         if not value > 0:
-            raise ValueError(f"--lrs: {t!r} must be > 0")
+            raise UserError(f"--lrs: {t!r} must be > 0")
         out.append(LrSetting(scale=value) if t.endswith("x") else LrSetting(lr=value))
     return out
 
@@ -61,11 +62,11 @@ def parse_list(text: str, kind: type, option: str) -> list:
     try:
         values = [kind(t) for t in text.split(",") if t.strip()]
     except ValueError:
-        raise ValueError(f"{option}: {text!r} is not a comma-separated list of {kind.__name__}s (e.g. 0,1,2)") from None
+        raise UserError(f"{option}: {text!r} is not a comma-separated list of {kind.__name__}s (e.g. 0,1,2)") from None
     if not values:
-        raise ValueError(f"{option} is empty; give e.g. 0,1,2")
+        raise UserError(f"{option} is empty; give e.g. 0,1,2")
     if len(set(values)) != len(values):
-        raise ValueError(f"{option}: {text!r} repeats a value")
+        raise UserError(f"{option}: {text!r} repeats a value")
     return values
 
 
@@ -74,17 +75,17 @@ def sweep_configs(settings: dict[str, Any], exps: list[str], lrs: list[LrSetting
     """Every run of the grid, as checked TrainConfigs (an unknown experiment or bad setting fails here)."""
     unknown = [e for e in exps if e not in TRAIN_EXPERIMENTS]
     if unknown:
-        raise ValueError(f"--exp: unknown experiment(s) {', '.join(unknown)}; choose from {', '.join(TRAIN_EXPERIMENTS)}")
+        raise UserError(f"--exp: unknown experiment(s) {', '.join(unknown)}; choose from {', '.join(TRAIN_EXPERIMENTS)}")
     for key in ("exp", "name", "lr", "lr_scale", "weight_decay", "seed"):
         if key in settings:
-            raise ValueError(f"modman sweep sets {key} for each run itself; leave it out of the flags and --config")
+            raise UserError(f"modman sweep sets {key} for each run itself; leave it out of the flags and --config")
     configs = []
     for exp, lr, wd, seed in itertools.product(exps, lrs, weight_decays, seeds):
         name = f"{exp}--lr-{lr.tag}--wd-{wd:g}--seed-{seed}"
         try:
             configs.append(TrainConfig(**settings, **lr.settings(), exp=exp, name=name, weight_decay=wd, seed=seed))
         except TypeError as e:
-            raise ValueError(f"bad settings: {e}") from None
+            raise UserError(f"bad settings: {e}") from None
     return configs
 
 

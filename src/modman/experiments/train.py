@@ -21,6 +21,7 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
+from ..errors import UserError
 from ..optim import EXPERIMENTS, ModularOptimizer
 from ..optim.guard import NonFiniteError
 from ..optim.roles import ROLES
@@ -83,43 +84,43 @@ class TrainConfig:
     def __post_init__(self):
         check_field_types(self)
         if self.exp not in TRAIN_EXPERIMENTS:
-            raise ValueError(f"--exp: unknown experiment {self.exp!r}; choose one of: {', '.join(TRAIN_EXPERIMENTS)}")
+            raise UserError(f"--exp: unknown experiment {self.exp!r}; choose one of: {', '.join(TRAIN_EXPERIMENTS)}")
         if self.exp == "modular" and self.role_lr:
-            raise ValueError("--role-lr does not apply to --exp modular: its per-layer lrs are the modular-norm "
+            raise UserError("--role-lr does not apply to --exp modular: its per-layer lrs are the modular-norm "
                              "budgets; set the whole network's step with --lr")
         if self.solver not in SOLVER_NAMES:
-            raise ValueError(f"--solver: unknown manifold Muon solver {self.solver!r}; choose one of: "
+            raise UserError(f"--solver: unknown manifold Muon solver {self.solver!r}; choose one of: "
                              f"{', '.join(SOLVER_NAMES)}")
         if self.preset not in PRESETS:
-            raise ValueError(f"--preset: unknown preset {self.preset!r}; choose one of: {', '.join(PRESETS)}")
+            raise UserError(f"--preset: unknown preset {self.preset!r}; choose one of: {', '.join(PRESETS)}")
         if self.model != "modman":
             from ..integrations.hf_models import HF_MODELS
 
             if self.model.removeprefix("hf:") not in HF_MODELS or not self.model.startswith("hf:"):
-                raise ValueError(f"--model: unknown model {self.model!r}; choose modman or one of: "
+                raise UserError(f"--model: unknown model {self.model!r}; choose modman or one of: "
                                  f"{', '.join('hf:' + n for n in HF_MODELS)}")
             if self.exp == "modular":
-                raise ValueError("--exp modular trains its own modman.modular GPT; use --model modman with it")
+                raise UserError("--exp modular trains its own modman.modular GPT; use --model modman with it")
         require_positive_ints(self, ("max_steps", "batch_size", "eval_every", "eval_batches", "log_every",
                                      "checkpoint_every"))
         if self.dtype not in ("float32", "float64"):
-            raise ValueError(f"--dtype must be float32 or float64; got {self.dtype!r}")
+            raise UserError(f"--dtype must be float32 or float64; got {self.dtype!r}")
         if self.parallel not in ("none", "ddp", "fsdp"):
-            raise ValueError(f"--parallel must be none, ddp or fsdp; got {self.parallel!r}")
+            raise UserError(f"--parallel must be none, ddp or fsdp; got {self.parallel!r}")
         if self.parallel == "fsdp" and self.exp == "modular":
-            raise ValueError("--exp modular runs with --parallel none or ddp: its modular-norm steps act on whole "
+            raise UserError("--exp modular runs with --parallel none or ddp: its modular-norm steps act on whole "
                              "modules, which FSDP2 shards")
         if not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
-            raise ValueError(f"--warmup-steps must be an integer >= 0; got {self.warmup_steps!r}")
+            raise UserError(f"--warmup-steps must be an integer >= 0; got {self.warmup_steps!r}")
         if not 0 <= self.min_lr_ratio <= 1:
-            raise ValueError(f"--min-lr-ratio must be in [0, 1]; got {self.min_lr_ratio!r}")
+            raise UserError(f"--min-lr-ratio must be in [0, 1]; got {self.min_lr_ratio!r}")
         if not (isinstance(self.lr_scale, (int, float)) and 0 < self.lr_scale < math.inf):
-            raise ValueError(f"--lr-scale must be a number > 0; got {self.lr_scale!r}")
+            raise UserError(f"--lr-scale must be a number > 0; got {self.lr_scale!r}")
         if self.name is not None and (not self.name or self.name in (".", "..") or any(c in self.name for c in "/\\")):
-            raise ValueError(f"--name: {self.name!r} is not a folder name; use letters, digits, '-', '_' or '.'")
+            raise UserError(f"--name: {self.name!r} is not a folder name; use letters, digits, '-', '_' or '.'")
         unknown = [r for r in self.role_lr if r not in ROLES]
         if unknown:
-            raise ValueError(f"--role-lr: unknown role(s) {', '.join(unknown)}; roles are {', '.join(ROLES)}")
+            raise UserError(f"--role-lr: unknown role(s) {', '.join(unknown)}; roles are {', '.join(ROLES)}")
 
     def resolved_device(self) -> torch.device:
         return resolve_device(self.device)
@@ -135,7 +136,7 @@ def require_positive_ints(cfg, names: tuple[str, ...]) -> None:
     for name in names:
         value = getattr(cfg, name)
         if not isinstance(value, int) or value < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be an integer >= 1; got {value!r}")
+            raise UserError(f"--{name.replace('_', '-')} must be an integer >= 1; got {value!r}")
 
 
 def resolve_device(spec: str) -> torch.device:
@@ -145,13 +146,13 @@ def resolve_device(spec: str) -> torch.device:
     try:
         device = torch.device(spec)
     except RuntimeError:
-        raise ValueError(f"--device: {spec!r} is not a device; use cpu, cuda, cuda:N or auto") from None
+        raise UserError(f"--device: {spec!r} is not a device; use cpu, cuda, cuda:N or auto") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {spec}: CUDA is not available on this machine; use --device cpu")
+        raise UserError(f"--device {spec}: CUDA is not available on this machine; use --device cpu")
     return device
 
 
-class TrainingDiverged(ValueError):
+class TrainingDiverged(UserError):
     """The loss, a gradient or an update became NaN/Inf; the message gives the step and the checkpoint kept."""
 
 
@@ -242,10 +243,10 @@ def _check_resume(saved: dict[str, Any], cfg: TrainConfig, data_sha: str, run_di
     differ = [k for k, v in saved["config"].items() if k not in RESUME_FREE and now.get(k) != v]
     if differ:
         detail = ", ".join(f"{k}={saved['config'][k]!r} (now {now.get(k)!r})" for k in differ)
-        raise ValueError(f"--resume: the run in {run_dir} was started with {detail}; resume with the same settings "
+        raise UserError(f"--resume: the run in {run_dir} was started with {detail}; resume with the same settings "
                          "or start a new run with another --out")
     if saved["data_sha256"] != data_sha:
-        raise ValueError(f"--resume: the data differs from the run in {run_dir} (sha256 {saved['data_sha256'][:12]}… "
+        raise UserError(f"--resume: the data differs from the run in {run_dir} (sha256 {saved['data_sha256'][:12]}… "
                          f"vs {data_sha[:12]}…); resume with the same --data")
 
 
@@ -254,7 +255,7 @@ def _build(cfg: TrainConfig, device: torch.device, shard: Callable[[torch.nn.Mod
     torch.manual_seed(cfg.seed)
     dtype = getattr(torch, cfg.dtype)
     if cfg.exp == "modular":
-        model, opt = _build_modular(cfg, device, dtype)
+        model, opt = build_modular(cfg, device, dtype)
     else:
         if cfg.model == "modman":
             net = Transformer(PRESETS[cfg.preset])
@@ -271,7 +272,7 @@ def _build(cfg: TrainConfig, device: torch.device, shard: Callable[[torch.nn.Mod
     return model, opt, sched
 
 
-def _build_modular(cfg: TrainConfig, device: torch.device, dtype: torch.dtype = torch.float32):
+def build_modular(cfg: TrainConfig, device: torch.device, dtype: torch.dtype = torch.float32):
     """The preset's shape as a modman.modular GPT (no norms, convex residuals) and ModularDescent; weight decay
     does not apply (every weight is on a manifold)."""
     from ..modular import GPT, ModularDescent
@@ -303,7 +304,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = No
     run_dir = cfg.run_dir
     saved = load_checkpoint(run_dir, keys={"step", "config", "data_sha256"})
     if saved is not None and not resume:
-        raise ValueError(f"{run_dir} already holds a run (checkpoint at step {saved['step']}); pass --resume to "
+        raise UserError(f"{run_dir} already holds a run (checkpoint at step {saved['step']}); pass --resume to "
                          "continue it, or choose another --out")
     if saved is not None:
         _check_resume(saved, cfg, data_sha, run_dir)

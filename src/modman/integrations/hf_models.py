@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import UserError
 from ..experiments.model import ModelConfig
 
 __all__ = ["HF_MODELS", "HFCausalLM", "build_hf_model"]
@@ -46,7 +47,7 @@ class HFCausalLM(nn.Module):
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         if idx.shape[-1] > self.seq_len:
-            raise ValueError(f"HFCausalLM: sequence of {idx.shape[-1]} tokens is longer than seq_len={self.seq_len}")
+            raise UserError(f"HFCausalLM: sequence of {idx.shape[-1]} tokens is longer than seq_len={self.seq_len}")
         return self.model(input_ids=idx, use_cache=False).logits
 
 
@@ -54,12 +55,12 @@ def build_hf_model(spec: str, cfg: ModelConfig) -> HFCausalLM:
     """``spec`` = ``"hf:NAME"`` (NAME in ``HF_MODELS``): the architecture at the preset's shape, random init."""
     name = spec.removeprefix("hf:")
     if name not in HF_MODELS:
-        raise ValueError(f"--model: unknown Hugging Face model {spec!r}; choose one of: "
+        raise UserError(f"--model: unknown Hugging Face model {spec!r}; choose one of: "
                          f"{', '.join('hf:' + n for n in HF_MODELS)} (or modman, the built-in decoder)")
     try:
         import transformers as T
     except ImportError:
-        raise ValueError(f"--model {spec} needs Hugging Face transformers: pip install 'modman[hf]'") from None
+        raise UserError(f"--model {spec} needs Hugging Face transformers: pip install 'modman[hf]'") from None
     config = _config(name, cfg)
     model = T.AutoModelForCausalLM.from_config(config)
     return HFCausalLM(model, cfg.seq_len)

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import UserError
 from ..optim import ModularOptimizer
 from ..optim.modular import MATRIX_ROLES
 
@@ -125,7 +126,7 @@ class ModmanTrainer(Trainer):
         from ..optim import EXPERIMENTS
 
         if experiment not in EXPERIMENTS:
-            raise ValueError(f"ModmanTrainer: unknown experiment {experiment!r}; choose one of "
+            raise UserError(f"ModmanTrainer: unknown experiment {experiment!r}; choose one of "
                              f"{', '.join(EXPERIMENTS)}")
         self.experiment, self.optimizer_kwargs = experiment, dict(optimizer_kwargs or {})
         super().__init__(*args, **kwargs)

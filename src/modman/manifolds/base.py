@@ -6,6 +6,8 @@ from abc import ABC, abstractmethod
 
 import torch
 
+from ..errors import UserError
+
 __all__ = ["Manifold"]
 
 
@@ -78,7 +80,7 @@ def rounding_tolerance(dtype: torch.dtype) -> float:
 def require_matrix(W: torch.Tensor, owner: str) -> None:
     """Raise ValueError with the shape and the fix when W is not a (batch of) matrices."""
     if W.ndim < 2:
-        raise ValueError(
+        raise UserError(
             f"{owner} needs a matrix (..., m, n); got shape {tuple(W.shape)}. "
             "Put vectors on a Sphere or leave them to AdamW."
         )
@@ -91,5 +93,5 @@ def check_radius(radius: float, owner: str) -> float:
     except (TypeError, ValueError):
         raise TypeError(f"{owner}: radius must be a positive number; got {radius!r}") from None
     if not (r > 0 and r < float("inf")):
-        raise ValueError(f"{owner}: radius must be a positive finite number; got {radius!r}")
+        raise UserError(f"{owner}: radius must be a positive finite number; got {radius!r}")
     return r

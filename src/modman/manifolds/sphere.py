@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import UserError
 from .base import Manifold, check_radius
 
 __all__ = ["Sphere"]
@@ -27,13 +28,13 @@ class Sphere(Manifold):
     def slice_dims(self, W: torch.Tensor) -> tuple[int, ...]:
         """The dims one slice of W spans (all of them for ``dim=None``)."""
         if W.ndim == 0:
-            raise ValueError("Sphere: a 0-D tensor has no sphere to live on; use Euclidean for scalars")
+            raise UserError("Sphere: a 0-D tensor has no sphere to live on; use Euclidean for scalars")
         if self.dim is None:
             return tuple(range(W.ndim))
         dims = (self.dim,) if isinstance(self.dim, int) else self.dim
         for d in dims:
             if not -W.ndim <= d < W.ndim:
-                raise ValueError(f"Sphere(dim={self.dim!r}) does not fit a tensor of shape {tuple(W.shape)}")
+                raise UserError(f"Sphere(dim={self.dim!r}) does not fit a tensor of shape {tuple(W.shape)}")
         return dims
 
     def slice_norms(self, W: torch.Tensor) -> torch.Tensor:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import UserError
 from ..msign import METHODS, msign
 from .base import Manifold, check_radius, require_matrix
 
@@ -38,7 +39,7 @@ class Stiefel(Manifold):
     def __init__(self, radius: float = 1.0, retraction: str = "polar_express", retraction_steps: int | None = None):
         self.radius = check_radius(radius, "Stiefel")
         if retraction not in METHODS:
-            raise ValueError(f"Stiefel: unknown retraction {retraction!r}; choose one of {', '.join(METHODS)}")
+            raise UserError(f"Stiefel: unknown retraction {retraction!r}; choose one of {', '.join(METHODS)}")
         self.retraction = retraction
         self.retraction_steps = retraction_steps
 

@@ -7,6 +7,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ..errors import UserError
 from ..manifolds import Sphere, Stiefel
 from ..msign import msign
 from ..rules import hyperspherical_direction, manifold_muon_direction
@@ -34,7 +35,7 @@ class Linear(Atom):
                  solver: str = "auto", tol: float = 1e-6, steps: int | None = None):
         for name, v in (("in_features", in_features), ("out_features", out_features)):
             if not isinstance(v, int) or v < 1:
-                raise ValueError(f"Linear: {name} must be an integer >= 1; got {v!r}")
+                raise UserError(f"Linear: {name} must be an integer >= 1; got {v!r}")
         manifold = Stiefel(math.sqrt(out_features / in_features))
         super().__init__(manifold.project(torch.randn(out_features, in_features, generator=_generator(seed))), mass)
         self.in_features, self.out_features = in_features, out_features
@@ -83,7 +84,7 @@ class Embed(Atom):
     def __init__(self, num_embeddings: int, embedding_dim: int, *, mass: float = 1.0, seed: int | None = None):
         for name, v in (("num_embeddings", num_embeddings), ("embedding_dim", embedding_dim)):
             if not isinstance(v, int) or v < 1:
-                raise ValueError(f"Embed: {name} must be an integer >= 1; got {v!r}")
+                raise UserError(f"Embed: {name} must be an integer >= 1; got {v!r}")
         manifold = Sphere(math.sqrt(embedding_dim), dim=-1)
         super().__init__(manifold.project(torch.randn(num_embeddings, embedding_dim, generator=_generator(seed))), mass)
         self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim

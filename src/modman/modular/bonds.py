@@ -7,6 +7,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ..errors import UserError
 from .module import Bond, Identity, Module
 
 __all__ = ["ReLU", "GELU", "RMSNorm", "residual", "Attention", "GELU_LIPSCHITZ"]
@@ -45,7 +46,7 @@ def residual(block: Module, alpha: float) -> Module:
     """``x ↦ (1 − α)·x + α·block(x)``: the convex residual keeps outputs in the unit ball when block does;
     sensitivity ``1 − α + α·s``, and the block's atoms get ``α`` times its coefficients (budget ``1/α``)."""
     if not 0 < alpha <= 1:
-        raise ValueError(f"residual: alpha must be in (0, 1]; got {alpha!r}")
+        raise UserError(f"residual: alpha must be in (0, 1]; got {alpha!r}")
     return (1 - alpha) * Identity() + alpha * block
 
 
@@ -73,14 +74,14 @@ class Attention(Bond):
     def __init__(self, num_heads: int):
         super().__init__()
         if not isinstance(num_heads, int) or num_heads < 1:
-            raise ValueError(f"Attention: num_heads must be an integer >= 1; got {num_heads!r}")
+            raise UserError(f"Attention: num_heads must be an integer >= 1; got {num_heads!r}")
         self.num_heads = num_heads
 
     def forward(self, qkv):
         q, k, v = qkv
         B, T, C = q.shape
         if C % self.num_heads:
-            raise ValueError(f"Attention: width {C} is not divisible by num_heads={self.num_heads}")
+            raise UserError(f"Attention: width {C} is not divisible by num_heads={self.num_heads}")
         D = C // self.num_heads
         q, k, v = (t.view(B, T, self.num_heads, D).transpose(1, 2) for t in (q, k, v))  # (B, H, T, D)
         q, k = _rope(q), _rope(k)

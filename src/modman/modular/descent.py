@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import UserError
 from ..optim.base import check_hyperparameters, check_state_dict, fill_group_defaults, guard_gradients
-from ..optim.guard import step_atomically
 from ..optim.concurrent import run_concurrently
 from ..optim.distributed import assign_owners, broadcast_from_owners, is_dtensor, world
+from ..optim.guard import step_atomically
 from .module import Module
 
 __all__ = ["ModularDescent"]
@@ -39,13 +40,13 @@ class ModularDescent(torch.optim.Optimizer):
         if not isinstance(net, Module):
             raise TypeError(f"ModularDescent: net must be a modman.modular Module; got {type(net).__name__}")
         if not lr > 0:
-            raise ValueError(f"ModularDescent: lr must be > 0; got {lr!r}")
+            raise UserError(f"ModularDescent: lr must be > 0; got {lr!r}")
         if not 0 <= momentum < 1:
-            raise ValueError(f"ModularDescent: momentum must be in [0, 1); got {momentum!r}")
+            raise UserError(f"ModularDescent: momentum must be in [0, 1); got {momentum!r}")
         check_hyperparameters("ModularDescent", {"warm_start": warm_start, "workers": workers})
         pairs = net.budgets()
         if not pairs:
-            raise ValueError("ModularDescent: the network has no atoms (no weights) to train")
+            raise UserError("ModularDescent: the network has no atoms (no weights) to train")
         if any(is_dtensor(atom.weight) for atom, _ in pairs):
             raise TypeError("ModularDescent: the network's weights are DTensors (FSDP2); its modular-norm steps act "
                             "on whole modules. Train it unsharded, or under DDP (share_work splits the atoms).")

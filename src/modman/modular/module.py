@@ -24,6 +24,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from ..errors import UserError
+
 __all__ = ["Module", "Atom", "Bond", "Compose", "Tuple", "Mul", "Add", "Identity", "rms_norm"]
 
 
@@ -63,7 +65,7 @@ class Module(nn.Module):
 
     def __pow__(self, n: int) -> "Module":
         if not isinstance(n, int) or n < 1:
-            raise ValueError(f"module ** n needs an integer n >= 1; got {n!r}")
+            raise UserError(f"module ** n needs an integer n >= 1; got {n!r}")
         out: Module = self
         for _ in range(n - 1):
             out = Compose(copy.deepcopy(self), out)  # fresh weights for each copy
@@ -78,18 +80,18 @@ class Module(nn.Module):
         pairs = self._coefficients(1.0)
         params = list(self.parameters())
         if [a.weight for a, _ in pairs] != params:
-            raise ValueError("modman.modular: every parameter must belong to exactly one atom, used once "
+            raise UserError("modman.modular: every parameter must belong to exactly one atom, used once "
                              "(share a module by composing it, not by placing the same instance twice)")
         return pairs
 
     def _check_list(self, tensors: Sequence[torch.Tensor], what: str) -> list[tuple["Atom", float]]:
         pairs = self.budgets()
         if len(tensors) != len(pairs):
-            raise ValueError(f"{what}: expected {len(pairs)} tensors (one per parameter, parameters() order); "
+            raise UserError(f"{what}: expected {len(pairs)} tensors (one per parameter, parameters() order); "
                              f"got {len(tensors)}")
         for (atom, _), t in zip(pairs, tensors):
             if tuple(t.shape) != tuple(atom.weight.shape):
-                raise ValueError(f"{what}: a tensor of shape {tuple(t.shape)} where {type(atom).__name__} has "
+                raise UserError(f"{what}: a tensor of shape {tuple(t.shape)} where {type(atom).__name__} has "
                                  f"weight shape {tuple(atom.weight.shape)}")
         return pairs
 
@@ -122,9 +124,9 @@ class Module(nn.Module):
     def tare(self, absolute: float = 1.0) -> "Module":
         """Rescale the atoms' masses so this module's mass is ``absolute`` (their ratios stay)."""
         if not absolute > 0:
-            raise ValueError(f"tare: absolute must be > 0; got {absolute!r}")
+            raise UserError(f"tare: absolute must be > 0; got {absolute!r}")
         if self.mass <= 0:
-            raise ValueError(f"tare: {type(self).__name__} has mass 0 (no atoms); nothing to rescale")
+            raise UserError(f"tare: {type(self).__name__} has mass 0 (no atoms); nothing to rescale")
         factor = absolute / self.mass
         for atom, _ in self._coefficients(1.0):
             atom._mass *= factor
@@ -139,7 +141,7 @@ class Atom(Module):
     def __init__(self, weight: torch.Tensor, mass: float = 1.0):
         super().__init__()
         if not mass > 0:
-            raise ValueError(f"{type(self).__name__}: mass must be > 0; got {mass!r}")
+            raise UserError(f"{type(self).__name__}: mass must be > 0; got {mass!r}")
         self.weight = nn.Parameter(weight)
         self._mass = float(mass)
 

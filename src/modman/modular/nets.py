@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..errors import UserError
 from .atoms import Embed, Linear
 from .bonds import GELU, Attention, ReLU, residual
 from .module import Module, Tuple
@@ -26,7 +27,7 @@ def MLP(widths: tuple[int, ...] = (3072, 128, 64, 10), *, output_scale: float = 
     Its logits have RMS ≤ 1; ``output_scale`` (a ``Mul`` bond, counted in the norm) lets them grow.
     """
     if len(widths) < 2 or not all(isinstance(w, int) and w >= 1 for w in widths):
-        raise ValueError(f"MLP: widths must be two or more integers >= 1; got {widths!r}")
+        raise UserError(f"MLP: widths must be two or more integers >= 1; got {widths!r}")
     net: Module | None = None
     for i, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:])):
         layer = Linear(fan_in, fan_out, seed=None if seed is None else seed + i, tol=tol, steps=steps)
@@ -50,9 +51,9 @@ def GPT(vocab_size: int = 256, dim: int = 128, num_heads: int = 4, num_blocks: i
     for name, v in (("vocab_size", vocab_size), ("dim", dim), ("num_heads", num_heads), ("num_blocks", num_blocks),
                     ("ffn_mult", ffn_mult)):
         if not isinstance(v, int) or v < 1:
-            raise ValueError(f"GPT: {name} must be an integer >= 1; got {v!r}")
+            raise UserError(f"GPT: {name} must be an integer >= 1; got {v!r}")
     if dim % num_heads:
-        raise ValueError(f"GPT: dim={dim} must be divisible by num_heads={num_heads}")
+        raise UserError(f"GPT: dim={dim} must be divisible by num_heads={num_heads}")
     alpha = 1.0 / num_blocks if alpha is None else alpha
     count = iter(range(10**6))
 

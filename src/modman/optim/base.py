@@ -13,11 +13,19 @@ from typing import Any, Callable
 import torch
 from torch.optim import Optimizer
 
+from ..errors import UserError
 from ..msign import METHODS, msign
 from ..rules import SOLVER_NAMES
 from ..rules.muon import ADJUST_LR_FNS
-from .distributed import (broadcast_from_owners, gather_to_owners, is_dtensor, scatter_from_owners,
-                          with_sharded_owners, world, write_full)
+from .distributed import (
+    broadcast_from_owners,
+    gather_to_owners,
+    is_dtensor,
+    scatter_from_owners,
+    with_sharded_owners,
+    world,
+    write_full,
+)
 from .guard import NonFiniteError, guard_gradients, nonfinite_grads, step_atomically
 
 __all__ = ["ManifoldOptimizer", "fill_group_defaults", "param_name", "matrix_shape", "out_in", "nonfinite_grads",
@@ -66,7 +74,7 @@ def check_hyperparameters(owner: str, group: dict) -> None:
     """Raise ValueError naming the first hyperparameter of ``group`` that is out of range."""
     for key, (valid, requirement) in _HYPERPARAMETER_RULES.items():
         if key in group and not valid(group[key]):
-            raise ValueError(f"{owner}: invalid {key}={group[key]!r}; it must be {requirement}")
+            raise UserError(f"{owner}: invalid {key}={group[key]!r}; it must be {requirement}")
 
 
 def fill_group_defaults(opt: Optimizer) -> None:
@@ -115,7 +123,7 @@ def check_split(owner: str, group: dict, group_index: int, only: set[int] | None
         if only is not None and id(p) not in only:
             continue
         if p.ndim != 2 or p.shape[axis] % k:
-            raise ValueError(f"{owner}: split={k} needs 2-D weights whose out side divides into {k} blocks; "
+            raise UserError(f"{owner}: split={k} needs 2-D weights whose out side divides into {k} blocks; "
                              f"{param_name(group, i, group_index)} has shape {tuple(p.shape)}"
                              + (" (stored (in, out))" if axis else "") + "; drop split from its param group")
 
@@ -183,13 +191,13 @@ class ManifoldOptimizer(Optimizer):
 
     def _check_param(self, p: torch.Tensor, name: str) -> None:
         if self.matrix_only and p.ndim < 2:
-            raise ValueError(
+            raise UserError(
                 f"{type(self).__name__} got {name} of shape {tuple(p.shape)}: it updates matrices (>= 2-D "
                 "tensors; >2-D ones are treated as (out, rest)). Give vectors and scalars to torch.optim.AdamW, "
                 "or put a vector on a sphere with modman.optim.HypersphericalDescent."
             )
         if not self.matrix_only and p.ndim < 1:
-            raise ValueError(f"{type(self).__name__} got {name}, a 0-D tensor: give scalars to torch.optim.AdamW.")
+            raise UserError(f"{type(self).__name__} got {name}, a 0-D tensor: give scalars to torch.optim.AdamW.")
         if p.is_complex():
             raise TypeError(f"{type(self).__name__} got {name} with complex dtype {p.dtype}; only real tensors")
 
@@ -386,27 +394,27 @@ def check_state_dict(opt: Optimizer, state_dict: dict[str, Any],
     if not isinstance(state_dict, dict) or "param_groups" not in state_dict or "state" not in state_dict:
         got = f"a dict with keys {sorted(map(str, state_dict))[:6]}" if isinstance(state_dict, dict) else \
             type(state_dict).__name__
-        raise ValueError(f"{owner}: expected a dict from an optimizer's state_dict() (with 'state' and "
+        raise UserError(f"{owner}: expected a dict from an optimizer's state_dict() (with 'state' and "
                          f"'param_groups'); got {got}")
     extra = state_dict.get("modman", {} if not modman else None)
     if not isinstance(extra, dict):
-        raise ValueError(f"{owner}: this state dict was not saved by a modman optimizer (it has no 'modman' "
+        raise UserError(f"{owner}: this state dict was not saved by a modman optimizer (it has no 'modman' "
                          "entry); load it into the kind of optimizer that saved it")
     saved_type = extra.get("optimizer")  # absent in state dicts of earlier versions
     if saved_type is not None and saved_type != type(opt).__name__:
-        raise ValueError(f"{owner}: this state dict was saved by {saved_type}, not {type(opt).__name__}; build a "
+        raise UserError(f"{owner}: this state dict was saved by {saved_type}, not {type(opt).__name__}; build a "
                          f"{saved_type} to load it, or start this optimizer fresh")
     ids = [i for g in state_dict["param_groups"] for i in g["params"]]
     params = [(param_name(g, i, gi), p) for gi, g in enumerate(opt.param_groups) for i, p in enumerate(g["params"])]
     if len(ids) != len(params) or len(state_dict["param_groups"]) != len(opt.param_groups):
-        raise ValueError(f"{owner}: the state dict has {len(ids)} parameters in {len(state_dict['param_groups'])} "
+        raise UserError(f"{owner}: the state dict has {len(ids)} parameters in {len(state_dict['param_groups'])} "
                          f"groups, this optimizer {len(params)} in {len(opt.param_groups)}; build the optimizer over "
                          "the same parameters and groups as the one that saved it")
     for i, (name, p) in zip(ids, params):
         for key, value in state_dict["state"].get(i, {}).items():
             want = expected(p, key) if isinstance(value, torch.Tensor) and value.ndim > 0 else None
             if want is not None and tuple(value.shape) != tuple(want):
-                raise ValueError(f"{owner}: the saved {key!r} of {name} has shape {tuple(value.shape)}, but this "
+                raise UserError(f"{owner}: the saved {key!r} of {name} has shape {tuple(value.shape)}, but this "
                                  f"parameter needs {tuple(want)} (its shape is {tuple(p.shape)}); the state dict "
                                  "was saved for another model")
     return extra

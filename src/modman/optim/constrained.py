@@ -6,6 +6,7 @@ import math
 
 import torch
 
+from ..errors import UserError
 from ..manifolds import SpectralSphere as SpectralSphereSet
 from ..manifolds import Sphere, Stiefel
 from ..manifolds.base import rounding_tolerance
@@ -63,7 +64,7 @@ class Hyperball(ManifoldOptimizer):
                 if W.numel() and not all(bool(n > 0) for n in blocks):
                     self.param_groups.pop()
                     what = "Frobenius norm 0" if len(blocks) == 1 else "a block (split) of Frobenius norm 0"
-                    raise ValueError(f"Hyperball: {param_name(group, i, gi)} has {what}; with "
+                    raise UserError(f"Hyperball: {param_name(group, i, gi)} has {what}; with "
                                      "norm=None each matrix keeps the norm it starts with, so initialise it non-zero "
                                      "(e.g. torch.nn.init.orthogonal_) or pass norm=R")
                 norms.append(blocks)
@@ -184,7 +185,7 @@ class SpectralSphere(ManifoldOptimizer):
         super()._check_param(p, name)
         W, _ = self._as_update_view(p)
         if W.numel() and not bool(W.detach().any()):
-            raise ValueError(f"SpectralSphere: {name} is all zeros, which has no direction to rescale onto the "
+            raise UserError(f"SpectralSphere: {name} is all zeros, which has no direction to rescale onto the "
                              "spectral sphere; initialise it non-zero (e.g. torch.nn.init.orthogonal_) or give it "
                              "to another optimizer")
 

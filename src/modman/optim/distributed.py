@@ -16,9 +16,8 @@ matrices at once, one ``all_to_all_single`` each way (``gather_to_owners``, ``sc
 
 from __future__ import annotations
 
-from typing import Iterable
-
 import math
+from typing import Iterable
 
 import torch
 import torch.distributed as dist

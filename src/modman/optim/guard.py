@@ -15,12 +15,13 @@ from typing import Any, Callable
 
 import torch
 
+from ..errors import UserError
 from .distributed import all_ranks_agree, is_dtensor, local_tensor
 
 __all__ = ["NonFiniteError", "nonfinite_tensors", "nonfinite_grads", "guard_gradients", "step_atomically"]
 
 
-class NonFiniteError(ValueError):
+class NonFiniteError(UserError):
     """A step met a NaN/Inf gradient or produced a NaN/Inf weight; ``names`` lists the parameters.
     Nothing was changed. A ValueError, so code catching ValueError keeps working."""
 

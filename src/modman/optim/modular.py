@@ -10,14 +10,15 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 
+from ..errors import UserError
+from ..rules import SOLVER_NAMES
 from .base import check_state_dict, guard_gradients, moment_shape, run_closure
-from .guard import step_atomically
-from .distributed import assign_owners, world
-from .manifold_muon import ManifoldMuon
 from .constrained import SPEL, Hyperball, SpectralSphere
+from .distributed import assign_owners, world
+from .guard import step_atomically
+from .manifold_muon import ManifoldMuon
 from .muon import Muon
 from .retraction import ManifoldRetraction, SpectralRetraction, StiefelRetraction
-from ..rules import SOLVER_NAMES
 from .roles import ROLES, classify_parameters, fused_projections, transposed_weights
 
 __all__ = ["ModularOptimizer", "EXPERIMENTS", "RULES", "MATRIX_ROLES", "DEFAULT_LR", "rule_assignment",
@@ -63,7 +64,7 @@ MANIFOLD_MUON_STEPS = 30
 def rule_assignment(roles: dict[str, str], experiment: str, shapes: dict[str, torch.Size]) -> dict[str, str]:
     """``{parameter name: rule}``: the experiment's rule for attention/FFN matrices, AdamW for the rest."""
     if experiment not in EXPERIMENTS:
-        raise ValueError(f"unknown experiment {experiment!r}; choose one of: {', '.join(EXPERIMENTS)}")
+        raise UserError(f"unknown experiment {experiment!r}; choose one of: {', '.join(EXPERIMENTS)}")
     table = EXPERIMENTS[experiment]
     return {name: table.get(role, "adamw") if len(shapes[name]) >= 2 else "adamw" for name, role in roles.items()}
 
@@ -118,7 +119,7 @@ class ModularOptimizer(Optimizer):
         self.roles = dict(roles) if roles is not None else classify_parameters(model)
         missing = [n for n in named if self.roles.get(n) not in ROLES]
         if missing:
-            raise ValueError(f"ModularOptimizer: roles gives no valid role for {', '.join(missing[:5])}"
+            raise UserError(f"ModularOptimizer: roles gives no valid role for {', '.join(missing[:5])}"
                              f"{' ...' if len(missing) > 5 else ''}; every parameter needs one of {', '.join(ROLES)}")
         self._check_arguments(named, lr, adamw_lr, role_lr or {}, weight_decay)
         self.experiment = experiment
@@ -152,7 +153,7 @@ class ModularOptimizer(Optimizer):
                                                 **({"transposed": True} if transposed else {}),
                                                 **({"split": split} if split > 1 else {})})
         if solver not in SOLVER_NAMES:
-            raise ValueError(f"ModularOptimizer: unknown solver {solver!r}; choose one of {', '.join(SOLVER_NAMES)}")
+            raise UserError(f"ModularOptimizer: unknown solver {solver!r}; choose one of {', '.join(SOLVER_NAMES)}")
         self.optimizers: dict[str, Optimizer] = {
             rule: (_manifold_muon(g, momentum, solver) if rule == "manifold_muon" else _BUILDERS[rule](g, betas, momentum))
             for rule, g in groups.items()}
@@ -169,12 +170,12 @@ class ModularOptimizer(Optimizer):
                 (f"role_lr[{r!r}]", v) for r, v in role_lr.items()]:
             if value is not None and not (isinstance(value, (int, float)) and value >= 0 and value == value
                                           and value != float("inf")):
-                raise ValueError(f"ModularOptimizer: invalid {key}={value!r}; it must be a finite number >= 0")
+                raise UserError(f"ModularOptimizer: invalid {key}={value!r}; it must be a finite number >= 0")
         unknown = [r for r in role_lr if r not in ROLES]
         if unknown:
-            raise ValueError(f"ModularOptimizer: role_lr has unknown role(s) {unknown}; roles are {', '.join(ROLES)}")
+            raise UserError(f"ModularOptimizer: role_lr has unknown role(s) {unknown}; roles are {', '.join(ROLES)}")
         if not named:
-            raise ValueError("ModularOptimizer: the model has no parameters")
+            raise UserError("ModularOptimizer: the model has no parameters")
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None):
@@ -229,10 +230,10 @@ class ModularOptimizer(Optimizer):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if not isinstance(state_dict, dict) or "optimizers" not in state_dict:
-            raise ValueError("ModularOptimizer.load_state_dict: this state dict was not saved by a ModularOptimizer "
+            raise UserError("ModularOptimizer.load_state_dict: this state dict was not saved by a ModularOptimizer "
                              "(it has no 'optimizers' entry); load it into the kind of optimizer that saved it")
         if state_dict.get("assignment") != self.assignment:
-            raise ValueError(f"ModularOptimizer: this state was saved for experiment "
+            raise UserError(f"ModularOptimizer: this state was saved for experiment "
                              f"{state_dict.get('experiment')!r} with another parameter assignment; build the "
                              "optimizer for the same model and experiment before loading it")
         saved = state_dict["optimizers"]

@@ -7,11 +7,30 @@ from typing import Any, Callable
 import torch
 from torch.optim import Optimizer
 
+from ..errors import UserError
 from ..manifolds import Manifold, SpectralBall, Stiefel
-from .distributed import (all_ranks_agree, broadcast_from_owners, full_tensor, gather_to_owners, is_dtensor,
-                          local_tensor as _local, scatter_from_owners, with_sharded_owners, world, write_full)
-from .base import (check_split, check_state_dict, moment_shape, guard_gradients, run_closure, matrix_shape,
-                   param_name, split_blocks)
+from .base import (
+    check_split,
+    check_state_dict,
+    guard_gradients,
+    matrix_shape,
+    moment_shape,
+    param_name,
+    run_closure,
+    split_blocks,
+)
+from .distributed import (
+    all_ranks_agree,
+    broadcast_from_owners,
+    full_tensor,
+    gather_to_owners,
+    is_dtensor,
+    scatter_from_owners,
+    with_sharded_owners,
+    world,
+    write_full,
+)
+from .distributed import local_tensor as _local
 from .guard import step_atomically
 
 __all__ = ["ManifoldRetraction", "StiefelRetraction", "SpectralRetraction"]
@@ -56,10 +75,10 @@ class ManifoldRetraction(Optimizer):
             retracted = list(params)
             for p in retracted:
                 if id(p) not in names:
-                    raise ValueError(f"{owner}: a tensor of shape {tuple(p.shape)} in params is not "
+                    raise UserError(f"{owner}: a tensor of shape {tuple(p.shape)} in params is not "
                                      "optimized by the base optimizer; pass only the base's parameters")
                 if p.ndim < 2:
-                    raise ValueError(f"{owner}: {names[id(p)]} has shape {tuple(p.shape)}; {manifold!r} needs "
+                    raise UserError(f"{owner}: {names[id(p)]} has shape {tuple(p.shape)}; {manifold!r} needs "
                                      ">= 2-D tensors. Leave vectors to the base optimizer (omit them from params).")
         for gi, g in enumerate(base_optimizer.param_groups):
             check_split(owner, g, gi, {id(p) for p in retracted})
@@ -160,7 +179,7 @@ class ManifoldRetraction(Optimizer):
         extra = check_state_dict(self, state_dict, moment_shape)
         base = extra.get("base")
         if base is not None and base != type(self.base_optimizer).__name__:
-            raise ValueError(f"{type(self).__name__}.load_state_dict: this state dict was saved around {base}, not "
+            raise UserError(f"{type(self).__name__}.load_state_dict: this state dict was saved around {base}, not "
                              f"{type(self.base_optimizer).__name__}; wrap the same base optimizer to load it")
         return extra
 

@@ -16,6 +16,7 @@ from typing import Callable
 
 import torch
 
+from ..errors import UserError
 from ..manifolds.stiefel import as_tall
 from ..msign import msign, times_power_of_two, unit_scaled
 from .manifold_muon_solvers import closed_form, feasible_tangent, fixed_point, hybrid, newton
@@ -123,17 +124,17 @@ def manifold_muon_direction(
         and the hybrid also give ``gram`` (AᵀA of a partial isometry, n×n) for the retraction.
     """
     if solver not in SOLVER_NAMES:
-        raise ValueError(f"manifold_muon: unknown solver {solver!r}; choose one of {', '.join(SOLVER_NAMES)}")
+        raise UserError(f"manifold_muon: unknown solver {solver!r}; choose one of {', '.join(SOLVER_NAMES)}")
     if W.ndim != 2 or W.shape != G.shape:
-        raise ValueError(
+        raise UserError(
             f"manifold_muon needs 2-D W and G of the same shape; got {tuple(W.shape)} and {tuple(G.shape)}"
         )
     if steps is not None and (not isinstance(steps, int) or steps < 1):
-        raise ValueError(f"manifold_muon: steps must be an int >= 1 or None; got {steps!r}")
+        raise UserError(f"manifold_muon: steps must be an int >= 1 or None; got {steps!r}")
     Wt, wide = as_tall(W)
     n = Wt.shape[1]
     if multiplier is not None and tuple(multiplier.shape) != (n, n):
-        raise ValueError(f"manifold_muon: multiplier must be {n}x{n} for W of shape {tuple(W.shape)}; "
+        raise UserError(f"manifold_muon: multiplier must be {n}x{n} for W of shape {tuple(W.shape)}; "
                          f"got {tuple(multiplier.shape)}")
     if multiplier is not None and not bool(torch.isfinite(multiplier).all()):
         multiplier = None  # a non-finite warm start is dropped: cold start

@@ -25,6 +25,7 @@ import math
 
 import torch
 
+from ..errors import UserError
 from ..manifolds import Stiefel
 from ..manifolds.stiefel import sym
 from .manifold_muon_newton import gram_eig, smoothed_newton
@@ -36,7 +37,7 @@ __all__ = ["feasible_tangent", "closed_form", "closed_form_batch", "fixed_point"
 def closed_form(W, G, *, Lambda, alpha, steps, tol, msign_fn):
     """Square W: ``A = W msign(skew(WᵀG))``, ``Λ = −sym(WᵀG)/2``. One msign call, zero residual."""
     if W.shape[0] != W.shape[1]:
-        raise ValueError(f"manifold_muon: solver 'closed_form' needs a square W; got {tuple(W.shape)}. "
+        raise UserError(f"manifold_muon: solver 'closed_form' needs a square W; got {tuple(W.shape)}. "
                          "Use solver='fixed_point' (or 'auto') for tall or wide matrices.")
     A, Lambda, gram, residual = closed_form_batch(W, G, msign_fn)
     return A, Lambda, {"msign_calls": 1, "iterations": 1, "residual": float(residual), "gram": gram}
@@ -190,7 +191,7 @@ def hybrid(W, G, *, Lambda, alpha, steps, tol, msign_fn, fixed_point_steps: int 
     straight to Newton 10.8 and 77.3 ms, uncertified 5 → 0 of 60 (BENCHMARKS.md (e)).
     ``direct_steps=0``: the fixed point for ``fixed_point_steps``, then smoothing Newton."""
     if direct_after < 1 or fixed_point_steps < 0 or direct_steps < 0:
-        raise ValueError(f"hybrid: direct_after must be >= 1 and fixed_point_steps, direct_steps >= 0 (got "
+        raise UserError(f"hybrid: direct_after must be >= 1 and fixed_point_steps, direct_steps >= 0 (got "
                          f"{direct_after}, {fixed_point_steps}, {direct_steps}); fixed_point_steps=0 probes at once")
 
     def run(P, C, X0):

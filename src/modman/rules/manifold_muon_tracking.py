@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import UserError
 from ..manifolds.stiefel import sym
 
 __all__ = ["tracking", "lyapunov_cg"]
@@ -53,7 +54,7 @@ def tracking(W, G, *, Lambda, alpha, steps, tol, msign_fn, cg_steps: int = 4):
     Λ, and info keys msign_calls, iterations, residual.
     """
     if cg_steps < 0:
-        raise ValueError(f"tracking: cg_steps must be >= 0; got {cg_steps}")
+        raise UserError(f"tracking: cg_steps must be >= 0; got {cg_steps}")
     P = W.mT @ G
     X = 2 * Lambda.to(W.dtype) if Lambda is not None else -sym(P)
     for _ in range(steps):

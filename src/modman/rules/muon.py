@@ -11,6 +11,7 @@ from typing import Callable
 
 import torch
 
+from ..errors import UserError
 from ..msign import msign
 
 __all__ = ["muon_direction", "shape_scale", "ADJUST_LR_FNS"]
@@ -33,7 +34,7 @@ def shape_scale(shape: tuple[int, ...] | torch.Size, adjust_lr_fn: str | None) -
     * ``"spectral"`` — ``sqrt(out/in)`` (RMS→RMS operator norm, Bernstein & Newhouse).
     """
     if adjust_lr_fn not in ADJUST_LR_FNS:
-        raise ValueError(f"adjust_lr_fn must be one of {ADJUST_LR_FNS}; got {adjust_lr_fn!r}")
+        raise UserError(f"adjust_lr_fn must be one of {ADJUST_LR_FNS}; got {adjust_lr_fn!r}")
     out_features, in_features = shape[0], math.prod(shape[1:])
     if out_features == 0 or in_features == 0:
         return 1.0  # an empty matrix has no update to scale
