@@ -25,8 +25,6 @@ import tempfile
 import time
 from functools import partial
 
-import torch
-
 import modman.modular.atoms as atoms_module
 import modman.optim.manifold_muon as optim_module
 from modman.cli import main as cli_main
@@ -35,6 +33,7 @@ from modman.rules import duality_gap, tangent_residual
 from modman.rules.manifold_muon_solvers import fixed_point, hybrid
 
 from .common import finish, parser, sync
+
 
 def cold_hybrid(W, G, *, Lambda, **kw):
     """The default solver without the optimizer's warm start: what the warm start saves."""

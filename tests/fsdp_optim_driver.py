@@ -7,8 +7,16 @@ import sys
 import torch
 import torch.distributed as dist
 
-from modman.optim import (SPEL, Hyperball, HypersphericalDescent, ManifoldMuon, Muon, SpectralDescent, SpectralSphere,
-                          StiefelRetraction)
+from modman.optim import (
+    SPEL,
+    Hyperball,
+    HypersphericalDescent,
+    ManifoldMuon,
+    Muon,
+    SpectralDescent,
+    SpectralSphere,
+    StiefelRetraction,
+)
 
 
 def build(name, params):

@@ -156,6 +156,7 @@ def test_per_run_measures(tmp_path):
     assert norm_growth(run) == pytest.approx(1.7)
 
 
+@pytest.mark.slow
 def test_report_has_every_figure_and_section_and_html_is_self_contained(tmp_path):
     root = build(tmp_path, extra=WD0)
     result = analyze(root, html_page=True)
@@ -174,6 +175,7 @@ def test_report_has_every_figure_and_section_and_html_is_self_contained(tmp_path
     assert "<strong>supported</strong>" in page
 
 
+@pytest.mark.slow
 def test_missing_or_corrupt_files_are_named_and_skipped(tmp_path, capsys):
     build(tmp_path, seeds=(0,))
     bad_metrics = make_run(tmp_path, "baseline", seed=7)
@@ -205,6 +207,7 @@ def test_analyze_bad_folder_is_one_line(tmp_path, capsys):
     assert "no finished runs to analyze" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_cli_analyze_html_prints_the_verdicts(tmp_path, capsys):
     build(tmp_path, seeds=(0,), extra=WD0)
     assert main(["analyze", str(tmp_path), "--html"]) == 0

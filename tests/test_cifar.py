@@ -81,6 +81,7 @@ def test_bad_update_is_refused():
         CifarConfig(update="sgd")
 
 
+@pytest.mark.slow
 def test_sweep_runs_the_grid_skips_finished_runs_and_draws_the_figure(tmp_path, capsys):
     write_fake_cifar(tmp_path / "d")
     argv = ["cifar", "--sweep", "--seeds", "0,1", "--lrs", "adam=1e-3:3e-3,manifold_muon=0.1,hyperspherical_descent=0.1",

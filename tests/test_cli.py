@@ -68,6 +68,7 @@ def test_zero_steps_is_an_error(capsys):
     assert "steps must be >= 1" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_python_dash_m_help_runs():
     proc = subprocess.run([sys.executable, "-m", "modman", "--help"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "demo" in proc.stdout
@@ -90,6 +91,7 @@ TRAIN = ["train", "--preset", "tiny", "--batch-size", "4", "--eval-batches", "1"
          "--eval-every", "3", "--warmup-steps", "1", "--no-progress"]
 
 
+@pytest.mark.slow
 def test_train_all_prints_a_summary_row_per_experiment_and_resume_skips_finished(tmp_path, capsys):
     from modman.optim import EXPERIMENTS
 

@@ -34,6 +34,7 @@ def test_hyperball_step_is_the_float64_formula(shape, norm):
     assert torch.allclose(W.detach(), exact_hyperball(start, G, 0.1, R), atol=1e-12)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("norm", [None, 2.0])
 def test_hyperball_keeps_the_frobenius_norm_over_1000_float32_steps(norm):
     torch.manual_seed(0)
@@ -87,6 +88,7 @@ def test_spel_step_is_the_float64_formula(shape, radius):
     assert opt.state[W]["msign_calls"] == 1  # the retraction needed none
 
 
+@pytest.mark.slow
 def test_spel_stays_on_stiefel_over_1000_float32_steps():
     torch.manual_seed(4)
     Ws = [nn.Parameter(torch.randn(24, 12)), nn.Parameter(torch.randn(12, 24)), nn.Parameter(torch.randn(16, 16))]

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import copy
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import pytest
 import torch
@@ -21,8 +21,18 @@ from torch import nn
 
 from modman.experiments.model import PRESETS, Transformer
 from modman.modular import MLP, ModularDescent
-from modman.optim import (SPEL, Hyperball, SpectralSphere, HypersphericalDescent, ManifoldMuon, ModularOptimizer, Muon, SpectralDescent,
-                          SpectralRetraction, StiefelRetraction)
+from modman.optim import (
+    SPEL,
+    Hyperball,
+    HypersphericalDescent,
+    ManifoldMuon,
+    ModularOptimizer,
+    Muon,
+    SpectralDescent,
+    SpectralRetraction,
+    SpectralSphere,
+    StiefelRetraction,
+)
 from modman.optim.guard import NonFiniteError
 
 

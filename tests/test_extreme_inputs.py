@@ -15,8 +15,15 @@ from modman import msign
 from modman.manifolds import SpectralBall, Sphere, Stiefel
 from modman.modular import MLP, ModularDescent
 from modman.msign import METHODS
-from modman.optim import (HypersphericalDescent, ManifoldMuon, ModularOptimizer, Muon, SpectralDescent,
-                          SpectralRetraction, StiefelRetraction)
+from modman.optim import (
+    HypersphericalDescent,
+    ManifoldMuon,
+    ModularOptimizer,
+    Muon,
+    SpectralDescent,
+    SpectralRetraction,
+    StiefelRetraction,
+)
 
 shapes = st.tuples(st.integers(0, 12), st.integers(0, 12))
 powers = st.integers(-100, 100)  # 2^±100 ≈ 1e±30
@@ -84,6 +91,7 @@ def one_step(build, W0, grads):
     return W.detach()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", SCALE_FREE)
 @given(rows=st.integers(1, 10), cols=st.integers(1, 10), k=powers, warm=st.booleans(), seed=st.integers(0, 999))
 def test_step_is_finite_on_the_manifold_and_exactly_scale_invariant(name, rows, cols, k, warm, seed):

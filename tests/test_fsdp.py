@@ -20,6 +20,7 @@ def run(args: list[str], cwd: Path) -> None:
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["muon", "manifold_muon", "hyperspherical", "spectral", "stiefel", "hyperball", "spel",
                                   "spectral_sphere", "sso"])
 def test_fsdp2_matches_one_process(tmp_path, name):

@@ -4,11 +4,11 @@ import math
 from functools import partial
 
 import pytest
+import seed_reference
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-import seed_reference
 from modman import msign
 from modman.functional import hyperspherical_descent, manifold_muon, muon, spectral_descent
 from modman.manifolds import SpectralBall, Sphere, Stiefel

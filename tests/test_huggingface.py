@@ -10,8 +10,7 @@ from modman.manifolds import Stiefel
 
 T = pytest.importorskip("transformers")
 pytest.importorskip("accelerate")
-from modman.integrations.huggingface import (ModmanCallback, ModmanTrainer, create_optimizer,  # noqa: E402
-                                             role_summary)
+from modman.integrations.huggingface import ModmanCallback, ModmanTrainer, create_optimizer, role_summary  # noqa: E402
 
 
 def tiny_llama():
@@ -42,6 +41,7 @@ def cpu_args(tmp_path, **settings):
                                use_cpu=True, save_strategy="no", learning_rate=1e-3, disable_tqdm=True, **settings)
 
 
+@pytest.mark.slow
 def test_trainer_keeps_manifold_muon_on_stiefel_and_logs_spectra(tmp_path):
     model = tiny_llama()
     capture = Capture()
@@ -80,6 +80,7 @@ def test_create_optimizer_for_a_plain_trainer_and_the_summary():
     assert summary["modman/ffn/sigma_max_max"] >= summary["modman/ffn/sigma_max_mean"] > 0
 
 
+@pytest.mark.slow
 def test_a_plain_trainer_with_the_callback_reports_spectra(tmp_path):
     model = tiny_llama()
     capture = Capture()
@@ -100,6 +101,7 @@ def test_unknown_experiment_is_refused():
         ModmanTrainer(model=tiny_llama(), experiment="muon_everything")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["hf:llama", "hf:gpt2"])
 def test_modman_train_on_a_hugging_face_architecture_resumes_bit_for_bit(tmp_path, model):
     from test_train import _final_state, cfg
@@ -116,15 +118,16 @@ def test_modman_train_on_a_hugging_face_architecture_resumes_bit_for_bit(tmp_pat
         assert torch.equal(a["model"][k], b["model"][k]), k
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model, exp", [("hf:gpt2", "manifold_muon"), ("hf:llama", "spectral_sphere")])
 def test_fsdp2_on_a_hugging_face_model_matches_one_process_and_resumes_alone(tmp_path, model, exp):
     from test_parallel import DRIVER, TINY64, flags, torchrun, weights
 
     from modman.experiments.checkpoint import load_checkpoint
+    from modman.experiments.model import PRESETS
     from modman.experiments.parallel import shard_units
     from modman.experiments.train import TrainConfig, train
     from modman.integrations.hf_models import build_hf_model
-    from modman.experiments.model import PRESETS
 
     assert len(shard_units(build_hf_model(model, PRESETS["tiny"]))) == PRESETS["tiny"].n_layers
     settings = dict(TINY64, exp=exp, model=model)

@@ -6,10 +6,10 @@ import json
 
 import pytest
 import torch
+from test_cifar import write_fake_cifar
 
 from modman.cli import main
 from modman.experiments.lr_transfer import TransferConfig, best_lrs, prepare_inputs
-from test_cifar import write_fake_cifar
 
 
 def test_inputs_are_pooled_and_unit_rms():
@@ -32,6 +32,7 @@ def test_best_lr_and_its_shift_in_grid_steps():
     assert summary["adamw"]["best_lr"] == {64: 1e-3, 256: 4e-3} and summary["adamw"]["shift_in_grid_steps"] == 2
 
 
+@pytest.mark.slow
 def test_cli_runs_the_grid_skips_finished_runs_and_draws_the_figure(tmp_path, capsys):
     write_fake_cifar(tmp_path / "d", n_train=300, n_test=100)
     argv = ["lr-transfer", "--data-dir", str(tmp_path / "d"), "--out", str(tmp_path / "o"), "--widths", "8,32",

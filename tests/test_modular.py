@@ -7,8 +7,21 @@ import math
 import pytest
 import torch
 
-from modman.modular import (GELU, GPT, MLP, Attention, Embed, Linear, ModularDescent, Mul, ReLU, RMSNorm, Tuple,
-                            residual, rms_norm)
+from modman.modular import (
+    GELU,
+    GPT,
+    MLP,
+    Attention,
+    Embed,
+    Linear,
+    ModularDescent,
+    Mul,
+    ReLU,
+    RMSNorm,
+    Tuple,
+    residual,
+    rms_norm,
+)
 from modman.modular.bonds import GELU_LIPSCHITZ
 
 
@@ -256,6 +269,7 @@ def test_sharded_weights_are_refused_by_name():
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_it_is_a_torch_module():
     net = GPT(40, 16, 2, 1, seed=0)
     compiled = torch.compile(net, backend="aot_eager")

@@ -7,9 +7,19 @@ import torch
 import torch.nn.functional as F
 
 from modman.experiments.model import PRESETS, Transformer
-from modman.manifolds import SpectralBall, SpectralSphere as SphereSet, Stiefel
-from modman.optim import (SPEL, EXPERIMENTS, Hyperball, ManifoldMuon, ModularOptimizer, Muon, SpectralRetraction,
-                          SpectralSphere, StiefelRetraction)
+from modman.manifolds import SpectralBall, Stiefel
+from modman.manifolds import SpectralSphere as SphereSet
+from modman.optim import (
+    EXPERIMENTS,
+    SPEL,
+    Hyperball,
+    ManifoldMuon,
+    ModularOptimizer,
+    Muon,
+    SpectralRetraction,
+    SpectralSphere,
+    StiefelRetraction,
+)
 from modman.optim.modular import DEFAULT_LR
 
 KIND = {"adamw": torch.optim.AdamW, "muon": Muon, "stiefel": StiefelRetraction, "spectral": SpectralRetraction,
@@ -34,6 +44,7 @@ def train_steps(opt, model, x, n):
         opt.step()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("exp", list(EXPERIMENTS))
 def test_each_parameter_goes_to_the_rule_the_seed_says(exp):
     model, _ = model_and_batch()
@@ -51,6 +62,7 @@ def test_each_parameter_goes_to_the_rule_the_seed_says(exp):
         assert (g["weight_decay"] == 0.0) == (constrained or vector), (g["rule"], g["role"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("exp,manifold", [("stiefel_all", Stiefel()), ("manifold_muon", Stiefel()),
                                           ("spectral_all", SpectralBall()), ("spel", Stiefel()),
                                           ("spectral_sphere", None)])
@@ -80,6 +92,7 @@ def test_learning_rates_per_rule_lr_and_role_overrides():
                    ("adamw", "ffn"): 7e-4, ("adamw", "head"): 2e-3}
 
 
+@pytest.mark.slow
 def test_lr_scheduler_reaches_every_sub_optimizer():
     model, x = model_and_batch()
     opt = ModularOptimizer(model, "manifold_muon")
@@ -92,6 +105,7 @@ def test_lr_scheduler_reaches_every_sub_optimizer():
             assert g["lr"] == pytest.approx(0.5 * base[id(g)])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("exp", ["muon_all", "stiefel_ffn", "manifold_muon", "spectral_all"])
 def test_state_dict_round_trip_continues_bit_identically(exp):
     model, x = model_and_batch()

@@ -3,14 +3,13 @@
 import importlib
 
 import pytest
+import seed_reference
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
 from modman import msign
 from modman.msign import NEWTON_SCHULZ_COEFFICIENTS, POLAR_EXPRESS_COEFFICIENTS
-
-import seed_reference
 
 msign_module = importlib.import_module("modman.msign")  # the package's ``msign`` attribute is the function
 
@@ -227,6 +226,7 @@ def test_property_singular_vectors_kept_and_norm_at_most_one(args):
     assert torch.all((diag[converged] - 1).abs() < 1e-4)
 
 
+@pytest.mark.slow
 @given(st.integers(1, 24), st.integers(1, 24), st.integers(0, 10**6))
 def test_property_transpose_commutes(m, n, seed):
     G = gaussian(m, n, seed=seed)

@@ -8,8 +8,14 @@ from torch import nn
 
 from modman import msign
 from modman.manifolds import SpectralBall, Sphere, Stiefel
-from modman.optim import (HypersphericalDescent, ManifoldMuon, Muon, SpectralDescent, SpectralRetraction,
-                          StiefelRetraction)
+from modman.optim import (
+    HypersphericalDescent,
+    ManifoldMuon,
+    Muon,
+    SpectralDescent,
+    SpectralRetraction,
+    StiefelRetraction,
+)
 
 FACTORIES = {
     "Muon": lambda ps, **kw: Muon(ps, lr=0.02, **kw),
@@ -68,6 +74,7 @@ def build(name, model, **kw):
     return FACTORIES[name](model.named_parameters() if "Stiefel" not in name else model.parameters(), **kw)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", FACTORIES)
 def test_lowers_loss_of_small_mlp(name):
     model = make_model()
@@ -359,6 +366,7 @@ def test_cuda_matches_cpu(name):
         assert b.device.type == "cuda" and torch.allclose(a, b.cpu(), rtol=0, atol=1e-8)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", FACTORIES)
 def test_bfloat16_parameters_train_and_keep_their_dtype(name):
     model = make_model().to(torch.bfloat16)

@@ -2,12 +2,12 @@
 
 import pytest
 import torch
+from test_optim import batches, make_model, train
 from torch import nn
 
 import modman.optim.manifold_muon as manifold_muon_module
 from modman.manifolds import Stiefel
 from modman.optim import SPEL, Hyperball, ManifoldMuon, Muon, SpectralSphere
-from test_optim import batches, make_model, train
 
 
 def test_manifold_muon_projects_at_construction_never_inside_step():
@@ -44,6 +44,7 @@ def test_manifold_muon_warm_starts_from_multiplier_in_state(warm, monkeypatch):
         assert torch.equal(seen[0], stored)
 
 
+@pytest.mark.slow
 def test_diagnostics_name_parameters_and_report_solver_numbers():
     model = make_model()
     opt = ManifoldMuon(model.named_parameters(), lr=0.1, steps=7, tol=0.0, solver="dual_ascent")
@@ -77,6 +78,7 @@ def test_default_solver_is_closed_form_for_square_and_hybrid_on_the_first_step_o
         assert diag[name]["iterations"] == 1 and 0 < diag[name]["residual"] < 1 and "gap" not in diag[name]
 
 
+@pytest.mark.slow
 def test_cheap_retraction_does_not_drift_over_many_steps():
     model = make_model()
     opt = ManifoldMuon(model.parameters(), lr=0.2, momentum=0.9, nesterov=True)

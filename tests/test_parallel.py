@@ -52,6 +52,7 @@ def test_owners_balance_the_work_and_agree_everywhere():
     assert set(assign_owners(params, 1).values()) == {0}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("exp, mode", [("muon_all", "ddp"), ("manifold_muon", "ddp"), ("muon_all", "fsdp"),
                                        ("manifold_muon", "fsdp"), ("modular", "ddp"), ("spectral_sphere", "ddp"),
                                        ("hyperball", "fsdp")])
@@ -82,6 +83,7 @@ train(TrainConfig(**cfg), resume=resume, stop_after=int(sys.argv[2]) or None)
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("exp, saved_on, resumed_on", [("manifold_muon", "ddp", "none"), ("manifold_muon", "fsdp", "none"),
                                                        ("manifold_muon", "none", "fsdp"), ("modular", "none", "ddp"),
                                                        ("hyperball", "ddp", "none"), ("spectral_sphere", "none", "ddp")])

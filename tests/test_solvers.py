@@ -1,6 +1,5 @@
 """Manifold Muon solvers against a high-accuracy float64 solve: residual, certified gap, objective."""
 
-import math
 
 import pytest
 import torch
@@ -302,6 +301,7 @@ def test_hybrid_runs_a_second_fixed_point_round_where_the_probe_is_skipped(seed)
     assert after_5["iterations"] >= 17
 
 
+@pytest.mark.slow
 def test_smoothing_stage_ends_at_tol_where_the_certified_gap_is_far():
     """Once the residual is under tol while the certified gap is > 10·tol, the gap is set by μ: the stage ends
     and μ shrinks instead of taking one more Newton step at the old μ. Gaussian 256x128 at tol 1e-6: 25 + 25

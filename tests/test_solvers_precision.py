@@ -2,11 +2,11 @@
 
 import pytest
 import torch
+from test_solvers import problem
 
 import modman.rules.manifold_muon_solvers as solvers
 from modman.rules import duality_gap, manifold_muon_direction, tangent_residual
 from modman.rules.manifold_muon_solvers import polar_correction
-from test_solvers import problem
 
 
 def test_polar_correction_gives_the_polar_factor_of_a_float32_stiefel_point():
@@ -26,6 +26,7 @@ def test_polar_correction_leaves_a_matrix_off_the_manifold_alone():
     assert polar_correction(W) is not None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shape,seed", [((192, 128), 1), ((384, 256), 1)])
 def test_float32_aspect_1_5_certifies_like_float64(shape, seed, monkeypatch):
     """Aspect 1.5, M near singular at the optimum: solved as if WᵀW = I, these float32 problems stop at gaps

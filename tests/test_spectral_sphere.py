@@ -106,6 +106,7 @@ def test_sso_optimizer_moves_tangent_to_the_sphere():
     assert SphereSet(1.5 ** 0.5).violation(W.detach()) < 1e-12
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tangent", [False, True])
 def test_the_sphere_holds_over_1000_float32_steps(tangent):
     """Random gradients: singular values at the top cluster and cross, the hard case for σ_max's search."""

@@ -57,6 +57,7 @@ def test_lr_scale_multiplies_every_lr_and_name_sets_the_folder(tmp_path):
             TrainConfig(**bad)
 
 
+@pytest.mark.slow
 def test_sweep_cli_runs_skips_finished_and_analyzes(tmp_path, capsys):
     argv = ["sweep", "--exp", "baseline,stiefel_all", "--lrs", "1x", "--weight-decays", "0,0.1", "--seeds", "0",
             "--out", str(tmp_path), *FLAGS]

@@ -10,10 +10,10 @@ from modman import msign
 from modman.experiments.model import PRESETS, Transformer
 from modman.experiments.train import TrainConfig
 from modman.manifolds import Stiefel
-from modman.rules import duality_gap, manifold_muon_direction, tangent_residual
-from modman.rules.manifold_muon_tracking import lyapunov_cg, tracking
 from modman.optim import ManifoldMuon, ModularOptimizer
 from modman.optim.modular import MANIFOLD_MUON_STEPS
+from modman.rules import duality_gap, manifold_muon_direction, tangent_residual
+from modman.rules.manifold_muon_tracking import lyapunov_cg, tracking
 
 
 def problem(m, n, seed=0, dtype=torch.float64):

@@ -100,6 +100,7 @@ def _without_timings(rows):
     return [{k: v for k, v in r.items() if k not in ("tokens_per_sec", "train_seconds")} for r in rows]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("exp", ["muon_all", "manifold_muon", "stiefel_attention", "modular"])
 def test_interrupt_and_resume_equals_the_uninterrupted_run(tmp_path, exp):
     train(cfg(tmp_path / "straight", exp=exp))
@@ -134,6 +135,7 @@ def test_modular_experiment_trains_the_modman_gpt_on_its_manifolds(tmp_path):
         TrainConfig(exp="modular", role_lr={"ffn": 0.1})
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_reaches_the_same_final_state(tmp_path):
     settings = dict(TINY, exp="muon_all", max_steps=300, checkpoint_every=5, eval_every=100)
     train(TrainConfig(**settings, out=str(tmp_path / "straight")))

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_train import cli_command
 
 import modman.experiments.checkpoint as checkpoint_module
 import modman.experiments.train as train_module
 from modman.cli import main
 from modman.experiments.checkpoint import load_checkpoint, save_checkpoint
 from modman.experiments.train import TRAIN_EXPERIMENTS, TrainConfig, TrainingDiverged, train
-from test_train import cli_command
 
 TINY = dict(preset="tiny", batch_size=8, max_steps=20, log_every=5, eval_every=10, eval_batches=2, warmup_steps=5,
             checkpoint_every=10, progress=False)
@@ -66,6 +66,7 @@ def test_nan_gradients_before_the_loss_are_a_divergence_at_the_named_step(tmp_pa
     assert load_checkpoint(run)["step"] == 10  # the last good state is kept
 
 
+@pytest.mark.slow
 def test_train_all_goes_on_after_a_divergence_and_exits_3(tmp_path, monkeypatch, capsys):
     import modman.experiments.runner as runner
 
@@ -95,6 +96,7 @@ def test_train_all_goes_on_after_a_divergence_and_exits_3(tmp_path, monkeypatch,
 
 
 # ------------------------------------------------------------------------------------------------ Ctrl-C
+@pytest.mark.slow
 def test_ctrl_c_saves_a_checkpoint_at_the_step_it_stopped_and_resume_matches_the_straight_run(tmp_path):
     settings = dict(TINY, exp="muon_all", max_steps=300, checkpoint_every=250, eval_every=300, log_every=10)
     train(TrainConfig(**settings, out=str(tmp_path / "straight")))

@@ -173,7 +173,7 @@ class Stat:
     n: int
 
     @classmethod
-    def of(cls, values: list[float]) -> "Stat":
+    def of(cls, values: list[float]) -> Stat:
         vals = [float(v) for v in values if not math.isnan(float(v))]
         if not vals:
             return cls(math.nan, math.nan, 0)
@@ -213,7 +213,7 @@ class Group:
         return self.stat(lambda r: r.summary["tokens_per_sec"] or math.nan)
 
 
-def relative_speed(group: Group, best: dict[str, "Group"]) -> str:
+def relative_speed(group: Group, best: dict[str, Group]) -> str:
     """The group's mean tokens/s over baseline's best group's, as ``0.55x`` (``-`` without a baseline)."""
     base = best["baseline"].tokens_per_sec.mean if "baseline" in best else math.nan
     tps = group.tokens_per_sec.mean

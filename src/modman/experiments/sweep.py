@@ -12,8 +12,9 @@ import dataclasses
 import itertools
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import UserError
 from .train import RESUME_FREE, TRAIN_EXPERIMENTS, TrainConfig, TrainingDiverged, train

@@ -14,9 +14,10 @@ import math
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -173,7 +174,7 @@ class _InterruptFlag:
     def __init__(self):
         self.requested, self._previous = False, None
 
-    def install(self) -> "_InterruptFlag":
+    def install(self) -> _InterruptFlag:
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGINT, self._handle)
         return self

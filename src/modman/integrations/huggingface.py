@@ -94,7 +94,7 @@ class ModmanCallback(TrainerCallback):
     first (``ModmanTrainer`` does)."""
 
     @classmethod
-    def install(cls, trainer: Trainer) -> "ModmanCallback":
+    def install(cls, trainer: Trainer) -> ModmanCallback:
         """A new callback, placed before every other callback of ``trainer``."""
         callback = cls()
         trainer.callback_handler.callbacks.insert(0, callback)

@@ -19,7 +19,7 @@ RMS norm ≤ 1, ``‖f(w + Δw, x) − f(w, x)‖ ≲ ‖Δw‖_modular`` to fir
 from __future__ import annotations
 
 import copy
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -46,24 +46,24 @@ class Module(nn.Module):
         raise NotImplementedError
 
     # ---- combinators ------------------------------------------------------------------------------------
-    def __matmul__(self, other: "Module") -> "Compose":
+    def __matmul__(self, other: Module) -> Compose:
         if not isinstance(other, Module):
             return NotImplemented
         return Compose(self, other)
 
-    def __rmul__(self, a: float) -> "Compose":
+    def __rmul__(self, a: float) -> Compose:
         if not isinstance(a, (int, float)):
             return NotImplemented
         return Compose(Mul(a), self)
 
     __mul__ = __rmul__
 
-    def __add__(self, other: "Module") -> "Compose":
+    def __add__(self, other: Module) -> Compose:
         if not isinstance(other, Module):
             return NotImplemented
         return Compose(Add(), Tuple(self, other))
 
-    def __pow__(self, n: int) -> "Module":
+    def __pow__(self, n: int) -> Module:
         if not isinstance(n, int) or n < 1:
             raise UserError(f"module ** n needs an integer n >= 1; got {n!r}")
         out: Module = self
@@ -72,10 +72,10 @@ class Module(nn.Module):
         return out
 
     # ---- the modular norm -------------------------------------------------------------------------------
-    def _coefficients(self, scale: float) -> list[tuple["Atom", float]]:
+    def _coefficients(self, scale: float) -> list[tuple[Atom, float]]:
         raise NotImplementedError
 
-    def budgets(self) -> list[tuple["Atom", float]]:
+    def budgets(self) -> list[tuple[Atom, float]]:
         """``(atom, c_i)`` for each atom in ``parameters()`` order: the norm is ``max_i c_i‖w_i‖_i``."""
         pairs = self._coefficients(1.0)
         params = list(self.parameters())
@@ -84,7 +84,7 @@ class Module(nn.Module):
                              "(share a module by composing it, not by placing the same instance twice)")
         return pairs
 
-    def _check_list(self, tensors: Sequence[torch.Tensor], what: str) -> list[tuple["Atom", float]]:
+    def _check_list(self, tensors: Sequence[torch.Tensor], what: str) -> list[tuple[Atom, float]]:
         pairs = self.budgets()
         if len(tensors) != len(pairs):
             raise UserError(f"{what}: expected {len(pairs)} tensors (one per parameter, parameters() order); "
@@ -115,13 +115,13 @@ class Module(nn.Module):
         return [atom.direction(g, tangent=tangent) / c for (atom, c), g in zip(pairs, grads)]
 
     @torch.no_grad()
-    def project(self) -> "Module":
+    def project(self) -> Module:
         """Put every weight onto its manifold (in place; one already on it to rounding keeps its bits); returns self."""
         for atom, _ in self.budgets():
             atom.weight.copy_(atom.manifold.ensure(atom.weight))
         return self
 
-    def tare(self, absolute: float = 1.0) -> "Module":
+    def tare(self, absolute: float = 1.0) -> Module:
         """Rescale the atoms' masses so this module's mass is ``absolute`` (their ratios stay)."""
         if not absolute > 0:
             raise UserError(f"tare: absolute must be > 0; got {absolute!r}")

@@ -7,8 +7,9 @@ the math lives in ``modman.rules`` and ``modman.manifolds``.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from functools import partial
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch.optim import Optimizer

@@ -14,9 +14,9 @@ the CUDA caching allocator needs to reuse freed memory safely.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
-from typing import Callable
 
 import torch
 

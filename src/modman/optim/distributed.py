@@ -17,7 +17,7 @@ matrices at once, one ``all_to_all_single`` each way (``gather_to_owners``, ``sc
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 import torch.distributed as dist

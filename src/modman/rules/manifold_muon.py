@@ -12,7 +12,7 @@ Solvers are registered in ``SOLVERS``; each returns the direction and its certif
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

@@ -7,7 +7,7 @@ and Bernstein & Newhouse, *Old optimizer, new norm* (arXiv:2409.20325).
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

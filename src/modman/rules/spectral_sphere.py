@@ -10,7 +10,7 @@ the dual function ``‖M + λΘ‖_*``, convex in λ).
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
