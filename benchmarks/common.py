@@ -58,14 +58,22 @@ def timeit(fn, device: str, repeat: int = 5, warmup: int = 1) -> float:
 
 def machine() -> dict:
     try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             timeout=10).stdout.strip()
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
     except OSError:
         sha = ""
-    return {"torch": torch.__version__, "python": platform.python_version(), "cpu": platform.processor() or
-            platform.machine(), "threads": torch.get_num_threads(), "cuda": torch.cuda.get_device_name(0)
-            if torch.cuda.is_available() else None, "git": sha, "cores": os.cpu_count(),
-            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu_fast_bfloat16": fast_bfloat16("cpu")}
+    return {
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "cpu": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "git": sha,
+        "cores": os.cpu_count(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_fast_bfloat16": fast_bfloat16("cpu"),
+    }
 
 
 def format_table(rows: list[dict], columns: list[str]) -> str:
@@ -76,15 +84,17 @@ def format_table(rows: list[dict], columns: list[str]) -> str:
 
     body = [[cell(r.get(c, "")) for c in columns] for r in rows]
     widths = [max(len(c), *(len(b[i]) for b in body)) if body else len(c) for i, c in enumerate(columns)]
-    line = lambda vals: "| " + " | ".join(v.ljust(w) for v, w in zip(vals, widths)) + " |"
+
+    def line(vals):
+        return "| " + " | ".join(v.ljust(w) for v, w in zip(vals, widths)) + " |"
+
     return "\n".join([line(columns), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [line(b) for b in body])
 
 
 def finish(name: str, args, rows: list[dict], columns: list[str], extra: dict | None = None) -> None:
     print(format_table(rows, columns))
     out = Path(args.out) / f"{name}.json"
-    write_json_atomic(out, {"benchmark": name, "args": vars(args), "machine": machine(), "rows": rows,
-                            **(extra or {})})
+    write_json_atomic(out, {"benchmark": name, "args": vars(args), "machine": machine(), "rows": rows, **(extra or {})})
     print(f"\nwrote {out}")
 
 

@@ -77,16 +77,31 @@ def main(argv=None):
     for name, opt in opts.items():
         ratios = [t / m for t, m in zip(times[name], times["modman Muon"])]
         calls = sum(d.get("msign_calls", 0) for d in opt.diagnostics().values())
-        rows.append({"optimizer": name, "ms_per_step": statistics.median(times[name]),
-                     "vs_modman_muon": statistics.median(ratios), "ratio_range": f"{min(ratios):.2f}-{max(ratios):.2f}",
-                     "msign_calls_per_step": calls})
+        rows.append(
+            {
+                "optimizer": name,
+                "ms_per_step": statistics.median(times[name]),
+                "vs_modman_muon": statistics.median(ratios),
+                "ratio_range": f"{min(ratios):.2f}-{max(ratios):.2f}",
+                "msign_calls_per_step": calls,
+            }
+        )
     accuracy = sphere_accuracy(args.accuracy, args.device, args.seed) if args.accuracy else []
     for row in accuracy:
         print(row)
-    finish("constrained_step", args, rows, ["optimizer", "ms_per_step", "vs_modman_muon", "ratio_range",
-                                            "msign_calls_per_step"],
-           extra={"width": width, "layers": layers, "rounds": rounds, "shapes": [list(w.shape) for w in base],
-                  "accuracy": accuracy})
+    finish(
+        "constrained_step",
+        args,
+        rows,
+        ["optimizer", "ms_per_step", "vs_modman_muon", "ratio_range", "msign_calls_per_step"],
+        extra={
+            "width": width,
+            "layers": layers,
+            "rounds": rounds,
+            "shapes": [list(w.shape) for w in base],
+            "accuracy": accuracy,
+        },
+    )
 
 
 def power_top(V, x, steps=5):
@@ -119,12 +134,19 @@ def sphere_accuracy(steps: int, device: str, seed: int) -> list[dict]:
                         prm.grad = torch.randn_like(prm)
                     opt.step()
                     if step % 10 == 9:
-                        worst = max([worst] + [SphereSet((q.shape[0] / q.shape[1]) ** 0.5).violation(q.detach())
-                                               for q in ps])
+                        worst = max(
+                            [worst] + [SphereSet((q.shape[0] / q.shape[1]) ** 0.5).violation(q.detach()) for q in ps]
+                        )
             finally:
                 constrained.lanczos_top = real
-            out.append({"variant": "SSO" if tangent else "retraction only", "sigma_max_search": name,
-                        "steps": steps, "max_violation": worst})
+            out.append(
+                {
+                    "variant": "SSO" if tangent else "retraction only",
+                    "sigma_max_search": name,
+                    "steps": steps,
+                    "max_violation": worst,
+                }
+            )
     return out
 
 

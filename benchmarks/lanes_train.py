@@ -42,20 +42,42 @@ def main(argv=None):
             seconds, summary = run(exp, steps, workers, args)
             losses = (summary["final_train_loss"], summary["final_val_loss"])
             first = next((r for r in rows if r["exp"] == exp), None)
-            rows.append({"exp": exp, "workers": workers, "steps": steps, "seconds": seconds,
-                         "final_train_loss": losses[0], "final_val_loss": losses[1],
-                         "same_losses": first is None or (first["final_train_loss"], first["final_val_loss"]) == losses})
-    finish("lanes_train", args, rows, ["exp", "workers", "steps", "seconds", "final_train_loss", "final_val_loss",
-                                       "same_losses"])
+            rows.append(
+                {
+                    "exp": exp,
+                    "workers": workers,
+                    "steps": steps,
+                    "seconds": seconds,
+                    "final_train_loss": losses[0],
+                    "final_val_loss": losses[1],
+                    "same_losses": first is None or (first["final_train_loss"], first["final_val_loss"]) == losses,
+                }
+            )
+    finish(
+        "lanes_train",
+        args,
+        rows,
+        ["exp", "workers", "steps", "seconds", "final_train_loss", "final_val_loss", "same_losses"],
+    )
 
 
 def run(exp: str, steps: int, workers: int, args) -> tuple[float, dict]:
     """Train ``exp`` from scratch for ``steps`` with every ManifoldMuon / ModularDescent built at ``workers``."""
-    with tempfile.TemporaryDirectory() as out, \
-            mock.patch.dict(ManifoldMuon.__init__.__kwdefaults__, workers=workers), \
-            mock.patch.dict(ModularDescent.__init__.__kwdefaults__, workers=workers):
-        cfg = TrainConfig(exp=exp, max_steps=steps, device=args.device, out=out, seed=args.seed, progress=False,
-                          checkpoint_every=10 ** 9, eval_every=steps)
+    with (
+        tempfile.TemporaryDirectory() as out,
+        mock.patch.dict(ManifoldMuon.__init__.__kwdefaults__, workers=workers),
+        mock.patch.dict(ModularDescent.__init__.__kwdefaults__, workers=workers),
+    ):
+        cfg = TrainConfig(
+            exp=exp,
+            max_steps=steps,
+            device=args.device,
+            out=out,
+            seed=args.seed,
+            progress=False,
+            checkpoint_every=10**9,
+            eval_every=steps,
+        )
         t0 = time.perf_counter()
         summary = train(cfg)
         return time.perf_counter() - t0, summary

@@ -48,16 +48,20 @@ OPTIMIZERS = {
     "Hyperball": lambda ps: Hyperball(ps, lr=0.01),
     "SPEL": lambda ps: SPEL(ps, lr=0.05),
     "ManifoldMuon auto": lambda ps: ManifoldMuon(ps, lr=0.05, momentum=0.95, nesterov=True),
-    "ManifoldMuon auto, float32 msign": lambda ps: ManifoldMuon(ps, lr=0.05, momentum=0.95, nesterov=True,
-                                                              msign_dtype=None),
+    "ManifoldMuon auto, float32 msign": lambda ps: ManifoldMuon(
+        ps, lr=0.05, momentum=0.95, nesterov=True, msign_dtype=None
+    ),
     "ManifoldMuon certified": lambda ps: ManifoldMuon(ps, lr=0.05, momentum=0.95, nesterov=True, solver="certified"),
-    "ManifoldMuon auto, in turn (workers=1)": lambda ps: ManifoldMuon(ps, lr=0.05, momentum=0.95, nesterov=True,
-                                                                    workers=1),
-    "ManifoldMuon auto, atomic=False": lambda ps: _not_atomic(ManifoldMuon(ps, lr=0.05, momentum=0.95,
-                                                                          nesterov=True)),
-    "ManifoldMuon fixed_point": lambda ps: ManifoldMuon(ps, lr=0.05, momentum=0.95, nesterov=True, solver="fixed_point"),
-    "ManifoldMuon dual_ascent (seed)": lambda ps: ManifoldMuon(ps, lr=0.05, momentum=0.95, nesterov=True,
-                                                               solver="dual_ascent", retraction="msign"),
+    "ManifoldMuon auto, in turn (workers=1)": lambda ps: ManifoldMuon(
+        ps, lr=0.05, momentum=0.95, nesterov=True, workers=1
+    ),
+    "ManifoldMuon auto, atomic=False": lambda ps: _not_atomic(ManifoldMuon(ps, lr=0.05, momentum=0.95, nesterov=True)),
+    "ManifoldMuon fixed_point": lambda ps: ManifoldMuon(
+        ps, lr=0.05, momentum=0.95, nesterov=True, solver="fixed_point"
+    ),
+    "ManifoldMuon dual_ascent (seed)": lambda ps: ManifoldMuon(
+        ps, lr=0.05, momentum=0.95, nesterov=True, solver="dual_ascent", retraction="msign"
+    ),
 }
 
 
@@ -65,15 +69,25 @@ def main(argv=None):
     p = parser(__doc__)
     p.add_argument("--width", type=int, default=None)
     p.add_argument("--layers", type=int, default=None)
-    p.add_argument("--interleave", type=int, default=0, metavar="N",
-                   help="also time torch.optim.Muon, modman Muon and ManifoldMuon in turn, N rounds, three times")
-    p.add_argument("--workers", default="", metavar="W,W,...",
-                   help="also time ManifoldMuon with each number of concurrent lanes (e.g. 1,2,4,8)")
+    p.add_argument(
+        "--interleave",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also time torch.optim.Muon, modman Muon and ManifoldMuon in turn, N rounds, three times",
+    )
+    p.add_argument(
+        "--workers",
+        default="",
+        metavar="W,W,...",
+        help="also time ManifoldMuon with each number of concurrent lanes (e.g. 1,2,4,8)",
+    )
     args = p.parse_args(argv)
     optimizers = dict(OPTIMIZERS)
     for w in lane_counts(p, args.workers):
-        optimizers[f"ManifoldMuon auto, workers={w}"] = (
-            lambda ps, w=w: ManifoldMuon(ps, lr=0.05, momentum=0.95, nesterov=True, workers=w))
+        optimizers[f"ManifoldMuon auto, workers={w}"] = lambda ps, w=w: ManifoldMuon(
+            ps, lr=0.05, momentum=0.95, nesterov=True, workers=w
+        )
     width = args.width or (64 if args.quick else 256)
     layers = args.layers or (1 if args.quick else 2)
     base = model_matrices(width, layers, args.device, args.seed)
@@ -99,8 +113,13 @@ def main(argv=None):
     for r in rows:
         r["vs_torch_muon"] = r["ms_per_step"] / ref
     pairs = interleaved(build, args.interleave, args.device) if args.interleave else []
-    finish("optimizer_step", args, rows, ["optimizer", "ms_per_step", "vs_torch_muon", "msign_calls_per_step"],
-           extra={"width": width, "layers": layers, "shapes": [list(w.shape) for w in base], "interleaved": pairs})
+    finish(
+        "optimizer_step",
+        args,
+        rows,
+        ["optimizer", "ms_per_step", "vs_torch_muon", "msign_calls_per_step"],
+        extra={"width": width, "layers": layers, "shapes": [list(w.shape) for w in base], "interleaved": pairs},
+    )
 
 
 INTERLEAVED = ("torch.optim.Muon", "modman Muon (PE 5, auto; default)", "ManifoldMuon auto")
@@ -123,10 +142,19 @@ def interleaved(build, n: int, device: str) -> list[dict]:
                 sync(device)
                 times[k].append(time.perf_counter() - t0)
         ms = [1000 * statistics.median(t) for t in times]
-        out.append({"torch_ms": ms[0], "modman_ms": ms[1], "ratio": ms[1] / ms[0],
-                    "manifold_muon_ms": ms[2], "manifold_muon_ratio": ms[2] / ms[0]})
-        print(f"interleaved, {n} rounds: torch.optim.Muon {ms[0]:.2f} ms, modman Muon {ms[1]:.2f} ms "
-              f"(ratio {ms[1] / ms[0]:.3f}), ManifoldMuon {ms[2]:.2f} ms (ratio {ms[2] / ms[0]:.3f})")
+        out.append(
+            {
+                "torch_ms": ms[0],
+                "modman_ms": ms[1],
+                "ratio": ms[1] / ms[0],
+                "manifold_muon_ms": ms[2],
+                "manifold_muon_ratio": ms[2] / ms[0],
+            }
+        )
+        print(
+            f"interleaved, {n} rounds: torch.optim.Muon {ms[0]:.2f} ms, modman Muon {ms[1]:.2f} ms "
+            f"(ratio {ms[1] / ms[0]:.3f}), ManifoldMuon {ms[2]:.2f} ms (ratio {ms[2] / ms[0]:.3f})"
+        )
     return out
 
 

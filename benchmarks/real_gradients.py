@@ -61,9 +61,16 @@ def capture(train_steps: int, steps: set[int], preset: str) -> list[dict]:
 
     def recording(W, G, **kw):
         if current["step"] in steps:
-            kept.append({"step": current["step"], "W": W.clone(), "G": G.clone(), "tol": kw["tol"],
-                         "steps": kw["steps"],
-                         "multiplier": None if kw.get("multiplier") is None else kw["multiplier"].clone()})
+            kept.append(
+                {
+                    "step": current["step"],
+                    "W": W.clone(),
+                    "G": G.clone(),
+                    "tol": kw["tol"],
+                    "steps": kw["steps"],
+                    "multiplier": None if kw.get("multiplier") is None else kw["multiplier"].clone(),
+                }
+            )
         return direction(W, G, **kw)
 
     optim_module.manifold_muon_direction, optim_module.ManifoldMuon._update = recording, updating
@@ -83,8 +90,16 @@ def capture_modular(train_steps: int, preset: str, every: int = 7) -> list[dict]
             count[0] += 1
             if count[0] % every == 0:
                 warm = kw.get("multiplier")
-                kept.append({"step": None, "W": W.clone(), "G": G.clone(), "tol": kw["tol"], "steps": kw["steps"],
-                             "multiplier": None if warm is None else warm.clone()})
+                kept.append(
+                    {
+                        "step": None,
+                        "W": W.clone(),
+                        "G": G.clone(),
+                        "tol": kw["tol"],
+                        "steps": kw["steps"],
+                        "multiplier": None if warm is None else warm.clone(),
+                    }
+                )
         return direction(W, G, **kw)
 
     atoms_module.manifold_muon_direction = recording
@@ -97,8 +112,24 @@ def capture_modular(train_steps: int, preset: str, every: int = 7) -> list[dict]
 
 def _train(exp: str, steps: int, preset: str) -> None:
     with tempfile.TemporaryDirectory() as out:
-        cli_main(["train", "--exp", exp, "--max-steps", str(steps), "--preset", preset, "--no-progress",
-                  "--eval-every", str(10**9), "--checkpoint-every", str(10**9), "--out", out])
+        cli_main(
+            [
+                "train",
+                "--exp",
+                exp,
+                "--max-steps",
+                str(steps),
+                "--preset",
+                preset,
+                "--no-progress",
+                "--eval-every",
+                str(10**9),
+                "--checkpoint-every",
+                str(10**9),
+                "--out",
+                out,
+            ]
+        )
 
 
 def main(argv=None):
@@ -115,14 +146,45 @@ def main(argv=None):
     steps = {int(s) for s in (args.capture or ("0,1,5" if args.quick else "0,1,5,20,50,100")).split(",")}
     preset = "tiny" if args.quick else "small"
     sources = {"manifold_muon": capture(train_steps, steps, preset), "modular": capture_modular(modular_steps, preset)}
-    rows = [row for source, solves in sources.items() if solves
-            for row in _rows(source, {name: solver for name, solver in SOLVERS.items()
-                                      if name != COLD or any(r["multiplier"] is not None for r in solves)},
-                             solves, args.device, args.repeat)]
-    finish("real_gradients", args, rows, ["solves_from", "solver", "solves", "median_iterations", "mean_iterations",
-                                          "max_iterations", "uncertified", "max_rel_gap", "max_residual", "total_ms"],
-           extra={"train_steps": train_steps, "captured_steps": sorted(steps), "modular_steps": modular_steps,
-                  "shapes": sorted({tuple(r["W"].shape) for solves in sources.values() for r in solves})})
+    rows = [
+        row
+        for source, solves in sources.items()
+        if solves
+        for row in _rows(
+            source,
+            {
+                name: solver
+                for name, solver in SOLVERS.items()
+                if name != COLD or any(r["multiplier"] is not None for r in solves)
+            },
+            solves,
+            args.device,
+            args.repeat,
+        )
+    ]
+    finish(
+        "real_gradients",
+        args,
+        rows,
+        [
+            "solves_from",
+            "solver",
+            "solves",
+            "median_iterations",
+            "mean_iterations",
+            "max_iterations",
+            "uncertified",
+            "max_rel_gap",
+            "max_residual",
+            "total_ms",
+        ],
+        extra={
+            "train_steps": train_steps,
+            "captured_steps": sorted(steps),
+            "modular_steps": modular_steps,
+            "shapes": sorted({tuple(r["W"].shape) for solves in sources.values() for r in solves}),
+        },
+    )
 
 
 def _rows(source, solvers: dict, solves, device, repeat: int) -> list[dict]:
@@ -139,8 +201,9 @@ def _rows(source, solvers: dict, solves, device, repeat: int) -> list[dict]:
             for _ in range(repeat):
                 sync(device)
                 t0 = time.perf_counter()
-                A, Lambda, info = solver(Wt, Gt, Lambda=multiplier, alpha=0.01, steps=rec["steps"], tol=rec["tol"],
-                                         msign_fn=None)
+                A, Lambda, info = solver(
+                    Wt, Gt, Lambda=multiplier, alpha=0.01, steps=rec["steps"], tol=rec["tol"], msign_fn=None
+                )
                 sync(device)
                 times.append(1000 * (time.perf_counter() - t0))
             o = out[name]
@@ -149,12 +212,21 @@ def _rows(source, solvers: dict, solves, device, repeat: int) -> list[dict]:
             o["res"].append(tangent_residual(Wt.double(), A.double()))
             o["gaps"].append(duality_gap(Wt, Gt, A, Lambda)["relative_gap"])
     tol = solves[0]["tol"]
-    return [{"solves_from": source, "solver": name, "solves": len(solves),
-             "median_iterations": statistics.median(o["its"]), "mean_iterations": statistics.fmean(o["its"]),
-             "max_iterations": max(o["its"]),
-             "uncertified": sum(1 for g, r in zip(o["gaps"], o["res"]) if g > tol or r > tol),
-             "max_rel_gap": max(o["gaps"]), "max_residual": max(o["res"]), "total_ms": sum(o["ms"])}
-            for name, o in out.items()]
+    return [
+        {
+            "solves_from": source,
+            "solver": name,
+            "solves": len(solves),
+            "median_iterations": statistics.median(o["its"]),
+            "mean_iterations": statistics.fmean(o["its"]),
+            "max_iterations": max(o["its"]),
+            "uncertified": sum(1 for g, r in zip(o["gaps"], o["res"]) if g > tol or r > tol),
+            "max_rel_gap": max(o["gaps"]),
+            "max_residual": max(o["res"]),
+            "total_ms": sum(o["ms"]),
+        }
+        for name, o in out.items()
+    ]
 
 
 if __name__ == "__main__":

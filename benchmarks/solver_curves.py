@@ -47,20 +47,29 @@ def main(argv=None):
             finals = [r["summary"]["final_val_loss"] for r in by_exp.get(exp, [])]
             if not finals:
                 continue
-            table.append({"experiment": exp, "solver": label, "seeds": len(finals),
-                          "val_mean": statistics.mean(finals),
-                          "val_sd": statistics.stdev(finals) if len(finals) > 1 else 0.0,
-                          "val_spread": max(finals) - min(finals),
-                          "tokens_per_sec": statistics.mean(r["summary"]["tokens_per_sec"] for r in by_exp[exp]),
-                          "wall_s": statistics.mean(r["summary"]["wall_seconds"] for r in by_exp[exp])})
-    print(f"{'experiment':<15}{'solver':<12}{'seeds':>6}{'val mean':>10}{'sd':>8}{'spread':>8}{'tok/s':>8}{'wall s':>8}")
+            table.append(
+                {
+                    "experiment": exp,
+                    "solver": label,
+                    "seeds": len(finals),
+                    "val_mean": statistics.mean(finals),
+                    "val_sd": statistics.stdev(finals) if len(finals) > 1 else 0.0,
+                    "val_spread": max(finals) - min(finals),
+                    "tokens_per_sec": statistics.mean(r["summary"]["tokens_per_sec"] for r in by_exp[exp]),
+                    "wall_s": statistics.mean(r["summary"]["wall_seconds"] for r in by_exp[exp]),
+                }
+            )
+    print(
+        f"{'experiment':<15}{'solver':<12}{'seeds':>6}{'val mean':>10}{'sd':>8}{'spread':>8}{'tok/s':>8}{'wall s':>8}"
+    )
     for r in table:
-        print(f"{r['experiment']:<15}{r['solver']:<12}{r['seeds']:>6}{r['val_mean']:>10.4f}{r['val_sd']:>8.4f}"
-              f"{r['val_spread']:>8.4f}{r['tokens_per_sec']:>8.0f}{r['wall_s']:>8.0f}")
+        print(
+            f"{r['experiment']:<15}{r['solver']:<12}{r['seeds']:>6}{r['val_mean']:>10.4f}{r['val_sd']:>8.4f}"
+            f"{r['val_spread']:>8.4f}{r['tokens_per_sec']:>8.0f}{r['wall_s']:>8.0f}"
+        )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "solvers.json", {"runs": {k: str(v) for k, v in zip(runs, args.folders)},
-                                            "table": table})
+    write_json_atomic(out / "solvers.json", {"runs": {k: str(v) for k, v in zip(runs, args.folders)}, "table": table})
     plot(runs, experiments, out / "solvers.png")
     print(f"wrote {out / 'solvers.json'} and {out / 'solvers.png'}")
 
@@ -83,9 +92,10 @@ def plot(runs, experiments, path: Path) -> None:
             seconds = [statistics.mean(c[i][2] for c in curves) for i in range(n)]
             mean = [statistics.mean(v) for v in losses]
             for ax, x in ((row[0], steps), (row[1], seconds)):
-                line, = ax.plot(x, mean, label=f"{label} ({len(curves)} seeds)")
-                ax.fill_between(x, [min(v) for v in losses], [max(v) for v in losses], alpha=0.2,
-                                color=line.get_color())
+                (line,) = ax.plot(x, mean, label=f"{label} ({len(curves)} seeds)")
+                ax.fill_between(
+                    x, [min(v) for v in losses], [max(v) for v in losses], alpha=0.2, color=line.get_color()
+                )
         row[0].set(title=f"{exp}: val loss by step", xlabel="step", ylabel="val loss")
         row[1].set(title=f"{exp}: val loss by training time", xlabel="training seconds")
         for ax in row:

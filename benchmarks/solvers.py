@@ -27,14 +27,18 @@ def solve(W, G, solver, device, multiplier=None):
     sync(device)
     seconds = time.perf_counter() - t0
     Wt, At = (W, A) if W.shape[0] >= W.shape[1] else (W.mT, A.mT)
-    return A, info, {
-        "residual": tangent_residual(Wt.double(), At.double()),
-        "rel_gap": duality_gap(W, G, A, info["multiplier"])["relative_gap"],
-        "msign_calls": info["msign_calls"],
-        "iterations": info["iterations"],
-        "cg_steps": info.get("cg_steps", 0),
-        "ms": 1000 * seconds,
-    }
+    return (
+        A,
+        info,
+        {
+            "residual": tangent_residual(Wt.double(), At.double()),
+            "rel_gap": duality_gap(W, G, A, info["multiplier"])["relative_gap"],
+            "msign_calls": info["msign_calls"],
+            "iterations": info["iterations"],
+            "cg_steps": info.get("cg_steps", 0),
+            "ms": 1000 * seconds,
+        },
+    )
 
 
 def random_rows(args, shapes, solvers):
@@ -46,8 +50,15 @@ def random_rows(args, shapes, solvers):
         for solver in solvers(m, n):
             for scale in (1e-3, 1.0, 1e3):
                 _, _, r = solve(W, G0 * scale, solver, args.device)
-                rows.append({"shape": f"{m}x{n}", "aspect": round(max(m, n) / min(m, n), 2), "solver": solver,
-                             "grad_scale": scale, **r})
+                rows.append(
+                    {
+                        "shape": f"{m}x{n}",
+                        "aspect": round(max(m, n) / min(m, n), 2),
+                        "solver": solver,
+                        "grad_scale": scale,
+                        **r,
+                    }
+                )
     return rows
 
 
@@ -76,11 +87,17 @@ def trajectory_rows(args, shape, steps):
         W, _ = Stiefel().retract_step(W, A, 0.05, gram=info.get("gram"))
     rows = []
     for start, runs in stats.items():
-        rows.append({"shape": f"{m}x{n}", "start": start, "steps": steps,
-                     "median_iterations": statistics.median(r["iterations"] for r in runs),
-                     "max_residual": max(r["residual"] for r in runs),
-                     "median_rel_gap": statistics.median(r["rel_gap"] for r in runs),
-                     "median_ms": statistics.median(r["ms"] for r in runs)})
+        rows.append(
+            {
+                "shape": f"{m}x{n}",
+                "start": start,
+                "steps": steps,
+                "median_iterations": statistics.median(r["iterations"] for r in runs),
+                "max_residual": max(r["residual"] for r in runs),
+                "median_rel_gap": statistics.median(r["rel_gap"] for r in runs),
+                "median_ms": statistics.median(r["ms"] for r in runs),
+            }
+        )
     return rows
 
 
@@ -90,21 +107,41 @@ def main(argv=None):
     if args.quick:
         shapes, traj, traj_steps = [(96, 64), (128, 64), (256, 64), (768, 32), (64, 64)], [(256, 64)], 5
     else:
-        shapes, traj, traj_steps = [(768, 512), (1024, 512), (1024, 256), (3072, 128), (512, 512)], \
-            [(1024, 256), (1024, 512)], 20
+        shapes, traj, traj_steps = (
+            [(768, 512), (1024, 512), (1024, 256), (3072, 128), (512, 512)],
+            [(1024, 256), (1024, 512)],
+            20,
+        )
 
     def solvers(m, n):
-        return ["dual_ascent", "closed_form", "fixed_point"] if m == n else \
-            ["dual_ascent", "fixed_point", "newton", "hybrid"]
+        return (
+            ["dual_ascent", "closed_form", "fixed_point"]
+            if m == n
+            else ["dual_ascent", "fixed_point", "newton", "hybrid"]
+        )
 
     rows = random_rows(args, shapes, solvers)
-    columns = ["shape", "aspect", "solver", "grad_scale", "residual", "rel_gap", "msign_calls", "iterations",
-               "cg_steps", "ms"]
+    columns = [
+        "shape",
+        "aspect",
+        "solver",
+        "grad_scale",
+        "residual",
+        "rel_gap",
+        "msign_calls",
+        "iterations",
+        "cg_steps",
+        "ms",
+    ]
     traj_rows = [r for shape in traj for r in trajectory_rows(args, shape, traj_steps)]
     from .common import format_table
 
-    print(format_table(traj_rows, ["shape", "start", "steps", "median_iterations", "max_residual",
-                                   "median_rel_gap", "median_ms"]) + "\n")
+    print(
+        format_table(
+            traj_rows, ["shape", "start", "steps", "median_iterations", "max_residual", "median_rel_gap", "median_ms"]
+        )
+        + "\n"
+    )
     finish("solvers", args, rows, columns, extra={"trajectory": traj_rows})
 
 

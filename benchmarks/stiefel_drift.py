@@ -43,11 +43,21 @@ def main(argv=None):
             violations = [stiefel.violation(p_.detach()) for p_ in params]
             worst = [max(w, v) for w, v in zip(worst, violations)]
             diag = opt.diagnostics()
-            rows.append({"step": step, **{f"{s[0]}x{s[1]}": v for s, v in zip(shapes, violations)},
-                         "solvers": ",".join(sorted({x["solver"] for x in diag.values()}))})
+            rows.append(
+                {
+                    "step": step,
+                    **{f"{s[0]}x{s[1]}": v for s, v in zip(shapes, violations)},
+                    "solvers": ",".join(sorted({x["solver"] for x in diag.values()})),
+                }
+            )
     rows.append({"step": "max", **{f"{s[0]}x{s[1]}": w for s, w in zip(shapes, worst)}, "solvers": ""})
-    finish("stiefel_drift", args, rows, ["step"] + [f"{s[0]}x{s[1]}" for s in shapes] + ["solvers"],
-           extra={"width": d, "steps": steps, "dtype": "float32"})
+    finish(
+        "stiefel_drift",
+        args,
+        rows,
+        ["step"] + [f"{s[0]}x{s[1]}" for s in shapes] + ["solvers"],
+        extra={"width": d, "steps": steps, "dtype": "float32"},
+    )
 
 
 if __name__ == "__main__":

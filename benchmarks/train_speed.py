@@ -57,18 +57,39 @@ def main(argv=None):
     rows = []
     for (exp, solver), summaries in seen.items():
         ratios = [s["tokens_per_sec"] / ref["tokens_per_sec"] for s, ref in zip(summaries, seen[runs[0]])]
-        rows.append({"exp": exp, "solver": solver, "steps": steps,
-                     "tokens_per_sec": statistics.median(s["tokens_per_sec"] for s in summaries),
-                     "vs_muon_all": statistics.median(ratios),
-                     "final_train_loss": summaries[-1]["final_train_loss"]})
-    finish("train_speed", args, rows, ["exp", "solver", "steps", "tokens_per_sec", "vs_muon_all", "final_train_loss"],
-           extra={"preset": preset, "rounds": args.rounds})
+        rows.append(
+            {
+                "exp": exp,
+                "solver": solver,
+                "steps": steps,
+                "tokens_per_sec": statistics.median(s["tokens_per_sec"] for s in summaries),
+                "vs_muon_all": statistics.median(ratios),
+                "final_train_loss": summaries[-1]["final_train_loss"],
+            }
+        )
+    finish(
+        "train_speed",
+        args,
+        rows,
+        ["exp", "solver", "steps", "tokens_per_sec", "vs_muon_all", "final_train_loss"],
+        extra={"preset": preset, "rounds": args.rounds},
+    )
 
 
 def run(exp: str, solver: str, steps: int, preset: str, args) -> dict:
     with tempfile.TemporaryDirectory() as out:
-        cfg = TrainConfig(exp=exp, solver=solver, preset=preset, max_steps=steps, device=args.device, out=out,
-                          seed=args.seed, progress=False, checkpoint_every=10 ** 9, eval_every=steps)
+        cfg = TrainConfig(
+            exp=exp,
+            solver=solver,
+            preset=preset,
+            max_steps=steps,
+            device=args.device,
+            out=out,
+            seed=args.seed,
+            progress=False,
+            checkpoint_every=10**9,
+            eval_every=steps,
+        )
         return train(cfg)
 
 

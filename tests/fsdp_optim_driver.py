@@ -38,8 +38,13 @@ def main(name: str, out: str, sharded: bool) -> None:
     torch.manual_seed(0)
     # Shards of 8 and 7 rows, and of 1 and 0 rows; tall, square and wide matrices whose manifold Muon solves
     # converge (32 rows per batch: full-rank gradients).
-    model = torch.nn.Sequential(torch.nn.Linear(4, 15, bias=False), torch.nn.Tanh(), torch.nn.Linear(15, 15, bias=False),
-                                torch.nn.Tanh(), torch.nn.Linear(15, 1, bias=False))
+    model = torch.nn.Sequential(
+        torch.nn.Linear(4, 15, bias=False),
+        torch.nn.Tanh(),
+        torch.nn.Linear(15, 15, bias=False),
+        torch.nn.Tanh(),
+        torch.nn.Linear(15, 1, bias=False),
+    )
     data = torch.randn(4, 32, 4)
     if sharded:
         from torch.distributed.device_mesh import init_device_mesh
@@ -54,7 +59,7 @@ def main(name: str, out: str, sharded: bool) -> None:
     rank, size = (dist.get_rank(), dist.get_world_size()) if sharded else (0, 1)
     for x in data:
         opt.zero_grad()
-        rows = x[rank * len(x) // size:(rank + 1) * len(x) // size]
+        rows = x[rank * len(x) // size : (rank + 1) * len(x) // size]
         (model(rows).square().sum() * size / len(x)).backward()
         opt.step()
     full = {k: v.full_tensor() if hasattr(v, "full_tensor") else v for k, v in model.state_dict().items()}

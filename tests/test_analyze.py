@@ -15,12 +15,27 @@ from modman.experiments.report import analyze
 from modman.experiments.report_figures import FIGURES
 from modman.optim import EXPERIMENTS
 
-MATRICES = {"layers.0.attention.q.weight": "attention", "layers.0.feed_forward.w1.weight": "ffn",
-            "tok_embeddings.weight": "embedding", "lm_head.weight": "head"}
+MATRICES = {
+    "layers.0.attention.q.weight": "attention",
+    "layers.0.feed_forward.w1.weight": "ffn",
+    "tok_embeddings.weight": "embedding",
+    "lm_head.weight": "head",
+}
 
 
-def make_run(root: Path, exp: str, *, seed: int = 0, val: float = 2.0, spike: float = 0.0, growth: float = 1.0,
-             wd: float = 0.1, lr_scale: float = 1.0, diverged: bool = False, tps: float = 1000.0) -> Path:
+def make_run(
+    root: Path,
+    exp: str,
+    *,
+    seed: int = 0,
+    val: float = 2.0,
+    spike: float = 0.0,
+    growth: float = 1.0,
+    wd: float = 0.1,
+    lr_scale: float = 1.0,
+    diverged: bool = False,
+    tps: float = 1000.0,
+) -> Path:
     """A run folder in the training framework's format, with the numbers the verdicts read set by hand."""
     run = root / f"{exp}--lr-{lr_scale}x--wd-{wd}--seed-{seed}"
     run.mkdir(parents=True)
@@ -29,9 +44,14 @@ def make_run(root: Path, exp: str, *, seed: int = 0, val: float = 2.0, spike: fl
     losses[6] += spike  # after warmup (10 steps)
     metrics = [{"step": 0, "val_loss": 3.2, "val_ppl": math.exp(3.2)}]
     for i, (step, loss) in enumerate(zip(steps, losses)):
-        rec = {"step": step, "train_loss": loss, "lr": {r: 0.01 * lr_scale for r in set(MATRICES.values())},
-               "grad_norm": {r: 1.0 / (i + 1) for r in set(MATRICES.values())}, "tokens_per_sec": tps,
-               "train_seconds": step * 0.01}
+        rec = {
+            "step": step,
+            "train_loss": loss,
+            "lr": {r: 0.01 * lr_scale for r in set(MATRICES.values())},
+            "grad_norm": {r: 1.0 / (i + 1) for r in set(MATRICES.values())},
+            "tokens_per_sec": tps,
+            "train_seconds": step * 0.01,
+        }
         if step in (50, 100):
             rec.update(val_loss=val if step == 100 else 2.5, val_ppl=math.exp(val))
         metrics.append(rec)
@@ -39,17 +59,49 @@ def make_run(root: Path, exp: str, *, seed: int = 0, val: float = 2.0, spike: fl
     for step in (0, 50, 100):
         for name, role in MATRICES.items():
             f = 1.0 + (growth - 1.0) * step / 100 if role in ("attention", "ffn") else 1.0
-            spectra.append({"step": step, "name": name, "role": role, "rule": "adamw", "shape": [8, 8],
-                            "sv_min": 0.1 * f, "sv_q10": 0.2 * f, "sv_q25": 0.3 * f, "sv_median": 0.5 * f,
-                            "sv_q75": 0.7 * f, "sv_q90": 0.9 * f, "sv_max": f, "fro_norm": 2.0 * f,
-                            "condition_number": 10.0})
+            spectra.append(
+                {
+                    "step": step,
+                    "name": name,
+                    "role": role,
+                    "rule": "adamw",
+                    "shape": [8, 8],
+                    "sv_min": 0.1 * f,
+                    "sv_q10": 0.2 * f,
+                    "sv_q25": 0.3 * f,
+                    "sv_median": 0.5 * f,
+                    "sv_q75": 0.7 * f,
+                    "sv_q90": 0.9 * f,
+                    "sv_max": f,
+                    "fro_norm": 2.0 * f,
+                    "condition_number": 10.0,
+                }
+            )
     (run / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
     (run / "spectra.jsonl").write_text("".join(json.dumps(s) + "\n" for s in spectra))
-    config = {"exp": exp, "max_steps": 100, "preset": "tiny", "batch_size": 4, "lr": None, "lr_scale": lr_scale,
-              "weight_decay": wd, "warmup_steps": 10, "seed": seed, "out": str(root), "name": run.name}
-    summary = {"experiment": exp, "status": "diverged" if diverged else "finished", "steps": 100,
-               "final_train_loss": losses[-1], "final_val_loss": None if diverged else val,
-               "final_val_ppl": None if diverged else math.exp(val), "tokens_per_sec": tps, "config": config}
+    config = {
+        "exp": exp,
+        "max_steps": 100,
+        "preset": "tiny",
+        "batch_size": 4,
+        "lr": None,
+        "lr_scale": lr_scale,
+        "weight_decay": wd,
+        "warmup_steps": 10,
+        "seed": seed,
+        "out": str(root),
+        "name": run.name,
+    }
+    summary = {
+        "experiment": exp,
+        "status": "diverged" if diverged else "finished",
+        "steps": 100,
+        "final_train_loss": losses[-1],
+        "final_val_loss": None if diverged else val,
+        "final_val_ppl": None if diverged else math.exp(val),
+        "tokens_per_sec": tps,
+        "config": config,
+    }
     (run / "summary.json").write_text(json.dumps(summary))
     return run
 
@@ -171,7 +223,7 @@ def test_report_has_every_figure_and_section_and_html_is_self_contained(tmp_path
         assert f"]({name})" in report
     assert all(f"| {e} |" in report for e in EXPERIMENTS)
     page = result["html"].read_text()
-    assert page.count("data:image/png;base64,") == len(FIGURES) and "src=\"http" not in page
+    assert page.count("data:image/png;base64,") == len(FIGURES) and 'src="http' not in page
     assert "<strong>supported</strong>" in page
 
 

@@ -11,12 +11,20 @@ from modman.experiments.checkpoint import LEGACY_NAME, POINTER_NAME, checkpoint_
 
 
 def state(step: int) -> dict:
-    return {"step": step, "model": {"w": torch.randn(3, 4), "b": torch.arange(3.0)},
-            "optimizer": {"state": {0: {"momentum_buffer": torch.randn(3, 4), "step": 7, "solver": "closed_form"},
-                                    2: {"multiplier": torch.randn(4, 4, dtype=torch.float64)}},
-                          "param_groups": [{"lr": 0.1, "params": [0, 1, 2], "msign_dtype": torch.bfloat16,
-                                            "betas": (0.9, 0.95)}]},
-            "rng": {"torch": torch.get_rng_state()}, "window": {}, "config": {"exp": "muon_all", "role_lr": None}}
+    return {
+        "step": step,
+        "model": {"w": torch.randn(3, 4), "b": torch.arange(3.0)},
+        "optimizer": {
+            "state": {
+                0: {"momentum_buffer": torch.randn(3, 4), "step": 7, "solver": "closed_form"},
+                2: {"multiplier": torch.randn(4, 4, dtype=torch.float64)},
+            },
+            "param_groups": [{"lr": 0.1, "params": [0, 1, 2], "msign_dtype": torch.bfloat16, "betas": (0.9, 0.95)}],
+        },
+        "rng": {"torch": torch.get_rng_state()},
+        "window": {},
+        "config": {"exp": "muon_all", "role_lr": None},
+    }
 
 
 def same(a, b) -> bool:

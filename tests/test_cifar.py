@@ -55,12 +55,38 @@ def test_each_rule_trains_above_chance(tmp_path, update, lr):
 
 def test_cli_writes_the_seed_file_name_and_fields(tmp_path, capsys):
     write_fake_cifar(tmp_path / "d")
-    argv = ["cifar", "--update", "adam", "--lr", "0.003", "--epochs", "1", "--batch-size", "50",
-            "--data-dir", str(tmp_path / "d"), "--out", str(tmp_path / "o"), "--device", "cpu"]
+    argv = [
+        "cifar",
+        "--update",
+        "adam",
+        "--lr",
+        "0.003",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "50",
+        "--data-dir",
+        str(tmp_path / "d"),
+        "--out",
+        str(tmp_path / "o"),
+        "--device",
+        "cpu",
+    ]
     assert main(argv) == 0
     res = json.loads((tmp_path / "o" / "update-adam-lr-0.003-wd-0.0-seed-42.json").read_text())
-    assert {"epochs", "lr", "seed", "wd", "update", "epoch_losses", "epoch_times", "test_acc", "train_acc",
-            "singular_values", "norms"} <= set(res)
+    assert {
+        "epochs",
+        "lr",
+        "seed",
+        "wd",
+        "update",
+        "epoch_losses",
+        "epoch_times",
+        "test_acc",
+        "train_acc",
+        "singular_values",
+        "norms",
+    } <= set(res)
 
 
 def test_missing_data_is_one_line_saying_where_to_put_it(tmp_path, capsys):
@@ -84,9 +110,25 @@ def test_bad_update_is_refused():
 @pytest.mark.slow
 def test_sweep_runs_the_grid_skips_finished_runs_and_draws_the_figure(tmp_path, capsys):
     write_fake_cifar(tmp_path / "d")
-    argv = ["cifar", "--sweep", "--seeds", "0,1", "--lrs", "adam=1e-3:3e-3,manifold_muon=0.1,hyperspherical_descent=0.1",
-            "--epochs", "1", "--batch-size", "50", "--data-dir", str(tmp_path / "d"), "--out", str(tmp_path / "o"),
-            "--device", "cpu", "--no-download"]
+    argv = [
+        "cifar",
+        "--sweep",
+        "--seeds",
+        "0,1",
+        "--lrs",
+        "adam=1e-3:3e-3,manifold_muon=0.1,hyperspherical_descent=0.1",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "50",
+        "--data-dir",
+        str(tmp_path / "d"),
+        "--out",
+        str(tmp_path / "o"),
+        "--device",
+        "cpu",
+        "--no-download",
+    ]
     assert main(argv) == 0
     out = capsys.readouterr()
     assert out.err.count("seed") == 8  # 4 (rule, lr) pairs x 2 seeds

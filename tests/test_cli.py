@@ -8,8 +8,21 @@ import pytest
 
 from modman.cli import main
 
-TINY = ["demo", "--steps", "3", "--hidden", "8", "--embed-dim", "4", "--context", "4", "--batch-size", "8",
-        "--eval-batches", "2"]
+TINY = [
+    "demo",
+    "--steps",
+    "3",
+    "--hidden",
+    "8",
+    "--embed-dim",
+    "4",
+    "--context",
+    "4",
+    "--batch-size",
+    "8",
+    "--eval-batches",
+    "2",
+]
 
 
 def test_demo_prints_a_row_per_optimizer_and_writes_json(tmp_path, capsys):
@@ -87,8 +100,22 @@ def test_bench_unknown_name_is_rejected(capsys):
     assert "invalid choice" in capsys.readouterr().err
 
 
-TRAIN = ["train", "--preset", "tiny", "--batch-size", "4", "--eval-batches", "1", "--log-every", "2",
-         "--eval-every", "3", "--warmup-steps", "1", "--no-progress"]
+TRAIN = [
+    "train",
+    "--preset",
+    "tiny",
+    "--batch-size",
+    "4",
+    "--eval-batches",
+    "1",
+    "--log-every",
+    "2",
+    "--eval-every",
+    "3",
+    "--warmup-steps",
+    "1",
+    "--no-progress",
+]
 
 
 @pytest.mark.slow
@@ -115,25 +142,31 @@ def test_train_config_file_sets_values_and_flags_override(tmp_path, capsys):
     toml = tmp_path / "run.toml"
     toml.write_text('exp = "baseline"\nmax_steps = 2\nrole_lr = {attention = 0.01}\n')
     assert main(TRAIN + ["--config", str(toml), "--out", str(tmp_path / "t")]) == 0
-    assert json.loads((tmp_path / "t" / "baseline" / "summary.json").read_text())["config"]["role_lr"] == \
-        {"attention": 0.01}
+    assert json.loads((tmp_path / "t" / "baseline" / "summary.json").read_text())["config"]["role_lr"] == {
+        "attention": 0.01
+    }
 
 
-@pytest.mark.parametrize("argv,match", [
-    (["--exp", "nope"], "unknown experiment 'nope'; choose one of: baseline, muon_all"),
-    (["--preset", "huge"], "unknown preset 'huge'"),
-    (["--max-steps", "0"], "--max-steps must be an integer >= 1"),
-    (["--device", "cuda:0"] if not __import__("torch").cuda.is_available() else ["--device", "tpu"], "--device"),
-    (["--config", "/nonexistent.json"], "does not exist"),
-])
+@pytest.mark.parametrize(
+    "argv,match",
+    [
+        (["--exp", "nope"], "unknown experiment 'nope'; choose one of: baseline, muon_all"),
+        (["--preset", "huge"], "unknown preset 'huge'"),
+        (["--max-steps", "0"], "--max-steps must be an integer >= 1"),
+        (["--device", "cuda:0"] if not __import__("torch").cuda.is_available() else ["--device", "tpu"], "--device"),
+        (["--config", "/nonexistent.json"], "does not exist"),
+    ],
+)
 def test_train_bad_options_are_one_line_errors(tmp_path, capsys, argv, match):
     assert main(TRAIN + ["--out", str(tmp_path)] + argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and match in err[0]
 
 
-@pytest.mark.parametrize("content,match", [(None, "does not exist"), (b"", "is empty"), (b"\x00\x01bin", "binary"),
-                                           (b"short text", "too short")])
+@pytest.mark.parametrize(
+    "content,match",
+    [(None, "does not exist"), (b"", "is empty"), (b"\x00\x01bin", "binary"), (b"short text", "too short")],
+)
 def test_train_bad_data_file_names_the_file(tmp_path, capsys, content, match):
     path = tmp_path / "data.txt"
     if content is not None:
@@ -143,8 +176,9 @@ def test_train_bad_data_file_names_the_file(tmp_path, capsys, content, match):
     assert match in err and "data.txt" in err
 
 
-@pytest.mark.parametrize("content,match", [("{not json", "not valid JSON"), ('{"stepz": 3}', "unknown setting"),
-                                           ("[1, 2]", "one object")])
+@pytest.mark.parametrize(
+    "content,match", [("{not json", "not valid JSON"), ('{"stepz": 3}', "unknown setting"), ("[1, 2]", "one object")]
+)
 def test_train_bad_config_file(tmp_path, capsys, content, match):
     conf = tmp_path / "c.json"
     conf.write_text(content)

@@ -49,9 +49,16 @@ def test_hyperball_keeps_the_frobenius_norm_over_1000_float32_steps(norm):
         assert abs(W.detach().double().norm().item() / R - 1) < 1e-5
 
 
-@pytest.mark.parametrize("kwargs,match", [({"norm": 0.0}, "norm"), ({"norm": -1.0}, "norm"),
-                                          ({"norm": float("nan")}, "norm"), ({"lr": float("inf")}, "lr"),
-                                          ({"momentum": 1.0}, "momentum")])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"norm": 0.0}, "norm"),
+        ({"norm": -1.0}, "norm"),
+        ({"norm": float("nan")}, "norm"),
+        ({"lr": float("inf")}, "lr"),
+        ({"momentum": 1.0}, "momentum"),
+    ],
+)
 def test_hyperball_bad_hyperparameters_are_refused_before_anything_changes(kwargs, match):
     W = nn.Parameter(torch.randn(6, 4))
     before = W.detach().clone()
@@ -68,7 +75,6 @@ def test_hyperball_refuses_a_zero_matrix_without_a_norm_and_a_vector():
     assert abs(zero.detach().norm().item() - 1.0) < 1e-6
     with pytest.raises(ValueError, match="bias.*matrices"):
         Hyperball([("bias", nn.Parameter(torch.randn(4)))])
-
 
 
 @pytest.mark.parametrize("shape", [(12, 8), (8, 12), (10, 10)])
@@ -100,8 +106,9 @@ def test_spel_stays_on_stiefel_over_1000_float32_steps():
     assert max(Stiefel().violation(W.detach()) for W in Ws) < 1e-5
 
 
-@pytest.mark.parametrize("kwargs,match", [({"radius": 0.0}, "radius"), ({"radius": float("inf")}, "radius"),
-                                          ({"lr": -1.0}, "lr")])
+@pytest.mark.parametrize(
+    "kwargs,match", [({"radius": 0.0}, "radius"), ({"radius": float("inf")}, "radius"), ({"lr": -1.0}, "lr")]
+)
 def test_spel_bad_input_is_refused_before_anything_changes(kwargs, match):
     W = nn.Parameter(torch.randn(6, 4))
     before = W.detach().clone()
@@ -112,10 +119,13 @@ def test_spel_bad_input_is_refused_before_anything_changes(kwargs, match):
         SPEL([("bias", nn.Parameter(torch.randn(4)))])
 
 
-@pytest.mark.parametrize("make,target", [
-    (lambda W: Hyperball([W], lr=0.05, momentum=0.9, norm=4.0), lambda T: 4.0 * T / T.norm()),
-    (lambda W: SPEL([W], lr=0.05, momentum=0.9), lambda T: Stiefel().project(T)),
-])
+@pytest.mark.parametrize(
+    "make,target",
+    [
+        (lambda W: Hyperball([W], lr=0.05, momentum=0.9, norm=4.0), lambda T: 4.0 * T / T.norm()),
+        (lambda W: SPEL([W], lr=0.05, momentum=0.9), lambda T: Stiefel().project(T)),
+    ],
+)
 def test_descent_on_a_convex_problem_to_a_point_of_the_constraint_set(make, target):
     torch.manual_seed(1)
     goal = target(torch.randn(16, 8))

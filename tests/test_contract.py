@@ -38,8 +38,9 @@ from modman.optim.guard import NonFiniteError
 
 def torch_mlp(seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(12, 24, bias=False), nn.ReLU(), nn.Linear(24, 24, bias=False), nn.ReLU(),
-                         nn.Linear(24, 5, bias=False))
+    return nn.Sequential(
+        nn.Linear(12, 24, bias=False), nn.ReLU(), nn.Linear(24, 24, bias=False), nn.ReLU(), nn.Linear(24, 5, bias=False)
+    )
 
 
 def transformer(seed: int = 0) -> nn.Module:
@@ -79,29 +80,45 @@ class Case:
 
 CASES = {
     "Muon": Case(torch_mlp, lambda m, **kw: Muon(m.named_parameters(), lr=0.02, **kw), mlp_batches),
-    "Muon+decay": Case(torch_mlp, lambda m, **kw: Muon(m.named_parameters(), lr=0.02, weight_decay=0.1, **kw),
-                       mlp_batches),
-    "SpectralDescent": Case(torch_mlp, lambda m, **kw: SpectralDescent(m.named_parameters(), lr=0.05, **kw),
-                            mlp_batches),
-    "HypersphericalDescent": Case(torch_mlp, lambda m, **kw: HypersphericalDescent(
-        m.named_parameters(), lr=0.1, radius=3.0, momentum=0.5, **kw), mlp_batches),
+    "Muon+decay": Case(
+        torch_mlp, lambda m, **kw: Muon(m.named_parameters(), lr=0.02, weight_decay=0.1, **kw), mlp_batches
+    ),
+    "SpectralDescent": Case(
+        torch_mlp, lambda m, **kw: SpectralDescent(m.named_parameters(), lr=0.05, **kw), mlp_batches
+    ),
+    "HypersphericalDescent": Case(
+        torch_mlp,
+        lambda m, **kw: HypersphericalDescent(m.named_parameters(), lr=0.1, radius=3.0, momentum=0.5, **kw),
+        mlp_batches,
+    ),
     "ManifoldMuon": Case(torch_mlp, lambda m, **kw: ManifoldMuon(m.named_parameters(), lr=0.1, **kw), mlp_batches),
-    "ManifoldMuon(certified)": Case(torch_mlp, lambda m, **kw: ManifoldMuon(
-        m.named_parameters(), lr=0.1, steps=20, solver="certified", **kw), mlp_batches),
+    "ManifoldMuon(certified)": Case(
+        torch_mlp,
+        lambda m, **kw: ManifoldMuon(m.named_parameters(), lr=0.1, steps=20, solver="certified", **kw),
+        mlp_batches,
+    ),
     "Hyperball": Case(torch_mlp, lambda m, **kw: Hyperball(m.named_parameters(), lr=0.05, **kw), mlp_batches),
     "SPEL": Case(torch_mlp, lambda m, **kw: SPEL(m.named_parameters(), lr=0.05, **kw), mlp_batches),
-    "SpectralSphere": Case(torch_mlp, lambda m, **kw: SpectralSphere(m.named_parameters(), lr=0.05, **kw),
-                           mlp_batches),
-    "SpectralSphere(SSO)": Case(torch_mlp, lambda m, **kw: SpectralSphere(m.named_parameters(), lr=0.05,
-                                                                          tangent=True, **kw), mlp_batches),
-    "StiefelRetraction": Case(torch_mlp, lambda m, **kw: StiefelRetraction(
-        torch.optim.AdamW(m.named_parameters(), lr=1e-2, weight_decay=0.0), **kw), mlp_batches),
-    "SpectralRetraction": Case(torch_mlp, lambda m, **kw: SpectralRetraction(
-        torch.optim.AdamW(m.named_parameters(), lr=1e-2, weight_decay=0.0), **kw), mlp_batches),
-    "ModularOptimizer(manifold_muon)": Case(transformer, lambda m, **kw: ModularOptimizer(
-        m, "manifold_muon", weight_decay=0.0, **kw), token_batches),
-    "ModularOptimizer(stiefel_all)": Case(transformer, lambda m, **kw: ModularOptimizer(
-        m, "stiefel_all", weight_decay=0.0, **kw), token_batches),
+    "SpectralSphere": Case(torch_mlp, lambda m, **kw: SpectralSphere(m.named_parameters(), lr=0.05, **kw), mlp_batches),
+    "SpectralSphere(SSO)": Case(
+        torch_mlp, lambda m, **kw: SpectralSphere(m.named_parameters(), lr=0.05, tangent=True, **kw), mlp_batches
+    ),
+    "StiefelRetraction": Case(
+        torch_mlp,
+        lambda m, **kw: StiefelRetraction(torch.optim.AdamW(m.named_parameters(), lr=1e-2, weight_decay=0.0), **kw),
+        mlp_batches,
+    ),
+    "SpectralRetraction": Case(
+        torch_mlp,
+        lambda m, **kw: SpectralRetraction(torch.optim.AdamW(m.named_parameters(), lr=1e-2, weight_decay=0.0), **kw),
+        mlp_batches,
+    ),
+    "ModularOptimizer(manifold_muon)": Case(
+        transformer, lambda m, **kw: ModularOptimizer(m, "manifold_muon", weight_decay=0.0, **kw), token_batches
+    ),
+    "ModularOptimizer(stiefel_all)": Case(
+        transformer, lambda m, **kw: ModularOptimizer(m, "stiefel_all", weight_decay=0.0, **kw), token_batches
+    ),
     "ModularDescent": Case(modular_mlp, lambda m, **kw: ModularDescent(m, lr=0.2, **kw), mlp_batches),
 }
 DECAYS = {"Muon+decay"}  # decoupled weight decay shrinks W even where the gradient is zero
@@ -231,18 +248,24 @@ POISON = {
     "Muon+decay": ["modman.optim.muon.muon_direction"],
     "SpectralDescent": ["modman.optim.muon.muon_direction"],
     "HypersphericalDescent": ["modman.optim.hyperspherical.hyperspherical_direction"],
-    "ManifoldMuon": ["modman.optim.manifold_muon.manifold_muon_direction",
-                     "modman.optim.manifold_muon.closed_form_batch"],
-    "ManifoldMuon(certified)": ["modman.optim.manifold_muon.manifold_muon_direction",
-                                "modman.optim.manifold_muon.closed_form_batch"],
+    "ManifoldMuon": [
+        "modman.optim.manifold_muon.manifold_muon_direction",
+        "modman.optim.manifold_muon.closed_form_batch",
+    ],
+    "ManifoldMuon(certified)": [
+        "modman.optim.manifold_muon.manifold_muon_direction",
+        "modman.optim.manifold_muon.closed_form_batch",
+    ],
     "Hyperball": ["modman.optim.constrained.muon_direction"],
     "SPEL": ["modman.optim.constrained.muon_direction", "modman.manifolds.stiefel.Stiefel.retract_step"],
     "SpectralSphere": ["modman.optim.constrained.muon_direction", "modman.optim.constrained.lanczos_top"],
     "SpectralSphere(SSO)": ["modman.optim.constrained.sso_direction", "modman.optim.constrained.top_eigenpair"],
     "StiefelRetraction": ["modman.manifolds.stiefel.Stiefel.retract"],
     "SpectralRetraction": ["modman.manifolds.spectral_ball.SpectralBall.retract"],
-    "ModularOptimizer(manifold_muon)": ["modman.optim.manifold_muon.manifold_muon_direction",
-                                        "modman.optim.manifold_muon.closed_form_batch"],
+    "ModularOptimizer(manifold_muon)": [
+        "modman.optim.manifold_muon.manifold_muon_direction",
+        "modman.optim.manifold_muon.closed_form_batch",
+    ],
     "ModularOptimizer(stiefel_all)": ["modman.manifolds.stiefel.Stiefel.retract"],
     "ModularDescent": ["modman.modular.atoms.Linear.retract_step"],
 }
@@ -302,8 +325,10 @@ def test_state_dict_of_another_optimizer_or_model_is_refused_before_any_change(n
     opt = case.optimizer(model)
     train(case, model, opt, case.batches(1))
     mine, state_before = copy.deepcopy(opt.state_dict()), state_tensors(opt)
-    others = {"Muon": lambda: Muon(torch_mlp(1).named_parameters()),
-              "AdamW": lambda: torch.optim.AdamW(torch_mlp(1).parameters())}
+    others = {
+        "Muon": lambda: Muon(torch_mlp(1).named_parameters()),
+        "AdamW": lambda: torch.optim.AdamW(torch_mlp(1).parameters()),
+    }
     for kind, build in others.items():
         if name.startswith(kind) or (kind == "AdamW" and "Retraction" in name):
             continue
@@ -316,11 +341,17 @@ def test_state_dict_of_another_optimizer_or_model_is_refused_before_any_change(n
             opt.load_state_dict(other.state_dict())
         assert same(state_tensors(opt), state_before)
     # the same kind of optimizer, but for a model of other shapes
-    wider = {"torch_mlp": lambda: nn.Sequential(nn.Linear(12, 20, bias=False), nn.ReLU(),
-                                                 nn.Linear(20, 24, bias=False), nn.ReLU(),
-                                                 nn.Linear(24, 5, bias=False)),
-             "modular_mlp": lambda: MLP((12, 20, 24, 5)),
-             "transformer": None}[case.model.__name__]
+    wider = {
+        "torch_mlp": lambda: nn.Sequential(
+            nn.Linear(12, 20, bias=False),
+            nn.ReLU(),
+            nn.Linear(20, 24, bias=False),
+            nn.ReLU(),
+            nn.Linear(24, 5, bias=False),
+        ),
+        "modular_mlp": lambda: MLP((12, 20, 24, 5)),
+        "transformer": None,
+    }[case.model.__name__]
     if wider is not None:
         other_model = wider()
         other = case.optimizer(other_model)
@@ -336,8 +367,7 @@ def test_empty_matrices_are_left_alone_and_complex_ones_refused(name):
     case = CASES[name]
     with warnings.catch_warnings():  # torch: "Initializing zero-element tensors is a no-op"
         warnings.simplefilter("ignore", UserWarning)
-        model = nn.Sequential(nn.Linear(12, 0, bias=False), nn.Linear(0, 5, bias=False),
-                              nn.Linear(5, 6, bias=False))
+        model = nn.Sequential(nn.Linear(12, 0, bias=False), nn.Linear(0, 5, bias=False), nn.Linear(5, 6, bias=False))
     opt = case.optimizer(model)
     for p in model.parameters():
         p.grad = torch.randn_like(p)

@@ -35,8 +35,13 @@ def gaussian(shape, seed, dtype=torch.float32):
 
 
 # ------------------------------------------------------------------------------------------------ msign
-@given(shape=shapes, k=powers, method=st.sampled_from(METHODS), dtype=st.sampled_from([None, torch.bfloat16]),
-       seed=st.integers(0, 2**16))
+@given(
+    shape=shapes,
+    k=powers,
+    method=st.sampled_from(METHODS),
+    dtype=st.sampled_from([None, torch.bfloat16]),
+    seed=st.integers(0, 2**16),
+)
 def test_msign_is_finite_and_exactly_invariant_to_power_of_two_scales(shape, k, method, dtype, seed):
     G = gaussian(shape, seed)
     A = msign(G, method=method, dtype=dtype if method != "exact" else None)
@@ -48,8 +53,12 @@ def test_msign_is_finite_and_exactly_invariant_to_power_of_two_scales(shape, k, 
         assert torch.equal(scaled, A)
 
 
-@given(shape=shapes.filter(lambda s: min(s) > 0), decade=decades, method=st.sampled_from(METHODS),
-       seed=st.integers(0, 2**16))
+@given(
+    shape=shapes.filter(lambda s: min(s) > 0),
+    decade=decades,
+    method=st.sampled_from(METHODS),
+    seed=st.integers(0, 2**16),
+)
 def test_msign_of_any_finite_scale_is_a_finite_contraction(shape, decade, method, seed):
     G = gaussian(shape, seed) * 10.0**decade
     A = msign(G, method=method)
@@ -77,9 +86,14 @@ SCALE_FREE = {
     "ManifoldMuon(fixed_point)": lambda ps: ManifoldMuon(ps, lr=0.1, solver="fixed_point", tol=1e-5),
     "ManifoldMuon(newton)": lambda ps: ManifoldMuon(ps, lr=0.1, solver="newton", tol=1e-5),
 }
-MANIFOLD = {"SpectralDescent": SpectralBall(2.0), "HypersphericalDescent": Sphere(3.0),
-            "HypersphericalDescent(rows)": Sphere(1.0, dim=-1), "ManifoldMuon": Stiefel(),
-            "ManifoldMuon(fixed_point)": Stiefel(), "ManifoldMuon(newton)": Stiefel()}
+MANIFOLD = {
+    "SpectralDescent": SpectralBall(2.0),
+    "HypersphericalDescent": Sphere(3.0),
+    "HypersphericalDescent(rows)": Sphere(1.0, dim=-1),
+    "ManifoldMuon": Stiefel(),
+    "ManifoldMuon(fixed_point)": Stiefel(),
+    "ManifoldMuon(newton)": Stiefel(),
+}
 
 
 def one_step(build, W0, grads):
@@ -146,8 +160,7 @@ def test_manifold_muon_multiplier_scales_with_the_gradient_and_a_poisoned_warm_s
 
 WRAPPERS = {
     "StiefelRetraction": (lambda m: StiefelRetraction(torch.optim.AdamW(m.parameters(), lr=1e-2)), Stiefel()),
-    "SpectralRetraction": (lambda m: SpectralRetraction(torch.optim.AdamW(m.parameters(), lr=1e-2)),
-                           SpectralBall()),
+    "SpectralRetraction": (lambda m: SpectralRetraction(torch.optim.AdamW(m.parameters(), lr=1e-2)), SpectralBall()),
 }
 
 
@@ -203,9 +216,15 @@ def test_a_slightly_tangent_gradient_still_moves_on_the_sphere():
     assert torch.nn.functional.cosine_similarity(moved.flatten(), -tangent.flatten(), dim=0) > 0.99
 
 
-@pytest.mark.parametrize("build", [
-    lambda ps: Muon(ps), lambda ps: SpectralDescent(ps), lambda ps: HypersphericalDescent(ps),
-    lambda ps: ManifoldMuon(ps)])
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda ps: Muon(ps),
+        lambda ps: SpectralDescent(ps),
+        lambda ps: HypersphericalDescent(ps),
+        lambda ps: ManifoldMuon(ps),
+    ],
+)
 @pytest.mark.parametrize("shape", [(0, 5), (5, 0), (0, 0), (0, 3, 3, 3)])
 def test_empty_parameters_are_a_no_op(build, shape):
     W = nn.Parameter(torch.zeros(shape))

@@ -21,12 +21,26 @@ def run(args: list[str], cwd: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["muon", "manifold_muon", "hyperspherical", "spectral", "stiefel", "hyperball", "spel",
-                                  "spectral_sphere", "sso"])
+@pytest.mark.parametrize(
+    "name",
+    ["muon", "manifold_muon", "hyperspherical", "spectral", "stiefel", "hyperball", "spel", "spectral_sphere", "sso"],
+)
 def test_fsdp2_matches_one_process(tmp_path, name):
     run([str(DRIVER), name, str(tmp_path / "one.pt"), "one"], tmp_path)
-    run(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(DRIVER), name,
-         str(tmp_path / "two.pt"), "fsdp"], tmp_path)
+    run(
+        [
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            str(DRIVER),
+            name,
+            str(tmp_path / "two.pt"),
+            "fsdp",
+        ],
+        tmp_path,
+    )
     one, two = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
     assert one["weights"].keys() == two["weights"].keys()
     for k in one["weights"]:

@@ -42,7 +42,9 @@ def test_property_hyperspherical_keeps_unit_norm_and_turns_by_arctan_eta(shape, 
 def test_hyperspherical_matches_seed():
     W = Sphere().project(gaussian(16, 8, seed=1))
     G = gaussian(16, 8, seed=2)
-    assert torch.allclose(hyperspherical_descent(W, G, 0.3), seed_reference.hyperspherical_descent(W, G, 0.3), atol=1e-6)
+    assert torch.allclose(
+        hyperspherical_descent(W, G, 0.3), seed_reference.hyperspherical_descent(W, G, 0.3), atol=1e-6
+    )
 
 
 def test_hyperspherical_zero_gradient_gives_zero_direction():
@@ -62,8 +64,13 @@ def test_dual_ascent_is_the_seeds_algorithm_step_for_step(shape, eta, monkeypatc
     multiplier, stopping rule and retraction)."""
     import modman.functional as functional
 
-    monkeypatch.setattr(functional, "msign", lambda G, method=None, steps=None, dtype=None: seed_reference.msign(
-        G.clone(), steps=steps, compute_dtype=dtype or torch.float32))
+    monkeypatch.setattr(
+        functional,
+        "msign",
+        lambda G, method=None, steps=None, dtype=None: seed_reference.msign(
+            G.clone(), steps=steps, compute_dtype=dtype or torch.float32
+        ),
+    )
     W = on_stiefel(*shape, seed=5)
     G = gaussian(*shape, seed=6)
     ours = manifold_muon(W, G, eta=eta, solver="dual_ascent", msign_dtype=torch.bfloat16)
@@ -116,8 +123,9 @@ def test_warm_start_from_a_solved_multiplier_needs_fewer_iterations():
     G = gaussian(64, 16, seed=13)
     _, cold = manifold_muon_direction(W, G, alpha=1.0, steps=100, tol=1e-6, solver="dual_ascent")
     assert cold["residual"] < 1e-6 and cold["iterations"] > 5
-    _, warm = manifold_muon_direction(W, G, alpha=1.0, steps=100, tol=1e-6, multiplier=cold["multiplier"],
-                                      solver="dual_ascent")
+    _, warm = manifold_muon_direction(
+        W, G, alpha=1.0, steps=100, tol=1e-6, multiplier=cold["multiplier"], solver="dual_ascent"
+    )
     assert warm["iterations"] <= 2 and warm["residual"] < 1e-6
 
 
@@ -169,15 +177,17 @@ def test_constrained_family_one_call_functions_are_the_float64_formulas(shape):
     R = W.norm()
     V = W - 0.1 * R * exact / exact.norm()
     assert torch.allclose(hyperball_step(W, G, 0.1, msign_method="exact"), R * V / V.norm(), atol=1e-12)
-    assert torch.allclose(spel_step(W, G, 0.1, 3.0, msign_method="exact"),
-                          3.0 * msign(W - 0.1 * exact, method="exact"), atol=1e-12)
+    assert torch.allclose(
+        spel_step(W, G, 0.1, 3.0, msign_method="exact"), 3.0 * msign(W - 0.1 * exact, method="exact"), atol=1e-12
+    )
     # SSO: against msign(X + λ*Θ) at the multiplier solved to 1e-12 (the one call solves to 1e-3, then cleans)
     from modman.rules.spectral_sphere import sso_direction
 
     W0 = SpectralSphere(2.0).retract(W)
     U, _, Vh = torch.linalg.svd(W0)
-    phi, _ = sso_direction(G[None], U[None, :, 0], Vh[None, 0], partial(msign, method="exact"), tol=1e-12,
-                           max_evals=80, clean=False)
+    phi, _ = sso_direction(
+        G[None], U[None, :, 0], Vh[None, 0], partial(msign, method="exact"), tol=1e-12, max_evals=80, clean=False
+    )
     want = SpectralSphere(2.0).retract(W0 - 0.1 * 2.0 * phi[0])
     new = spectral_sphere_step(W0, G, 0.1, 2.0, tangent=True, msign_method="exact")
     assert SpectralSphere(2.0).violation(new) < 1e-12

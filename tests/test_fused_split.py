@@ -97,8 +97,9 @@ def test_split_state_round_trips_and_a_failed_step_restores_it(monkeypatch):
         original(self, *args)
         raise RuntimeError("interrupted")
 
-    monkeypatch.setattr(ManifoldMuon, "_update_buckets", lambda self, buckets: [update_then_fail(self, *b)
-                                                                                for b in buckets])
+    monkeypatch.setattr(
+        ManifoldMuon, "_update_buckets", lambda self, buckets: [update_then_fail(self, *b) for b in buckets]
+    )
     fused.grad = torch.randn_like(fused)
     with pytest.raises(RuntimeError, match="interrupted"):
         opt.step()
@@ -110,8 +111,10 @@ def test_split_state_round_trips_and_a_failed_step_restores_it(monkeypatch):
 def test_split_that_does_not_divide_is_refused_before_anything_changes():
     W = torch.nn.Parameter(torch.randn(16, 20))
     before = W.detach().clone()
-    for build in (lambda: ManifoldMuon([{"params": [W], "split": 3}]),
-                  lambda: StiefelRetraction(torch.optim.AdamW([{"params": [W], "split": 3}]))):
+    for build in (
+        lambda: ManifoldMuon([{"params": [W], "split": 3}]),
+        lambda: StiefelRetraction(torch.optim.AdamW([{"params": [W], "split": 3}])),
+    ):
         with pytest.raises(ValueError, match=r"split=3 needs 2-D weights.*shape \(16, 20\).*drop split"):
             build()
         assert torch.equal(W.detach(), before)

@@ -12,32 +12,71 @@ from modman.optim import ModularOptimizer, classify_parameters
 T = pytest.importorskip("transformers")
 
 SMALL = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, vocab_size=64)
-DECODER = [(r"embed_tokens", "embedding"), (r"norm", "norm"), (r"self_attn\.[qkvo]_proj", "attention"),
-           (r"mlp\.(gate|up|down)_proj", "ffn"), (r"^lm_head", "head")]
+DECODER = [
+    (r"embed_tokens", "embedding"),
+    (r"norm", "norm"),
+    (r"self_attn\.[qkvo]_proj", "attention"),
+    (r"mlp\.(gate|up|down)_proj", "ffn"),
+    (r"^lm_head", "head"),
+]
 
 MODELS = {
-    "gpt2": (lambda: T.GPT2LMHeadModel(T.GPT2Config(n_embd=32, n_layer=2, n_head=2, vocab_size=64, n_positions=32,
-                                                    bos_token_id=0, eos_token_id=0)),
-             [(r"\.w[tp]e\.", "embedding"), (r"\.ln_(1|2|f)\.", "norm"), (r"\.attn\.c_(attn|proj)\.", "attention"),
-              (r"\.mlp\.c_(fc|proj)\.", "ffn")]),
+    "gpt2": (
+        lambda: T.GPT2LMHeadModel(
+            T.GPT2Config(n_embd=32, n_layer=2, n_head=2, vocab_size=64, n_positions=32, bos_token_id=0, eos_token_id=0)
+        ),
+        [
+            (r"\.w[tp]e\.", "embedding"),
+            (r"\.ln_(1|2|f)\.", "norm"),
+            (r"\.attn\.c_(attn|proj)\.", "attention"),
+            (r"\.mlp\.c_(fc|proj)\.", "ffn"),
+        ],
+    ),
     "llama": (lambda: T.LlamaForCausalLM(T.LlamaConfig(**SMALL, num_key_value_heads=1)), DECODER),
     "qwen2": (lambda: T.Qwen2ForCausalLM(T.Qwen2Config(**SMALL, num_key_value_heads=1)), DECODER),
     "qwen3": (lambda: T.Qwen3ForCausalLM(T.Qwen3Config(**SMALL, num_key_value_heads=1, head_dim=16)), DECODER),
     "mistral": (lambda: T.MistralForCausalLM(T.MistralConfig(**SMALL, num_key_value_heads=1)), DECODER),
-    "bert": (lambda: T.BertForMaskedLM(T.BertConfig(**SMALL)),
-             [(r"_embeddings\.", "embedding"), (r"LayerNorm", "norm"),
-              (r"attention\.(self\.(query|key|value)|output\.dense)\.", "attention"),
-              (r"(intermediate|layer\.\d+\.output)\.dense\.", "ffn"), (r"^cls\.predictions\.", "head")]),
-    "t5": (lambda: T.T5ForConditionalGeneration(T.T5Config(d_model=32, d_ff=64, num_layers=2, num_heads=2, d_kv=16,
-                                                           vocab_size=64)),
-           [(r"^shared\.|relative_attention_bias", "embedding"), (r"layer_norm", "norm"),
-            (r"(SelfAttention|EncDecAttention)\.[qkvo]\.", "attention"), (r"DenseReluDense\.w[io]\.", "ffn")]),
-    "vit": (lambda: T.ViTForImageClassification(T.ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                                            intermediate_size=64, image_size=16, patch_size=8,
-                                                            num_labels=3)),
-            [(r"\.embeddings\.", "embedding"), (r"layernorm", "norm"),
-             (r"attention\.([qkvo]_proj|attention\.(query|key|value)|output\.dense)\.", "attention"),
-             (r"(mlp\.fc[12]|intermediate\.dense|layers?\.\d+\.output\.dense)\.", "ffn"), (r"^classifier\.", "head")]),
+    "bert": (
+        lambda: T.BertForMaskedLM(T.BertConfig(**SMALL)),
+        [
+            (r"_embeddings\.", "embedding"),
+            (r"LayerNorm", "norm"),
+            (r"attention\.(self\.(query|key|value)|output\.dense)\.", "attention"),
+            (r"(intermediate|layer\.\d+\.output)\.dense\.", "ffn"),
+            (r"^cls\.predictions\.", "head"),
+        ],
+    ),
+    "t5": (
+        lambda: T.T5ForConditionalGeneration(
+            T.T5Config(d_model=32, d_ff=64, num_layers=2, num_heads=2, d_kv=16, vocab_size=64)
+        ),
+        [
+            (r"^shared\.|relative_attention_bias", "embedding"),
+            (r"layer_norm", "norm"),
+            (r"(SelfAttention|EncDecAttention)\.[qkvo]\.", "attention"),
+            (r"DenseReluDense\.w[io]\.", "ffn"),
+        ],
+    ),
+    "vit": (
+        lambda: T.ViTForImageClassification(
+            T.ViTConfig(
+                hidden_size=32,
+                num_hidden_layers=2,
+                num_attention_heads=2,
+                intermediate_size=64,
+                image_size=16,
+                patch_size=8,
+                num_labels=3,
+            )
+        ),
+        [
+            (r"\.embeddings\.", "embedding"),
+            (r"layernorm", "norm"),
+            (r"attention\.([qkvo]_proj|attention\.(query|key|value)|output\.dense)\.", "attention"),
+            (r"(mlp\.fc[12]|intermediate\.dense|layers?\.\d+\.output\.dense)\.", "ffn"),
+            (r"^classifier\.", "head"),
+        ],
+    ),
 }
 
 
@@ -92,16 +131,22 @@ def test_gpt2_conv1d_weights_are_stepped_as_out_by_in():
     make, _ = MODELS["gpt2"]
     torch.manual_seed(0)
     model = make()
-    assert transposed_weights(model) == {f"transformer.h.{i}.{m}.weight" for i in range(2)
-                                         for m in ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")}
+    assert transposed_weights(model) == {
+        f"transformer.h.{i}.{m}.weight"
+        for i in range(2)
+        for m in ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
+    }
     opt = ModularOptimizer(model, "muon_all", lr=0.01, weight_decay=0.0, momentum=0.0)
     assert all(g.get("transposed") for g in opt.param_groups if g["rule"] == "muon")
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     x = torch.randint(0, 64, (2, 16))
     model(input_ids=x, labels=x).loss.backward()
     opt.step()
-    step = {n: torch.linalg.matrix_norm((p.detach() - before[n]).double(), ord=2).item()
-            for n, p in model.named_parameters() if n.endswith(("c_fc.weight", "mlp.c_proj.weight"))}
+    step = {
+        n: torch.linalg.matrix_norm((p.detach() - before[n]).double(), ord=2).item()
+        for n, p in model.named_parameters()
+        if n.endswith(("c_fc.weight", "mlp.c_proj.weight"))
+    }
     # bfloat16 Polar Express leaves the top singular value of msign within ~15 % of 1
     fc, proj = step["transformer.h.0.mlp.c_fc.weight"], step["transformer.h.0.mlp.c_proj.weight"]
     assert fc / proj == pytest.approx(2.0, rel=0.15) and proj == pytest.approx(0.01, rel=0.2)

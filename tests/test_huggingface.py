@@ -17,8 +17,16 @@ def tiny_llama():
     torch.manual_seed(0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return T.LlamaForCausalLM(T.LlamaConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                                num_key_value_heads=1, intermediate_size=64, vocab_size=64))
+        return T.LlamaForCausalLM(
+            T.LlamaConfig(
+                hidden_size=32,
+                num_hidden_layers=2,
+                num_attention_heads=2,
+                num_key_value_heads=1,
+                intermediate_size=64,
+                vocab_size=64,
+            )
+        )
 
 
 def data(n=80):
@@ -37,8 +45,16 @@ class Capture(T.TrainerCallback):
 
 
 def cpu_args(tmp_path, **settings):
-    return T.TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=4, report_to="none",
-                               use_cpu=True, save_strategy="no", learning_rate=1e-3, disable_tqdm=True, **settings)
+    return T.TrainingArguments(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=4,
+        report_to="none",
+        use_cpu=True,
+        save_strategy="no",
+        learning_rate=1e-3,
+        disable_tqdm=True,
+        **settings,
+    )
 
 
 @pytest.mark.slow
@@ -46,8 +62,9 @@ def test_trainer_keeps_manifold_muon_on_stiefel_and_logs_spectra(tmp_path):
     model = tiny_llama()
     capture = Capture()
     args = cpu_args(tmp_path, max_steps=20, logging_steps=5)
-    trainer = ModmanTrainer(model=model, args=args, train_dataset=data(), experiment="manifold_muon",
-                            callbacks=[capture])
+    trainer = ModmanTrainer(
+        model=model, args=args, train_dataset=data(), experiment="manifold_muon", callbacks=[capture]
+    )
     result = trainer.train()
     assert result.global_step == 20
     opt = trainer.optimizer.optimizer if hasattr(trainer.optimizer, "optimizer") else trainer.optimizer
@@ -67,8 +84,9 @@ def test_trainer_keeps_manifold_muon_on_stiefel_and_logs_spectra(tmp_path):
 
 def test_create_optimizer_for_a_plain_trainer_and_the_summary():
     model = tiny_llama()
-    args = T.TrainingArguments(output_dir="unused", learning_rate=2e-3, weight_decay=0.05, report_to="none",
-                               use_cpu=True)
+    args = T.TrainingArguments(
+        output_dir="unused", learning_rate=2e-3, weight_decay=0.05, report_to="none", use_cpu=True
+    )
     opt = create_optimizer(model, "muon_all", args)
     groups = {(g["rule"], g["role"]): g for g in opt.param_groups}
     assert groups[("adamw", "embedding")]["lr"] == 2e-3 and groups[("muon", "attention")]["weight_decay"] == 0.05
@@ -85,8 +103,13 @@ def test_a_plain_trainer_with_the_callback_reports_spectra(tmp_path):
     model = tiny_llama()
     capture = Capture()
     args = cpu_args(tmp_path, max_steps=6, logging_steps=3)
-    trainer = T.Trainer(model=model, args=args, train_dataset=data(), callbacks=[capture],
-                        optimizers=(create_optimizer(model, "spectral_sphere", args), None))
+    trainer = T.Trainer(
+        model=model,
+        args=args,
+        train_dataset=data(),
+        callbacks=[capture],
+        optimizers=(create_optimizer(model, "spectral_sphere", args), None),
+    )
     ModmanCallback.install(trainer)
     trainer.train()
     reported = [entry for entry in capture.logs if "loss" in entry]
@@ -132,8 +155,9 @@ def test_fsdp2_on_a_hugging_face_model_matches_one_process_and_resumes_alone(tmp
     assert len(shard_units(build_hf_model(model, PRESETS["tiny"]))) == PRESETS["tiny"].n_layers
     settings = dict(TINY64, exp=exp, model=model)
     train(TrainConfig(**settings, out=str(tmp_path / "one")))
-    torchrun(["-m", "modman", "train", "--parallel", "fsdp", "--out", str(tmp_path / "two"), *flags(settings)],
-             tmp_path)
+    torchrun(
+        ["-m", "modman", "train", "--parallel", "fsdp", "--out", str(tmp_path / "two"), *flags(settings)], tmp_path
+    )
     a, b = weights(tmp_path / "one" / exp), weights(tmp_path / "two" / exp)
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
     # The sharded run's step-3 checkpoint, resumed in one process, ends where the straight run did.
@@ -173,6 +197,9 @@ def test_hf_model_without_transformers_names_the_extra(monkeypatch):
     from modman.integrations.hf_models import build_hf_model
 
     monkeypatch.setitem(sys.modules, "transformers", None)
-    with pytest.raises(ValueError, match=r"--model hf:llama needs Hugging Face transformers: "
-                                         r"pip install 'modman\[hf\]'"):
+    with pytest.raises(
+        ValueError,
+        match=r"--model hf:llama needs Hugging Face transformers: "
+        r"pip install 'modman\[hf\]'",
+    ):
         build_hf_model("hf:llama", PRESETS["tiny"])

@@ -1,4 +1,5 @@
-"""Imports only run downward: errors, msign <- manifolds <- rules <- functional/optim <- experiments/integrations <- cli."""
+"""Imports only run downward: errors, msign <- manifolds <- rules <- functional/optim <- experiments/integrations <-
+cli."""
 
 import ast
 from pathlib import Path
@@ -6,8 +7,18 @@ from pathlib import Path
 import modman
 
 ROOT = Path(modman.__file__).parent
-LAYER = {"errors": 0, "msign": 0, "manifolds": 1, "rules": 2, "functional": 3, "optim": 3, "modular": 4, "experiments": 5,
-         "integrations": 5, "cli": 6}
+LAYER = {
+    "errors": 0,
+    "msign": 0,
+    "manifolds": 1,
+    "rules": 2,
+    "functional": 3,
+    "optim": 3,
+    "modular": 4,
+    "experiments": 5,
+    "integrations": 5,
+    "cli": 6,
+}
 
 
 def layer_of(module: str) -> int:

@@ -23,10 +23,18 @@ def test_best_lr_and_its_shift_in_grid_steps():
     def r(method, width, lr, loss):
         return {"method": method, "width": width, "lr": lr, "final_train_loss": loss, "test_acc": 50.0}
 
-    results = [r("modular", 64, 0.5, 1.2), r("modular", 64, 1.0, 1.1), r("modular", 256, 0.5, 1.0),
-               r("modular", 256, 1.0, 1.05), r("adamw", 64, 1e-3, 1.0), r("adamw", 64, 2e-3, 1.2),
-               r("adamw", 64, 4e-3, None), r("adamw", 256, 1e-3, 2.0), r("adamw", 256, 2e-3, 1.5),
-               r("adamw", 256, 4e-3, 1.4)]
+    results = [
+        r("modular", 64, 0.5, 1.2),
+        r("modular", 64, 1.0, 1.1),
+        r("modular", 256, 0.5, 1.0),
+        r("modular", 256, 1.0, 1.05),
+        r("adamw", 64, 1e-3, 1.0),
+        r("adamw", 64, 2e-3, 1.2),
+        r("adamw", 64, 4e-3, None),
+        r("adamw", 256, 1e-3, 2.0),
+        r("adamw", 256, 2e-3, 1.5),
+        r("adamw", 256, 4e-3, 1.4),
+    ]
     summary = best_lrs(results)
     assert summary["modular"]["best_lr"] == {64: 1.0, 256: 0.5} and summary["modular"]["shift_in_grid_steps"] == 1
     assert summary["adamw"]["best_lr"] == {64: 1e-3, 256: 4e-3} and summary["adamw"]["shift_in_grid_steps"] == 2
@@ -35,9 +43,26 @@ def test_best_lr_and_its_shift_in_grid_steps():
 @pytest.mark.slow
 def test_cli_runs_the_grid_skips_finished_runs_and_draws_the_figure(tmp_path, capsys):
     write_fake_cifar(tmp_path / "d", n_train=300, n_test=100)
-    argv = ["lr-transfer", "--data-dir", str(tmp_path / "d"), "--out", str(tmp_path / "o"), "--widths", "8,32",
-            "--modular-lrs", "0.25,1", "--adamw-lrs", "1e-3,4e-3", "--steps", "20", "--batch-size", "32",
-            "--device", "cpu", "--no-download"]
+    argv = [
+        "lr-transfer",
+        "--data-dir",
+        str(tmp_path / "d"),
+        "--out",
+        str(tmp_path / "o"),
+        "--widths",
+        "8,32",
+        "--modular-lrs",
+        "0.25,1",
+        "--adamw-lrs",
+        "1e-3,4e-3",
+        "--steps",
+        "20",
+        "--batch-size",
+        "32",
+        "--device",
+        "cpu",
+        "--no-download",
+    ]
     assert main(argv) == 0
     out, err = capsys.readouterr()
     assert err.count("] modular width") == 4 and err.count("] adamw width") == 4
@@ -53,12 +78,15 @@ def test_cli_runs_the_grid_skips_finished_runs_and_draws_the_figure(tmp_path, ca
     assert "] modular width" not in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("argv, match", [
-    (["--widths", "8,x"], "--widths"),
-    (["--pool", "3"], "--pool must divide 32"),
-    (["--modular-lrs", "0,1"], "--modular-lrs"),
-    (["--steps", "0"], "--steps"),
-])
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (["--widths", "8,x"], "--widths"),
+        (["--pool", "3"], "--pool must divide 32"),
+        (["--modular-lrs", "0,1"], "--modular-lrs"),
+        (["--steps", "0"], "--steps"),
+    ],
+)
 def test_bad_flags_are_one_line_errors(tmp_path, capsys, argv, match):
     code = None
     try:
@@ -69,7 +97,9 @@ def test_bad_flags_are_one_line_errors(tmp_path, capsys, argv, match):
 
 
 def test_missing_data_names_the_folder(tmp_path, capsys):
-    assert main(["lr-transfer", "--data-dir", str(tmp_path / "none"), "--no-download", "--out", str(tmp_path / "o")]) == 2
+    assert (
+        main(["lr-transfer", "--data-dir", str(tmp_path / "none"), "--no-download", "--out", str(tmp_path / "o")]) == 2
+    )
     assert "cifar-10-batches-py" in capsys.readouterr().err
 
 

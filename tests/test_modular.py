@@ -35,6 +35,7 @@ def spectral(w):
 
 # ---- composition arithmetic ----------------------------------------------------------------------------
 
+
 def test_composition_mass_sensitivity_and_norm_by_hand():
     a, b = Linear(4, 8, seed=0), Linear(8, 2, seed=1)
     net = b @ a
@@ -134,14 +135,20 @@ def test_bad_lists_and_structures_are_named():
     shared = Linear(4, 4)
     with pytest.raises(ValueError, match="exactly one atom, used once"):
         (shared @ shared).budgets()
-    for bad, match in ((lambda: Linear(0, 3), "in_features"), (lambda: Embed(5, -1), "embedding_dim"),
-                       (lambda: ReLU() ** 0, "n >= 1"), (lambda: residual(ReLU(), 0), "alpha"),
-                       (lambda: GPT(dim=10, num_heads=4), "divisible"), (lambda: Linear(2, 2) @ torch.nn.ReLU(), None)):
+    for bad, match in (
+        (lambda: Linear(0, 3), "in_features"),
+        (lambda: Embed(5, -1), "embedding_dim"),
+        (lambda: ReLU() ** 0, "n >= 1"),
+        (lambda: residual(ReLU(), 0), "alpha"),
+        (lambda: GPT(dim=10, num_heads=4), "divisible"),
+        (lambda: Linear(2, 2) @ torch.nn.ReLU(), None),
+    ):
         with pytest.raises((ValueError, TypeError), match=match):
             bad()
 
 
 # ---- project -----------------------------------------------------------------------------------------
+
 
 def test_project_puts_every_weight_on_its_manifold():
     net = GPT(64, 16, 2, 2, seed=0).double()
@@ -157,6 +164,7 @@ def test_project_puts_every_weight_on_its_manifold():
 
 
 # ---- the well-normed statement ----------------------------------------------------------------------
+
 
 def unit_rms(*shape):
     x = torch.randn(*shape, dtype=torch.float64)
@@ -224,10 +232,11 @@ def test_bonds_are_one_lipschitz_and_keep_the_unit_ball():
 
 # ---- training -------------------------------------------------------------------------------------------
 
+
 def test_modular_descent_trains_an_mlp_on_its_manifolds_and_round_trips_state():
     torch.manual_seed(0)
     X = unit_rms(256, 16).float()
-    labels = (X[:, :4].argmax(1))  # learnable: which of the first four inputs is largest
+    labels = X[:, :4].argmax(1)  # learnable: which of the first four inputs is largest
     net = MLP((16, 64, 4), seed=0)
     opt = ModularDescent(net, lr=0.5, momentum=0.9)
     assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.5 / c for c in coefs(net)])
@@ -244,8 +253,13 @@ def test_modular_descent_trains_an_mlp_on_its_manifolds_and_round_trips_state():
     again.load_state_dict(opt.state_dict())
     p0 = next(iter(opt.state.values()))["momentum_buffer"]
     assert torch.equal(next(iter(again.state.values()))["momentum_buffer"], p0)
-    for kwargs, match in (({"lr": 0}, "lr"), ({"momentum": 1.0}, "momentum"), ({"workers": 0}, "workers"),
-                          ({"workers": True}, "workers"), ({"warm_start": 1}, "warm_start")):
+    for kwargs, match in (
+        ({"lr": 0}, "lr"),
+        ({"momentum": 1.0}, "momentum"),
+        ({"workers": 0}, "workers"),
+        ({"workers": True}, "workers"),
+        ({"warm_start": 1}, "warm_start"),
+    ):
         with pytest.raises(ValueError, match=match):
             ModularDescent(net, **kwargs)
     with pytest.raises(TypeError, match="modman.modular Module"):

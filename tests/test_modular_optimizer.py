@@ -22,8 +22,16 @@ from modman.optim import (
 )
 from modman.optim.modular import DEFAULT_LR
 
-KIND = {"adamw": torch.optim.AdamW, "muon": Muon, "stiefel": StiefelRetraction, "spectral": SpectralRetraction,
-        "manifold_muon": ManifoldMuon, "spectral_sphere": SpectralSphere, "hyperball": Hyperball, "spel": SPEL}
+KIND = {
+    "adamw": torch.optim.AdamW,
+    "muon": Muon,
+    "stiefel": StiefelRetraction,
+    "spectral": SpectralRetraction,
+    "manifold_muon": ManifoldMuon,
+    "spectral_sphere": SpectralSphere,
+    "hyperball": Hyperball,
+    "spel": SPEL,
+}
 
 
 def model_and_batch(seed=0):
@@ -63,9 +71,16 @@ def test_each_parameter_goes_to_the_rule_the_seed_says(exp):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("exp,manifold", [("stiefel_all", Stiefel()), ("manifold_muon", Stiefel()),
-                                          ("spectral_all", SpectralBall()), ("spel", Stiefel()),
-                                          ("spectral_sphere", None)])
+@pytest.mark.parametrize(
+    "exp,manifold",
+    [
+        ("stiefel_all", Stiefel()),
+        ("manifold_muon", Stiefel()),
+        ("spectral_all", SpectralBall()),
+        ("spel", Stiefel()),
+        ("spectral_sphere", None),
+    ],
+)
 def test_constrained_matrices_start_and_stay_on_their_manifold(exp, manifold):
     model, x = model_and_batch()
     opt = ModularOptimizer(model, exp)
@@ -88,15 +103,20 @@ def test_learning_rates_per_rule_lr_and_role_overrides():
     assert lrs[("adamw", "embedding")] == lrs[("adamw", "norm")] == 3e-3
     opt = ModularOptimizer(model, "muon_attention", lr=0.05, adamw_lr=1e-3, role_lr={"ffn": 7e-4, "head": 2e-3})
     lrs = {(g["rule"], g["role"]): g["lr"] for g in opt.param_groups}
-    assert lrs == {("adamw", "embedding"): 1e-3, ("adamw", "norm"): 1e-3, ("muon", "attention"): 0.05,
-                   ("adamw", "ffn"): 7e-4, ("adamw", "head"): 2e-3}
+    assert lrs == {
+        ("adamw", "embedding"): 1e-3,
+        ("adamw", "norm"): 1e-3,
+        ("muon", "attention"): 0.05,
+        ("adamw", "ffn"): 7e-4,
+        ("adamw", "head"): 2e-3,
+    }
 
 
 @pytest.mark.slow
 def test_lr_scheduler_reaches_every_sub_optimizer():
     model, x = model_and_batch()
     opt = ModularOptimizer(model, "manifold_muon")
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 ** s)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5**s)
     base = {id(g): g["lr"] for g in opt.param_groups}
     train_steps(opt, model, x, 1)
     sched.step()
@@ -153,6 +173,8 @@ def test_bad_arguments_name_the_fix():
     with pytest.raises(ValueError, match="role_lr has unknown role"):
         ModularOptimizer(model, "muon_all", role_lr={"mlp": 0.1})
     with pytest.raises(ValueError, match="no valid role for lm_head.weight"):
-        ModularOptimizer(model, "muon_all", roles={n: "ffn" for n, _ in model.named_parameters() if n != "lm_head.weight"})
+        ModularOptimizer(
+            model, "muon_all", roles={n: "ffn" for n, _ in model.named_parameters() if n != "lm_head.weight"}
+        )
     with pytest.raises(ValueError, match="no parameters"):
         ModularOptimizer(torch.nn.ReLU(), "baseline")

@@ -141,7 +141,10 @@ def test_bf16_compute_is_the_seeds_iteration_less_noisy_and_less_accurate_than_f
         exact_errors.append((ours - exact).norm() / exact.norm())
         seed_errors.append((theirs - exact).norm() / exact.norm())
     assert sum(exact_errors) <= sum(seed_errors)
-    stiefel_error = lambda X: (X.double().mT @ X.double() - torch.eye(48, dtype=torch.float64)).abs().max().item()
+
+    def stiefel_error(X):
+        return (X.double().mT @ X.double() - torch.eye(48, dtype=torch.float64)).abs().max().item()
+
     assert 1e-3 < stiefel_error(ours) < 3e-2
     assert stiefel_error(msign(G)) < 1e-6
 
@@ -165,8 +168,13 @@ def test_batched_equals_loop():
 
 @pytest.mark.parametrize(
     "kwargs,match",
-    [({"method": "svd"}, "unknown method"), ({"steps": -1}, "steps"), ({"steps": 2.5}, "steps"),
-     ({"dtype": "bf16"}, "dtype must be .*'auto'"), ({"dtype": 16}, "dtype must be")],
+    [
+        ({"method": "svd"}, "unknown method"),
+        ({"steps": -1}, "steps"),
+        ({"steps": 2.5}, "steps"),
+        ({"dtype": "bf16"}, "dtype must be .*'auto'"),
+        ({"dtype": 16}, "dtype must be"),
+    ],
 )
 def test_bad_arguments_raise(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -195,7 +203,9 @@ def test_vector_input_raises_with_shape():
         msign(torch.ones(5))
 
 
-matrices = st.tuples(st.integers(0, 2), st.integers(1, 24), st.integers(1, 24), st.integers(-20, 20), st.integers(0, 10**6))
+matrices = st.tuples(
+    st.integers(0, 2), st.integers(1, 24), st.integers(1, 24), st.integers(-20, 20), st.integers(0, 10**6)
+)
 
 
 def _matrix(batch, m, n, log2_scale, seed):
@@ -236,8 +246,11 @@ def test_property_transpose_commutes(m, n, seed):
         assert torch.equal(msign(G.mT), msign(G).mT)
 
 
-@given(exponent=st.integers(-300, 300), dtype=st.sampled_from([torch.float64, torch.float32, torch.float16]),
-       seed=st.integers(0, 100))
+@given(
+    exponent=st.integers(-300, 300),
+    dtype=st.sampled_from([torch.float64, torch.float32, torch.float16]),
+    seed=st.integers(0, 100),
+)
 def test_times_power_of_two_is_exact_ldexp(exponent, dtype, seed):
     """X·2^e equals the correctly rounded product (torch.ldexp in float64, then X's dtype), subnormal and
     overflowing results included, and unit_scaled undoes to X exactly."""

@@ -24,9 +24,11 @@ FACTORIES = {
     "ManifoldMuon": lambda ps, **kw: ManifoldMuon(ps, lr=0.1, steps=20, **kw),
     "ManifoldMuon+nesterov": lambda ps, **kw: ManifoldMuon(ps, lr=0.1, steps=20, momentum=0.9, nesterov=True, **kw),
     "StiefelRetraction(AdamW)": lambda ps, **kw: StiefelRetraction(
-        torch.optim.AdamW(ps, lr=1e-2, weight_decay=0.0), **kw),
+        torch.optim.AdamW(ps, lr=1e-2, weight_decay=0.0), **kw
+    ),
     "SpectralRetraction(AdamW)": lambda ps, **kw: SpectralRetraction(
-        torch.optim.AdamW(ps, lr=1e-2, weight_decay=0.0), **kw),
+        torch.optim.AdamW(ps, lr=1e-2, weight_decay=0.0), **kw
+    ),
 }
 MANIFOLD_OF = {
     "SpectralDescent": SpectralBall(),
@@ -40,8 +42,9 @@ MANIFOLD_OF = {
 
 def make_model(seed=0):
     torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(12, 24, bias=False), nn.ReLU(), nn.Linear(24, 24, bias=False), nn.ReLU(),
-                         nn.Linear(24, 5, bias=False))
+    return nn.Sequential(
+        nn.Linear(12, 24, bias=False), nn.ReLU(), nn.Linear(24, 24, bias=False), nn.ReLU(), nn.Linear(24, 5, bias=False)
+    )
 
 
 def batches(n, seed=1):
@@ -258,8 +261,9 @@ def test_conv_kernels_are_treated_as_out_by_rest_matrices():
 @pytest.mark.parametrize("cls", [Muon, SpectralDescent, ManifoldMuon])
 @pytest.mark.parametrize("shape", [(5,), ()])
 def test_vector_or_scalar_given_to_matrix_optimizer_raises_with_shape_and_fix(cls, shape):
-    with pytest.raises(ValueError, match=rf"{cls.__name__}.*'bias'.*{tuple(shape)!r}.*AdamW".replace("(", r"\(")
-                       .replace(")", r"\)")):
+    with pytest.raises(
+        ValueError, match=rf"{cls.__name__}.*'bias'.*{tuple(shape)!r}.*AdamW".replace("(", r"\(").replace(")", r"\)")
+    ):
         cls([("bias", nn.Parameter(torch.zeros(shape)))])
 
 
@@ -396,8 +400,14 @@ def test_nonfinite_detection_is_exact_when_a_finite_sum_overflows():
     big = torch.full((4, 4), 3e38)  # finite, but its float32 sum is inf
     half = torch.full((300, 300), 60000.0, dtype=torch.float16)  # finite; summed in float32 it stays finite
     cancel = torch.tensor([[float("inf"), -float("inf")]])  # the sum is NaN
-    named = [("big", big), ("half", half), ("nan", torch.tensor([[0.0, float("nan")]])), ("cancel", cancel),
-             ("fine", torch.randn(3, 3)), ("inf64", torch.tensor([[1.0, float("inf")]], dtype=torch.float64))]
+    named = [
+        ("big", big),
+        ("half", half),
+        ("nan", torch.tensor([[0.0, float("nan")]])),
+        ("cancel", cancel),
+        ("fine", torch.randn(3, 3)),
+        ("inf64", torch.tensor([[1.0, float("inf")]], dtype=torch.float64)),
+    ]
     assert nonfinite_grads(named) == ["nan", "cancel", "inf64"]
 
 
@@ -412,8 +422,10 @@ def test_muon_matches_torch_optim_muon_bit_for_bit_with_its_msign(adjust_lr_fn, 
     grads = [torch.randn(shape, generator=torch.Generator().manual_seed(2 + i)) for i in range(3)]
     ours, theirs = nn.Parameter(W0.clone()), nn.Parameter(W0.clone())
     hyper = dict(lr=0.05, weight_decay=0.1, momentum=0.95, nesterov=True, adjust_lr_fn=adjust_lr_fn)
-    opts = [Muon([ours], msign_method="newton_schulz", msign_steps=5, msign_dtype=torch.bfloat16, **hyper),
-            torch.optim.Muon([theirs], **hyper)]
+    opts = [
+        Muon([ours], msign_method="newton_schulz", msign_steps=5, msign_dtype=torch.bfloat16, **hyper),
+        torch.optim.Muon([theirs], **hyper),
+    ]
     for G in grads:
         for p, opt in zip((ours, theirs), opts):
             p.grad = G.clone()

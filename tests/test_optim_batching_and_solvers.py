@@ -52,7 +52,9 @@ def test_diagnostics_name_parameters_and_report_solver_numbers():
     diag = opt.diagnostics()
     assert set(diag) == {"0.weight", "2.weight", "4.weight"}
     for d in diag.values():
-        assert d["iterations"] == 7 and d["msign_calls"] == 7 and d["residual"] > 0 and d["step"] == 1  # no retraction msign
+        assert (
+            d["iterations"] == 7 and d["msign_calls"] == 7 and d["residual"] > 0 and d["step"] == 1
+        )  # no retraction msign
         assert d["solver"] == "dual_ascent"
 
 
@@ -87,10 +89,21 @@ def test_cheap_retraction_does_not_drift_over_many_steps():
         assert Stiefel().violation(p) < 2e-6
 
 
-@pytest.mark.parametrize("cls,shape", [(Muon, (24, 12)), (Muon, (16, 16)), (ManifoldMuon, (16, 16)),
-                                       (ManifoldMuon, (24, 12)), (Hyperball, (24, 12)), (Hyperball, (16, 16)),
-                                       (SPEL, (24, 12)), (SPEL, (16, 16)), (SpectralSphere, (40, 24)),
-                                       (SpectralSphere, (24, 24))])
+@pytest.mark.parametrize(
+    "cls,shape",
+    [
+        (Muon, (24, 12)),
+        (Muon, (16, 16)),
+        (ManifoldMuon, (16, 16)),
+        (ManifoldMuon, (24, 12)),
+        (Hyperball, (24, 12)),
+        (Hyperball, (16, 16)),
+        (SPEL, (24, 12)),
+        (SPEL, (16, 16)),
+        (SpectralSphere, (40, 24)),
+        (SpectralSphere, (24, 24)),
+    ],
+)
 def test_same_shape_matrices_batched_in_one_group_match_separate_groups(cls, shape):
     torch.manual_seed(0)
     base = [torch.randn(*shape) for _ in range(3)]

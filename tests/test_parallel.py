@@ -16,8 +16,19 @@ from modman.experiments.checkpoint import load_checkpoint
 from modman.experiments.train import TrainConfig, train
 from modman.optim.distributed import assign_owners
 
-TINY64 = dict(preset="tiny", batch_size=8, max_steps=6, log_every=1, eval_every=3, eval_batches=2, warmup_steps=2,
-              checkpoint_every=3, dtype="float64", device="cpu", progress=False)  # gloo on the CPU, GPU or not
+TINY64 = dict(
+    preset="tiny",
+    batch_size=8,
+    max_steps=6,
+    log_every=1,
+    eval_every=3,
+    eval_batches=2,
+    warmup_steps=2,
+    checkpoint_every=3,
+    dtype="float64",
+    device="cpu",
+    progress=False,
+)  # gloo on the CPU, GPU or not
 
 
 def torchrun(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
@@ -53,14 +64,24 @@ def test_owners_balance_the_work_and_agree_everywhere():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("exp, mode", [("muon_all", "ddp"), ("manifold_muon", "ddp"), ("muon_all", "fsdp"),
-                                       ("manifold_muon", "fsdp"), ("modular", "ddp"), ("spectral_sphere", "ddp"),
-                                       ("hyperball", "fsdp")])
+@pytest.mark.parametrize(
+    "exp, mode",
+    [
+        ("muon_all", "ddp"),
+        ("manifold_muon", "ddp"),
+        ("muon_all", "fsdp"),
+        ("manifold_muon", "fsdp"),
+        ("modular", "ddp"),
+        ("spectral_sphere", "ddp"),
+        ("hyperball", "fsdp"),
+    ],
+)
 def test_two_processes_match_one_and_share_the_msign_work(tmp_path, exp, mode):
     settings = dict(TINY64, exp=exp, max_steps=5)
     train(TrainConfig(**settings, out=str(tmp_path / "one")))
-    res = torchrun(["-m", "modman", "train", "--parallel", mode, "--out", str(tmp_path / "two"), *flags(settings)],
-                   tmp_path)
+    res = torchrun(
+        ["-m", "modman", "train", "--parallel", mode, "--out", str(tmp_path / "two"), *flags(settings)], tmp_path
+    )
     assert res.stdout.count("finished") == 1  # rank 0 prints the table, once
     a, b = weights(tmp_path / "one" / exp), weights(tmp_path / "two" / exp)
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
@@ -84,9 +105,17 @@ train(TrainConfig(**cfg), resume=resume, stop_after=int(sys.argv[2]) or None)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("exp, saved_on, resumed_on", [("manifold_muon", "ddp", "none"), ("manifold_muon", "fsdp", "none"),
-                                                       ("manifold_muon", "none", "fsdp"), ("modular", "none", "ddp"),
-                                                       ("hyperball", "ddp", "none"), ("spectral_sphere", "none", "ddp")])
+@pytest.mark.parametrize(
+    "exp, saved_on, resumed_on",
+    [
+        ("manifold_muon", "ddp", "none"),
+        ("manifold_muon", "fsdp", "none"),
+        ("manifold_muon", "none", "fsdp"),
+        ("modular", "none", "ddp"),
+        ("hyperball", "ddp", "none"),
+        ("spectral_sphere", "none", "ddp"),
+    ],
+)
 def test_checkpoint_resumes_on_another_number_of_processes(tmp_path, exp, saved_on, resumed_on):
     settings = dict(TINY64, exp=exp)
     train(TrainConfig(**settings, out=str(tmp_path / "straight")))
@@ -95,8 +124,11 @@ def test_checkpoint_resumes_on_another_number_of_processes(tmp_path, exp, saved_
     def run(mode: str, stop_after: int) -> None:
         cfg = dict(settings, out=str(tmp_path / "broken"), parallel=mode, resume=stop_after == 0)
         if mode == "none":
-            train(TrainConfig(**{k: v for k, v in cfg.items() if k != "resume"}), resume=cfg["resume"],
-                  stop_after=stop_after or None)
+            train(
+                TrainConfig(**{k: v for k, v in cfg.items() if k != "resume"}),
+                resume=cfg["resume"],
+                stop_after=stop_after or None,
+            )
         else:
             torchrun([str(tmp_path / "driver.py"), json.dumps(cfg), str(stop_after)], tmp_path)
 

@@ -90,8 +90,13 @@ def test_torch_multihead_attention_and_tied_head():
             self.out.weight = self.tok.weight  # tied: one tensor, listed once, as the embedding
 
     roles = classify_parameters(Net())
-    assert roles == {"tok.weight": "embedding", "mha.in_proj_weight": "attention", "mha.in_proj_bias": "attention",
-                     "mha.out_proj.weight": "attention", "mha.out_proj.bias": "attention"}
+    assert roles == {
+        "tok.weight": "embedding",
+        "mha.in_proj_weight": "attention",
+        "mha.in_proj_bias": "attention",
+        "mha.out_proj.weight": "attention",
+        "mha.out_proj.bias": "attention",
+    }
 
 
 def test_roles_table_lists_every_parameter_with_its_rule():

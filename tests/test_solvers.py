@@ -1,6 +1,5 @@
 """Manifold Muon solvers against a high-accuracy float64 solve: residual, certified gap, objective."""
 
-
 import pytest
 import torch
 
@@ -68,7 +67,9 @@ def test_fixed_point_warm_start_from_its_solution_converges_at_once():
 def test_fixed_point_handles_zero_and_low_rank_gradients(rank):
     W, _ = problem(40, 10, seed=4)
     g = torch.Generator().manual_seed(5)
-    G = torch.randn(40, rank, generator=g, dtype=torch.float64) @ torch.randn(rank, 10, generator=g, dtype=torch.float64)
+    G = torch.randn(40, rank, generator=g, dtype=torch.float64) @ torch.randn(
+        rank, 10, generator=g, dtype=torch.float64
+    )
     A, info = manifold_muon_direction(W, G, solver="fixed_point", tol=1e-8)
     assert torch.isfinite(A).all()
     if rank == 0:
@@ -98,11 +99,21 @@ def test_closed_form_refuses_non_square():
         manifold_muon_direction(W, G, solver="closed_form")
 
 
-@pytest.mark.parametrize("solver,warm,tall", [("auto", True, "tracking"), ("auto", False, "hybrid"),
-                                              ("certified", True, "hybrid"), ("certified", False, "hybrid")])
+@pytest.mark.parametrize(
+    "solver,warm,tall",
+    [
+        ("auto", True, "tracking"),
+        ("auto", False, "hybrid"),
+        ("certified", True, "hybrid"),
+        ("certified", False, "hybrid"),
+    ],
+)
 def test_auto_and_certified_pick_closed_form_for_square_and_auto_tracks_a_warm_multiplier(solver, warm, tall):
-    for shape, name, calls in [((16, 16), "closed_form", 1), ((48, 16), tall, int(tall == "tracking")),
-                               ((16, 48), tall, int(tall == "tracking"))]:
+    for shape, name, calls in [
+        ((16, 16), "closed_form", 1),
+        ((48, 16), tall, int(tall == "tracking")),
+        ((16, 48), tall, int(tall == "tracking")),
+    ]:
         W, G = problem(*shape, seed=7)
         n = min(shape)
         multiplier = -0.25 * torch.eye(n, dtype=W.dtype) if warm else None
@@ -129,8 +140,7 @@ def test_seed_dual_ascent_is_far_from_optimal_where_fixed_point_is_not():
 @pytest.mark.parametrize("eta", [0.01, 0.3, 2.0])
 def test_retract_step_is_the_exact_polar_factor(shape, eta):
     W, G = problem(*shape, seed=9)
-    A, info = manifold_muon_direction(W, G, solver="certified", tol=1e-10,
-                                      msign_fn=lambda X: msign(X, method="exact"))
+    A, info = manifold_muon_direction(W, G, solver="certified", tol=1e-10, msign_fn=lambda X: msign(X, method="exact"))
     for gram in (info["gram"], None):  # from the projector AᵀA, or from the series of K = (W − ηA)ᵀ(W − ηA)
         new, used_msign = Stiefel().retract_step(W, A, eta, gram=gram)
         assert used_msign == (gram is None and eta > 1)  # the series needs a small ‖K − I‖
@@ -176,7 +186,9 @@ def test_newton_solves_optima_that_are_not_partial_isometries(shape, seed):
 def test_newton_handles_low_rank_gradients(rank):
     W, _ = problem(40, 10, seed=4)
     g = torch.Generator().manual_seed(5)
-    G = torch.randn(40, rank, generator=g, dtype=torch.float64) @ torch.randn(rank, 10, generator=g, dtype=torch.float64)
+    G = torch.randn(40, rank, generator=g, dtype=torch.float64) @ torch.randn(
+        rank, 10, generator=g, dtype=torch.float64
+    )
     A, info = manifold_muon_direction(W, G, solver="newton", tol=1e-6)
     assert torch.isfinite(A).all() and tangent_residual(W, A) <= 1e-6
     assert torch.linalg.matrix_norm(A, ord=2) <= 1 + 1e-9
@@ -258,8 +270,9 @@ def test_hybrid_on_decaying_spectra_takes_newton_after_a_few_fixed_point_steps(s
     A, Lambda, info = hybrid(W, G, Lambda=None, alpha=0.01, steps=30, tol=1e-4, msign_fn=None)
     assert info["iterations"] <= 10 and "stalled" not in info
     assert tangent_residual(W, A) < 1e-4 and duality_gap(W, G, A, Lambda)["relative_gap"] < 1e-4
-    without = hybrid(W, G, Lambda=None, alpha=0.01, steps=30, tol=1e-4, msign_fn=None, direct_steps=0,
-                     fixed_point_steps=20)
+    without = hybrid(
+        W, G, Lambda=None, alpha=0.01, steps=30, tol=1e-4, msign_fn=None, direct_steps=0, fixed_point_steps=20
+    )
     assert without[2]["iterations"] > 20
 
 
@@ -273,8 +286,9 @@ def test_hybrid_goes_to_smoothing_newton_where_the_probe_stalls(seed):
     A, Lambda, info = hybrid(W, G, Lambda=None, alpha=0.01, steps=30, tol=1e-4, msign_fn=None)
     assert info["iterations"] <= 20
     assert tangent_residual(W, A) < 1e-4 and duality_gap(W, G, A, Lambda)["relative_gap"] < 1e-4
-    late = hybrid(W, G, Lambda=None, alpha=0.01, steps=30, tol=1e-4, msign_fn=None, direct_steps=0,
-                  fixed_point_steps=20)[2]
+    late = hybrid(
+        W, G, Lambda=None, alpha=0.01, steps=30, tol=1e-4, msign_fn=None, direct_steps=0, fixed_point_steps=20
+    )[2]
     assert late["iterations"] >= 28
 
 
@@ -379,7 +393,16 @@ def test_fixed_point_resumes_exactly_where_it_stopped():
 @pytest.mark.parametrize("fixed_point_steps,direct_steps", [(0, 4), (0, 0), (5, 0)])
 def test_hybrid_phases_can_be_switched_off(fixed_point_steps, direct_steps):
     W, G = decaying_gradient_problem(256, 64, 0)
-    A, Lambda, info = hybrid(W, G, Lambda=None, alpha=0.01, steps=30, tol=1e-4, msign_fn=None,
-                             fixed_point_steps=fixed_point_steps, direct_steps=direct_steps)
+    A, Lambda, info = hybrid(
+        W,
+        G,
+        Lambda=None,
+        alpha=0.01,
+        steps=30,
+        tol=1e-4,
+        msign_fn=None,
+        fixed_point_steps=fixed_point_steps,
+        direct_steps=direct_steps,
+    )
     assert info["iterations"] <= 30
     assert tangent_residual(W, A) < 1e-4 and duality_gap(W, G, A, Lambda)["relative_gap"] < 1e-4

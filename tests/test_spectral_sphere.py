@@ -103,7 +103,7 @@ def test_sso_optimizer_moves_tangent_to_the_sphere():
             assert abs(float(u @ seen[-1][0] @ v)) < 1e-9
     finally:
         mp.undo()
-    assert SphereSet(1.5 ** 0.5).violation(W.detach()) < 1e-12
+    assert SphereSet(1.5**0.5).violation(W.detach()) < 1e-12
 
 
 @pytest.mark.slow
@@ -141,7 +141,7 @@ def test_lanczos_finds_the_top_eigenvalue():
 def test_descent_on_a_convex_problem_to_a_point_of_the_sphere():
     torch.manual_seed(6)
     for tangent in (False, True):
-        goal = SphereSet(2 ** 0.5).project(torch.randn(16, 8))
+        goal = SphereSet(2**0.5).project(torch.randn(16, 8))
         W = nn.Parameter(torch.randn(16, 8))
         opt = SpectralSphere([W], lr=0.05, momentum=0.9, tangent=tangent)
         losses = []
@@ -154,10 +154,18 @@ def test_descent_on_a_convex_problem_to_a_point_of_the_sphere():
         assert losses[-1] < 0.05 * losses[0], (tangent, losses[0], losses[-1])
 
 
-@pytest.mark.parametrize("kwargs,match", [({"radius": 0.0}, "radius"), ({"radius": -2.0}, "radius"),
-                                          ({"lr": float("nan")}, "lr"), ({"lr": float("inf")}, "lr"),
-                                          ({"tangent": 1}, "tangent"), ({"lanczos_steps": 0}, "lanczos_steps"),
-                                          ({"sso_evals": 0}, "sso_evals")])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"radius": 0.0}, "radius"),
+        ({"radius": -2.0}, "radius"),
+        ({"lr": float("nan")}, "lr"),
+        ({"lr": float("inf")}, "lr"),
+        ({"tangent": 1}, "tangent"),
+        ({"lanczos_steps": 0}, "lanczos_steps"),
+        ({"sso_evals": 0}, "sso_evals"),
+    ],
+)
 def test_bad_hyperparameters_are_refused_before_anything_changes(kwargs, match):
     W = nn.Parameter(torch.randn(6, 4))
     before = W.detach().clone()
@@ -182,10 +190,12 @@ def test_conv_kernels_are_out_by_rest_matrices_for_the_whole_family():
     from modman.optim import SPEL, Hyperball
 
     torch.manual_seed(7)
-    cases = [(SpectralSphere, {}, lambda M, M0: SphereSet((8 / 27) ** 0.5).violation(M)),
-             (SpectralSphere, {"tangent": True}, lambda M, M0: SphereSet((8 / 27) ** 0.5).violation(M)),
-             (Hyperball, {}, lambda M, M0: abs(float(M.norm() / M0.norm()) - 1)),
-             (SPEL, {}, lambda M, M0: Stiefel().violation(M))]
+    cases = [
+        (SpectralSphere, {}, lambda M, M0: SphereSet((8 / 27) ** 0.5).violation(M)),
+        (SpectralSphere, {"tangent": True}, lambda M, M0: SphereSet((8 / 27) ** 0.5).violation(M)),
+        (Hyperball, {}, lambda M, M0: abs(float(M.norm() / M0.norm()) - 1)),
+        (SPEL, {}, lambda M, M0: Stiefel().violation(M)),
+    ]
     for cls, kw, violation in cases:
         conv = nn.Conv2d(3, 8, 3, bias=False)
         opt = cls([conv.weight], lr=0.05, **kw)

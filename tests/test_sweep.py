@@ -12,10 +12,34 @@ from modman.experiments.sweep import LrSetting, parse_list, parse_lrs, run_sweep
 from modman.experiments.train import TrainConfig, train
 from modman.optim.modular import DEFAULT_LR
 
-TINY = dict(preset="tiny", batch_size=8, max_steps=10, log_every=5, eval_every=5, eval_batches=2, warmup_steps=2,
-            checkpoint_every=5, progress=False)
-FLAGS = ["--preset", "tiny", "--batch-size", "8", "--max-steps", "10", "--log-every", "5", "--eval-every", "5",
-         "--eval-batches", "2", "--warmup-steps", "2", "--no-progress"]
+TINY = dict(
+    preset="tiny",
+    batch_size=8,
+    max_steps=10,
+    log_every=5,
+    eval_every=5,
+    eval_batches=2,
+    warmup_steps=2,
+    checkpoint_every=5,
+    progress=False,
+)
+FLAGS = [
+    "--preset",
+    "tiny",
+    "--batch-size",
+    "8",
+    "--max-steps",
+    "10",
+    "--log-every",
+    "5",
+    "--eval-every",
+    "5",
+    "--eval-batches",
+    "2",
+    "--warmup-steps",
+    "2",
+    "--no-progress",
+]
 
 
 def test_parse_lrs_both_kinds_and_errors():
@@ -32,8 +56,9 @@ def test_parse_lrs_both_kinds_and_errors():
 
 
 def test_sweep_configs_name_every_run_and_refuse_what_the_sweep_sets(tmp_path):
-    configs = sweep_configs({**TINY, "out": str(tmp_path)}, ["baseline", "muon_all"], parse_lrs("1x,2x"), [0.0, 0.1],
-                            [0, 1])
+    configs = sweep_configs(
+        {**TINY, "out": str(tmp_path)}, ["baseline", "muon_all"], parse_lrs("1x,2x"), [0.0, 0.1], [0, 1]
+    )
     assert len(configs) == 16 and len({c.run_dir for c in configs}) == 16
     assert configs[0].run_dir == tmp_path / "baseline--lr-1x--wd-0--seed-0"
     assert configs[-1].run_dir.name == "muon_all--lr-2x--wd-0.1--seed-1" and configs[-1].lr_scale == 2.0
@@ -47,8 +72,10 @@ def test_sweep_configs_name_every_run_and_refuse_what_the_sweep_sets(tmp_path):
 def test_lr_scale_multiplies_every_lr_and_name_sets_the_folder(tmp_path):
     train(TrainConfig(**TINY, exp="muon_attention", out=str(tmp_path), lr_scale=2.0, name="scaled"))
     train(TrainConfig(**TINY, exp="muon_attention", out=str(tmp_path)))
-    scaled, plain = (json.loads((tmp_path / n / "metrics.jsonl").read_text().splitlines()[1])["lr"]
-                     for n in ("scaled", "muon_attention"))
+    scaled, plain = (
+        json.loads((tmp_path / n / "metrics.jsonl").read_text().splitlines()[1])["lr"]
+        for n in ("scaled", "muon_attention")
+    )
     assert set(scaled) == {"embedding", "head", "attention", "ffn", "norm"}
     assert all(scaled[r] == pytest.approx(2 * plain[r]) for r in scaled)
     assert plain["attention"] / plain["ffn"] == pytest.approx(DEFAULT_LR["muon"] / DEFAULT_LR["adamw"])
@@ -59,14 +86,30 @@ def test_lr_scale_multiplies_every_lr_and_name_sets_the_folder(tmp_path):
 
 @pytest.mark.slow
 def test_sweep_cli_runs_skips_finished_and_analyzes(tmp_path, capsys):
-    argv = ["sweep", "--exp", "baseline,stiefel_all", "--lrs", "1x", "--weight-decays", "0,0.1", "--seeds", "0",
-            "--out", str(tmp_path), *FLAGS]
+    argv = [
+        "sweep",
+        "--exp",
+        "baseline,stiefel_all",
+        "--lrs",
+        "1x",
+        "--weight-decays",
+        "0,0.1",
+        "--seeds",
+        "0",
+        "--out",
+        str(tmp_path),
+        *FLAGS,
+    ]
     assert main(argv) == 0
     err = capsys.readouterr().err
     assert "[4/4]" in err and "skipped" not in err
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == ["baseline--lr-1x--wd-0--seed-0", "baseline--lr-1x--wd-0.1--seed-0",
-                     "stiefel_all--lr-1x--wd-0--seed-0", "stiefel_all--lr-1x--wd-0.1--seed-0"]
+    assert names == [
+        "baseline--lr-1x--wd-0--seed-0",
+        "baseline--lr-1x--wd-0.1--seed-0",
+        "stiefel_all--lr-1x--wd-0--seed-0",
+        "stiefel_all--lr-1x--wd-0.1--seed-0",
+    ]
     before = (tmp_path / names[0] / "summary.json").stat().st_mtime_ns
     assert main(argv + ["--analyze"]) == 0
     out, err = capsys.readouterr()
@@ -80,7 +123,12 @@ def test_sweep_cli_runs_skips_finished_and_analyzes(tmp_path, capsys):
 def test_sweep_does_not_rerun_a_diverged_run_and_refuses_other_settings(tmp_path, monkeypatch):
     (cfg,) = sweep_configs({**TINY, "out": str(tmp_path)}, ["baseline"], parse_lrs("1x"), [0.1], [0])
     cfg.run_dir.mkdir(parents=True)
-    summary = {"experiment": "baseline", "status": "diverged", "steps": 3, "config": __import__("dataclasses").asdict(cfg)}
+    summary = {
+        "experiment": "baseline",
+        "status": "diverged",
+        "steps": 3,
+        "config": __import__("dataclasses").asdict(cfg),
+    }
     (cfg.run_dir / "summary.json").write_text(json.dumps(summary))
     monkeypatch.setattr("modman.experiments.sweep.train", lambda *a, **k: pytest.fail("a diverged run was re-run"))
     lines = []
@@ -94,13 +142,16 @@ def test_sweep_does_not_rerun_a_diverged_run_and_refuses_other_settings(tmp_path
         run_sweep([other], log=lines.append)
 
 
-@pytest.mark.parametrize("argv, match", [
-    (["--exp", "nope"], "unknown experiment"),
-    (["--lrs", "1x,0.1"], "mixes"),
-    (["--seeds", "a"], "--seeds"),
-    (["--weight-decays", "x"], "--weight-decays"),
-    (["--device", "tpu"], "--device"),
-])
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (["--exp", "nope"], "unknown experiment"),
+        (["--lrs", "1x,0.1"], "mixes"),
+        (["--seeds", "a"], "--seeds"),
+        (["--weight-decays", "x"], "--weight-decays"),
+        (["--device", "tpu"], "--device"),
+    ],
+)
 def test_sweep_bad_options_are_one_line_errors(tmp_path, capsys, argv, match):
     assert main(["sweep", "--out", str(tmp_path), *FLAGS, *argv]) == 2
     err = capsys.readouterr().err

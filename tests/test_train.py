@@ -16,8 +16,17 @@ from modman.experiments.train import TrainConfig, TrainingDiverged, batch_at, lr
 from modman.optim import EXPERIMENTS
 from modman.optim.modular import DEFAULT_LR
 
-TINY = dict(preset="tiny", batch_size=8, max_steps=20, log_every=5, eval_every=10, eval_batches=2, warmup_steps=5,
-            checkpoint_every=10, progress=False)
+TINY = dict(
+    preset="tiny",
+    batch_size=8,
+    max_steps=20,
+    log_every=5,
+    eval_every=10,
+    eval_batches=2,
+    warmup_steps=5,
+    checkpoint_every=10,
+    progress=False,
+)
 
 
 def cfg(tmp_path, **kw):
@@ -67,12 +76,30 @@ def test_output_files_hold_the_documented_keys(tmp_path):
     matrices = [n for n, p in _model_params(summary) if p.ndim >= 2]
     assert len(spectra) == 3 * len(matrices)
     for s in spectra:
-        assert {"name", "role", "rule", "shape", "sv_min", "sv_median", "sv_max", "fro_norm",
-                "condition_number"} <= set(s)
+        assert {
+            "name",
+            "role",
+            "rule",
+            "shape",
+            "sv_min",
+            "sv_median",
+            "sv_max",
+            "fro_norm",
+            "condition_number",
+        } <= set(s)
         if s["rule"] == "manifold_muon":
             assert s["sv_min"] == pytest.approx(1, abs=1e-4) and s["sv_max"] == pytest.approx(1, abs=1e-4)
-    keys = {"experiment", "steps", "final_train_loss", "final_val_loss", "final_val_ppl", "tokens_per_sec",
-            "wall_seconds", "config", "versions"}
+    keys = {
+        "experiment",
+        "steps",
+        "final_train_loss",
+        "final_val_loss",
+        "final_val_ppl",
+        "tokens_per_sec",
+        "wall_seconds",
+        "config",
+        "versions",
+    }
     on_disk = json.loads((run / "summary.json").read_text())
     assert keys <= set(on_disk) and on_disk["config"]["exp"] == "manifold_muon"
     assert on_disk["final_val_loss"] == metrics[-1]["val_loss"]
@@ -112,8 +139,9 @@ def test_interrupt_and_resume_equals_the_uninterrupted_run(tmp_path, exp):
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
     for name in ("metrics.jsonl", "spectra.jsonl"):
-        assert _without_timings(records(tmp_path / "straight" / exp / name)) == \
-            _without_timings(records(tmp_path / "broken" / exp / name))
+        assert _without_timings(records(tmp_path / "straight" / exp / name)) == _without_timings(
+            records(tmp_path / "broken" / exp / name)
+        )
     # resuming a finished run changes nothing
     assert train(cfg(tmp_path / "broken", exp=exp), resume=True)["steps"] == 20
 
@@ -154,8 +182,9 @@ def test_resume_after_sigkill_reaches_the_same_final_state(tmp_path):
     assert b["step"] == 300
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
-    assert _without_timings(records(tmp_path / "straight" / "muon_all" / "metrics.jsonl")) == \
-        _without_timings(records(tmp_path / "killed" / "muon_all" / "metrics.jsonl"))
+    assert _without_timings(records(tmp_path / "straight" / "muon_all" / "metrics.jsonl")) == _without_timings(
+        records(tmp_path / "killed" / "muon_all" / "metrics.jsonl")
+    )
 
 
 def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):

@@ -21,10 +21,32 @@ from modman.cli import main
 from modman.experiments.checkpoint import load_checkpoint, save_checkpoint
 from modman.experiments.train import TRAIN_EXPERIMENTS, TrainConfig, TrainingDiverged, train
 
-TINY = dict(preset="tiny", batch_size=8, max_steps=20, log_every=5, eval_every=10, eval_batches=2, warmup_steps=5,
-            checkpoint_every=10, progress=False)
-FLAGS = ["--preset", "tiny", "--batch-size", "8", "--log-every", "5", "--eval-every", "10", "--eval-batches", "2",
-         "--warmup-steps", "5", "--no-progress"]
+TINY = dict(
+    preset="tiny",
+    batch_size=8,
+    max_steps=20,
+    log_every=5,
+    eval_every=10,
+    eval_batches=2,
+    warmup_steps=5,
+    checkpoint_every=10,
+    progress=False,
+)
+FLAGS = [
+    "--preset",
+    "tiny",
+    "--batch-size",
+    "8",
+    "--log-every",
+    "5",
+    "--eval-every",
+    "10",
+    "--eval-batches",
+    "2",
+    "--warmup-steps",
+    "5",
+    "--no-progress",
+]
 
 
 def cfg(tmp_path, **kw):
@@ -133,8 +155,21 @@ def test_a_damaged_checkpoint_on_resume_is_one_line_naming_it(tmp_path, capsys, 
         data.write_bytes(bytes(raw))
     else:
         data.unlink()
-    code = main(["train", "--exp", "muon_all", "--out", str(tmp_path), "--max-steps", "20", "--checkpoint-every",
-                 "10", "--resume"] + FLAGS)
+    code = main(
+        [
+            "train",
+            "--exp",
+            "muon_all",
+            "--out",
+            str(tmp_path),
+            "--max-steps",
+            "20",
+            "--checkpoint-every",
+            "10",
+            "--resume",
+        ]
+        + FLAGS
+    )
     err = one_line_error(capsys)
     assert code == 2 and "checkpoint-00000010 cannot be read" in err and "move it" in err
 
@@ -144,8 +179,21 @@ def test_a_pointer_outside_the_run_folder_is_refused(tmp_path, capsys):
         train(cfg(tmp_path / name, exp="muon_all"), stop_after=10)
     pointer = tmp_path / "victim" / "muon_all" / "checkpoint.json"
     pointer.write_text(json.dumps({"step": 10, "dir": "../../other/muon_all/checkpoint-00000010"}))
-    code = main(["train", "--exp", "muon_all", "--out", str(tmp_path / "victim"), "--max-steps", "20",
-                 "--checkpoint-every", "10", "--resume"] + FLAGS)
+    code = main(
+        [
+            "train",
+            "--exp",
+            "muon_all",
+            "--out",
+            str(tmp_path / "victim"),
+            "--max-steps",
+            "20",
+            "--checkpoint-every",
+            "10",
+            "--resume",
+        ]
+        + FLAGS
+    )
     err = one_line_error(capsys)
     assert code == 2 and "not a checkpoint folder of this run" in err
 
@@ -165,8 +213,9 @@ def test_a_full_disk_during_a_save_keeps_the_previous_checkpoint_and_says_so(tmp
         return real_save(*args, **kwargs)
 
     monkeypatch.setattr(checkpoint_module.dcp, "save", full_disk)
-    code = main(["train", "--exp", "muon_all", "--out", str(tmp_path), "--max-steps", "20", "--checkpoint-every",
-                 "10"] + FLAGS)
+    code = main(
+        ["train", "--exp", "muon_all", "--out", str(tmp_path), "--max-steps", "20", "--checkpoint-every", "10"] + FLAGS
+    )
     err = one_line_error(capsys)
     assert code == 2 and "No space left on device" in err and "checkpoint-00000010 is kept" in err
     assert "--resume" in err and load_checkpoint(run)["step"] == 10
@@ -189,8 +238,21 @@ def test_a_damaged_summary_of_a_finished_run_is_written_again_and_a_damaged_log_
     assert again["final_val_loss"] == first["final_val_loss"] and json.loads((run / "summary.json").read_text())
     train(cfg(tmp_path / "partial", exp="baseline", max_steps=20), stop_after=10)
     (tmp_path / "partial" / "baseline" / "metrics.jsonl").write_bytes(b"\x80\x81 not text")
-    code = main(["train", "--exp", "baseline", "--out", str(tmp_path / "partial"), "--max-steps", "20",
-                 "--checkpoint-every", "10", "--resume"] + FLAGS)
+    code = main(
+        [
+            "train",
+            "--exp",
+            "baseline",
+            "--out",
+            str(tmp_path / "partial"),
+            "--max-steps",
+            "20",
+            "--checkpoint-every",
+            "10",
+            "--resume",
+        ]
+        + FLAGS
+    )
     err = one_line_error(capsys)
     assert code == 2 and "metrics.jsonl is not text" in err
 
@@ -203,15 +265,18 @@ def test_save_checkpoint_error_without_an_earlier_checkpoint(tmp_path, monkeypat
 
 
 # ------------------------------------------------------------------------------------------------ config types
-@pytest.mark.parametrize("settings,match", [
-    ({"batch_size": True}, "'batch_size' is True \\(bool\\); it must be an integer"),
-    ({"data": 5}, "'data' is 5 \\(int\\); it must be a string or null"),
-    ({"weight_decay": None}, "'weight_decay' is None .*it must be a number"),
-    ({"progress": "no"}, "'progress' is 'no' \\(str\\); it must be true or false"),
-    ({"role_lr": "attention"}, "'role_lr' is 'attention' .*a table"),
-    ({"role_lr": {"attention": "fast"}}, "'role_lr'"),
-    ({"max_steps": 10.5}, "'max_steps' is 10.5"),
-])
+@pytest.mark.parametrize(
+    "settings,match",
+    [
+        ({"batch_size": True}, "'batch_size' is True \\(bool\\); it must be an integer"),
+        ({"data": 5}, "'data' is 5 \\(int\\); it must be a string or null"),
+        ({"weight_decay": None}, "'weight_decay' is None .*it must be a number"),
+        ({"progress": "no"}, "'progress' is 'no' \\(str\\); it must be true or false"),
+        ({"role_lr": "attention"}, "'role_lr' is 'attention' .*a table"),
+        ({"role_lr": {"attention": "fast"}}, "'role_lr'"),
+        ({"max_steps": 10.5}, "'max_steps' is 10.5"),
+    ],
+)
 def test_config_values_of_the_wrong_type_name_key_value_and_type(tmp_path, capsys, settings, match):
     path = tmp_path / "c.json"
     path.write_text(json.dumps(settings))

@@ -30,11 +30,13 @@ def _parse_dict(text: str) -> dict[str, float]:
 
 def _list_of(kind):
     """argparse type: ``"1,2,3"`` → ``[kind("1"), ...]`` with an error naming the bad item."""
+
     def parse(text: str) -> list:
         try:
             return [kind(x) for x in text.split(",") if x.strip()]
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of {kind.__name__}s") from None
+
     return parse
 
 
@@ -54,8 +56,9 @@ def _lr_grids(text: str) -> dict[str, list[float]]:
     return out
 
 
-def add_dataclass_arguments(parser: argparse.ArgumentParser, cls, *, suppress_defaults: bool = False,
-                            exclude: tuple[str, ...] = ()) -> None:
+def add_dataclass_arguments(
+    parser: argparse.ArgumentParser, cls, *, suppress_defaults: bool = False, exclude: tuple[str, ...] = ()
+) -> None:
     """One ``--flag`` per field of the config dataclass ``cls`` (lists comma-separated, dicts ``k=v,...``).
 
     ``--snake_case`` spellings are accepted too. With ``suppress_defaults`` a flag that is not given is
@@ -67,9 +70,16 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls, *, suppress_de
             continue
         flags = ["--" + f.name.replace("_", "-")] + (["--" + f.name] if "_" in f.name else [])
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-        shown = ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in default) if isinstance(default, list) else default
-        kw = {"dest": f.name, "default": argparse.SUPPRESS if suppress_defaults else default,
-              "help": (f.metadata["help"] + "; " if "help" in f.metadata else "") + f"default: {shown}"}
+        shown = (
+            ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in default)
+            if isinstance(default, list)
+            else default
+        )
+        kw = {
+            "dest": f.name,
+            "default": argparse.SUPPRESS if suppress_defaults else default,
+            "help": (f.metadata["help"] + "; " if "help" in f.metadata else "") + f"default: {shown}",
+        }
         hint = hints[f.name]
         if typing.get_origin(hint) is list:
             parser.add_argument(*flags, metavar="A,B,...", type=_list_of((typing.get_args(hint) or (str,))[0]), **kw)
@@ -86,83 +96,135 @@ def build_parser() -> argparse.ArgumentParser:
     from .experiments.demo import DemoConfig
 
     parser = argparse.ArgumentParser(prog="modman", description="Modular manifolds for PyTorch.")
-    parser.add_argument("--debug", action="store_true",
-                        help="show the traceback of every error (by default a mistake in the options, files or "
-                             "state is one line)")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="show the traceback of every error (by default a mistake in the options, files or state is one line)",
+    )
     sub = parser.add_subparsers(dest="command")
-    demo = sub.add_parser("demo", help="train a small byte-level model on the embedded corpus with each optimizer",
-                          description="Train one byte-level MLP on the embedded Shakespeare text (or --data) "
-                                      "with each optimizer from the same start, and print a comparison table.")
+    demo = sub.add_parser(
+        "demo",
+        help="train a small byte-level model on the embedded corpus with each optimizer",
+        description="Train one byte-level MLP on the embedded Shakespeare text (or --data) "
+        "with each optimizer from the same start, and print a comparison table.",
+    )
     add_dataclass_arguments(demo, DemoConfig)
     demo.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
     from .experiments.train import TRAIN_EXPERIMENTS as EXPERIMENTS
     from .experiments.train import TrainConfig
 
-    train = sub.add_parser("train", help="train the LLaMA-style decoder with one of seed 002's experiments",
-                           description="Train the byte-level LLaMA-style decoder on the embedded Shakespeare text "
-                                       "(or --data) with one experiment's per-role optimizers; writes "
-                                       "OUT/EXP/{metrics.jsonl,spectra.jsonl,summary.json,checkpoint-STEP/,"
-                                       "tensorboard/}. "
-                                       f"Experiments: {', '.join(EXPERIMENTS)}.")
+    train = sub.add_parser(
+        "train",
+        help="train the LLaMA-style decoder with one of seed 002's experiments",
+        description="Train the byte-level LLaMA-style decoder on the embedded Shakespeare text "
+        "(or --data) with one experiment's per-role optimizers; writes "
+        "OUT/EXP/{metrics.jsonl,spectra.jsonl,summary.json,checkpoint-STEP/,"
+        "tensorboard/}. "
+        f"Experiments: {', '.join(EXPERIMENTS)}.",
+    )
     add_dataclass_arguments(train, TrainConfig, suppress_defaults=True)
     train.add_argument("--all", action="store_true", help="run every experiment, one after the other")
-    train.add_argument("--resume", action="store_true",
-                       help="continue OUT/EXP from its last checkpoint (finished runs are skipped)")
+    train.add_argument(
+        "--resume", action="store_true", help="continue OUT/EXP from its last checkpoint (finished runs are skipped)"
+    )
     train.add_argument("--config", metavar="FILE", help="a JSON or TOML file of settings; flags override it")
     from .experiments.cifar import CifarConfig
 
-    cifar = sub.add_parser("cifar", help="seed 003's CIFAR-10 MLP with manifold Muon, hyperspherical descent or AdamW",
-                           description="Train the bias-free MLP 3072-128-64-10 on CIFAR-10 (DATA_DIR/cifar-10-batches-py) "
-                                       "and write OUT/update-U-lr-LR-wd-WD-seed-S.json with the seed's fields.")
+    cifar = sub.add_parser(
+        "cifar",
+        help="seed 003's CIFAR-10 MLP with manifold Muon, hyperspherical descent or AdamW",
+        description="Train the bias-free MLP 3072-128-64-10 on CIFAR-10 (DATA_DIR/cifar-10-batches-py) "
+        "and write OUT/update-U-lr-LR-wd-WD-seed-S.json with the seed's fields.",
+    )
     add_dataclass_arguments(cifar, CifarConfig)
-    cifar.add_argument("--sweep", action="store_true", help="run every rule over --lrs and --seeds (finished runs "
-                       "are skipped), then write OUT/sweep.png and OUT/sweep.json")
-    cifar.add_argument("--seeds", default=[0, 1, 2], type=_list_of(int), metavar="A,B,...",
-                       help="seeds of the sweep (default: 0,1,2)")
-    cifar.add_argument("--lrs", default={}, type=_lr_grids, metavar="RULE=LR:LR:...,...",
-                       help="lr grids of the sweep, e.g. adam=1e-3:3e-3,manifold_muon=0.1 (default: a 5-point grid per rule)")
-    sweep = sub.add_parser("sweep", help="train experiments x lrs x weight decays x seeds (resumable)",
-                           description="Run every combination as a modman train run in OUT/EXP--lr-L--wd-W--seed-S/ "
-                                       "(finished runs are skipped, partial ones resumed); then modman analyze OUT "
-                                       "compares each experiment at its best setting.")
-    sweep.add_argument("--exp", default=",".join(EXPERIMENTS), metavar="A,B,...",
-                       help=f"experiments (default: all {len(EXPERIMENTS)})")
-    sweep.add_argument("--lrs", default="1x", help="0.5x,1x,2x: multiples of each experiment's default lrs, or "
-                       "0.01,0.02: the lr of its attention and FFN matrices (default: 1x)")
-    sweep.add_argument("--weight-decays", "--weight_decays", dest="weight_decays", default="0.1",
-                       help="weight decays (default: 0.1)")
+    cifar.add_argument(
+        "--sweep",
+        action="store_true",
+        help="run every rule over --lrs and --seeds (finished runs "
+        "are skipped), then write OUT/sweep.png and OUT/sweep.json",
+    )
+    cifar.add_argument(
+        "--seeds", default=[0, 1, 2], type=_list_of(int), metavar="A,B,...", help="seeds of the sweep (default: 0,1,2)"
+    )
+    cifar.add_argument(
+        "--lrs",
+        default={},
+        type=_lr_grids,
+        metavar="RULE=LR:LR:...,...",
+        help="lr grids of the sweep, e.g. adam=1e-3:3e-3,manifold_muon=0.1 (default: a 5-point grid per rule)",
+    )
+    sweep = sub.add_parser(
+        "sweep",
+        help="train experiments x lrs x weight decays x seeds (resumable)",
+        description="Run every combination as a modman train run in OUT/EXP--lr-L--wd-W--seed-S/ "
+        "(finished runs are skipped, partial ones resumed); then modman analyze OUT "
+        "compares each experiment at its best setting.",
+    )
+    sweep.add_argument(
+        "--exp", default=",".join(EXPERIMENTS), metavar="A,B,...", help=f"experiments (default: all {len(EXPERIMENTS)})"
+    )
+    sweep.add_argument(
+        "--lrs",
+        default="1x",
+        help="0.5x,1x,2x: multiples of each experiment's default lrs, or "
+        "0.01,0.02: the lr of its attention and FFN matrices (default: 1x)",
+    )
+    sweep.add_argument(
+        "--weight-decays", "--weight_decays", dest="weight_decays", default="0.1", help="weight decays (default: 0.1)"
+    )
     sweep.add_argument("--seeds", default="0", help="seeds (default: 0)")
     sweep.add_argument("--config", metavar="FILE", help="a JSON or TOML file of the other settings; flags override it")
     sweep.add_argument("--analyze", action="store_true", help="write OUT/report/ when the sweep is done")
-    add_dataclass_arguments(sweep, TrainConfig, suppress_defaults=True,
-                            exclude=("exp", "name", "lr", "lr_scale", "weight_decay", "seed"))
-    analyze = sub.add_parser("analyze", help="report on a folder of runs: figures and seed 002's hypotheses H1-H5",
-                             description="Read every run under DIR (metrics.jsonl, spectra.jsonl, summary.json) and "
-                                         "write DIR/report/report.md with PNG figures (and report.html with --html).")
+    add_dataclass_arguments(
+        sweep, TrainConfig, suppress_defaults=True, exclude=("exp", "name", "lr", "lr_scale", "weight_decay", "seed")
+    )
+    analyze = sub.add_parser(
+        "analyze",
+        help="report on a folder of runs: figures and seed 002's hypotheses H1-H5",
+        description="Read every run under DIR (metrics.jsonl, spectra.jsonl, summary.json) and "
+        "write DIR/report/report.md with PNG figures (and report.html with --html).",
+    )
     analyze.add_argument("dir", metavar="DIR", help="the --out folder of modman train or modman sweep")
-    analyze.add_argument("--html", action="store_true", help="also write DIR/report/report.html, one self-contained page")
+    analyze.add_argument(
+        "--html", action="store_true", help="also write DIR/report/report.html, one self-contained page"
+    )
     from .experiments.lr_transfer import TransferConfig
 
-    transfer = sub.add_parser("lr-transfer", help="does the best lr move with width? modular budgets vs AdamW",
-                              description="Train the MLP in -> w -> 10 (--depth hidden layers) on pooled CIFAR-10 at each width over an "
-                                          "lr grid, as a modman.modular MLP with ModularDescent and as a torch MLP "
-                                          "with AdamW; writes OUT/*.json, OUT/transfer.png, OUT/transfer.json.")
+    transfer = sub.add_parser(
+        "lr-transfer",
+        help="does the best lr move with width? modular budgets vs AdamW",
+        description="Train the MLP in -> w -> 10 (--depth hidden layers) on pooled CIFAR-10 at each width over an "
+        "lr grid, as a modman.modular MLP with ModularDescent and as a torch MLP "
+        "with AdamW; writes OUT/*.json, OUT/transfer.png, OUT/transfer.json.",
+    )
     add_dataclass_arguments(transfer, TransferConfig)
     roles = sub.add_parser("roles", help="print each parameter's role and the rule an experiment gives it")
     roles.add_argument("--preset", default="small", help="model preset (default: small)")
     roles.add_argument("--exp", default="baseline", help="experiment whose rules to show (default: baseline)")
-    roles.add_argument("--model", default="modman", help="modman, or hf:gpt2|hf:llama|hf:qwen2|hf:qwen3|hf:mistral "
-                       "(default: modman)")
-    bench = sub.add_parser("bench", help="run a benchmark from a source checkout (python -m benchmarks.NAME)",
-                           description="Run benchmarks/NAME.py of a modman source checkout (the current "
-                                       "folder); options after NAME go to the benchmark (--device, --quick, ...).")
+    roles.add_argument(
+        "--model", default="modman", help="modman, or hf:gpt2|hf:llama|hf:qwen2|hf:qwen3|hf:mistral (default: modman)"
+    )
+    bench = sub.add_parser(
+        "bench",
+        help="run a benchmark from a source checkout (python -m benchmarks.NAME)",
+        description="Run benchmarks/NAME.py of a modman source checkout (the current "
+        "folder); options after NAME go to the benchmark (--device, --quick, ...).",
+    )
     bench.add_argument("name", choices=BENCHMARKS + ("all",))
     bench.add_argument("options", nargs=argparse.REMAINDER)
     return parser
 
 
-BENCHMARKS = ("msign_accuracy", "solvers", "optimizer_step", "real_gradients", "lanes_train", "train_speed", "stiefel_drift",
-              "constrained_step")
+BENCHMARKS = (
+    "msign_accuracy",
+    "solvers",
+    "optimizer_step",
+    "real_gradients",
+    "lanes_train",
+    "train_speed",
+    "stiefel_drift",
+    "constrained_step",
+)
 
 
 def _run_bench(args: argparse.Namespace) -> int:
@@ -170,12 +232,15 @@ def _run_bench(args: argparse.Namespace) -> int:
 
     folder = Path.cwd() / "benchmarks"
     if not (folder / "__init__.py").is_file():
-        raise UserError(f"no benchmarks/ folder in {Path.cwd()}: the benchmarks ship with modman's source, not "
-                        "with the installed package; cd into a source checkout (the folder holding pyproject.toml "
-                        "and benchmarks/) and run 'modman bench NAME' or 'python -m benchmarks.NAME' there")
+        raise UserError(
+            f"no benchmarks/ folder in {Path.cwd()}: the benchmarks ship with modman's source, not "
+            "with the installed package; cd into a source checkout (the folder holding pyproject.toml "
+            "and benchmarks/) and run 'modman bench NAME' or 'python -m benchmarks.NAME' there"
+        )
     if "benchmarks" not in sys.modules:  # the checkout's benchmarks package, without putting the cwd on sys.path
-        spec = importlib.util.spec_from_file_location("benchmarks", folder / "__init__.py",
-                                                      submodule_search_locations=[str(folder)])
+        spec = importlib.util.spec_from_file_location(
+            "benchmarks", folder / "__init__.py", submodule_search_locations=[str(folder)]
+        )
         sys.modules["benchmarks"] = module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
     for name in BENCHMARKS if args.name == "all" else (args.name,):
@@ -194,10 +259,13 @@ def _run_demo(args: argparse.Namespace) -> int:
     cfg = DemoConfig(**{k: v for k, v in vars(args).items() if k in fields})
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"--device {cfg.device}: CUDA is not available on this machine; use --device cpu")
-    print(f"modman demo: {cfg.steps} steps, batch {cfg.batch_size}, hidden {cfg.hidden}, device {cfg.device}",
-          file=sys.stderr)
-    results = run_demo(cfg, progress=lambda r: print(f"  {r['optimizer']}: val loss {r['val_loss']:.3f}",
-                                                     file=sys.stderr, flush=True))
+    print(
+        f"modman demo: {cfg.steps} steps, batch {cfg.batch_size}, hidden {cfg.hidden}, device {cfg.device}",
+        file=sys.stderr,
+    )
+    results = run_demo(
+        cfg, progress=lambda r: print(f"  {r['optimizer']}: val loss {r['val_loss']:.3f}", file=sys.stderr, flush=True)
+    )
     print(format_table(results))
     if args.json:
         write_json_atomic(args.json, {"config": dataclasses.asdict(cfg), "results": results})
@@ -226,8 +294,9 @@ def _run_cifar(args: argparse.Namespace) -> int:
     cfg = CifarConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(CifarConfig)})
     if args.sweep:
         return _run_cifar_sweep(cfg, args)
-    result = run_cifar(cfg, progress=lambda e, loss, t: print(f"epoch {e}: loss {loss:.4f}, {t:.1f} s",
-                                                              file=sys.stderr, flush=True))
+    result = run_cifar(
+        cfg, progress=lambda e, loss, t: print(f"epoch {e}: loss {loss:.4f}, {t:.1f} s", file=sys.stderr, flush=True)
+    )
     path = Path(cfg.out) / result_name(cfg)
     write_json_atomic(path, result)
     print(f"{cfg.update} lr {cfg.lr}: test {result['test_acc']:.2f} %, train {result['train_acc']:.2f} % -> {path}")
@@ -256,8 +325,13 @@ def _run_sweep(args: argparse.Namespace) -> int:
     settings = load_config_file(args.config) if args.config else {}
     settings.update({k: v for k, v in vars(args).items() if k in fields and k != "exp"})
     exps = [e.strip() for e in args.exp.split(",") if e.strip()]
-    configs = sweep_configs(settings, exps, parse_lrs(args.lrs), parse_list(args.weight_decays, float, "--weight-decays"),
-                            parse_list(args.seeds, int, "--seeds"))
+    configs = sweep_configs(
+        settings,
+        exps,
+        parse_lrs(args.lrs),
+        parse_list(args.weight_decays, float, "--weight-decays"),
+        parse_list(args.seeds, int, "--seeds"),
+    )
     summaries = run_sweep(configs)
     print(format_summaries(summaries))
     if args.analyze:
@@ -312,8 +386,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    run = {"demo": _run_demo, "bench": _run_bench, "train": _run_train, "roles": _run_roles, "cifar": _run_cifar,
-           "sweep": _run_sweep, "analyze": _run_analyze, "lr-transfer": _run_lr_transfer}[args.command]
+    run = {
+        "demo": _run_demo,
+        "bench": _run_bench,
+        "train": _run_train,
+        "roles": _run_roles,
+        "cifar": _run_cifar,
+        "sweep": _run_sweep,
+        "analyze": _run_analyze,
+        "lr-transfer": _run_lr_transfer,
+    }[args.command]
     try:
         return run(args)
     except (UserError, OSError) as e:  # a mistake the user can fix: one line (a bug shows its traceback)

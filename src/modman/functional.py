@@ -16,8 +16,15 @@ from .optim.constrained import hyperball_update
 from .rules import hyperspherical_direction, manifold_muon_direction, muon_direction
 from .rules.spectral_sphere import SSO_MAX_EVALS, sso_direction
 
-__all__ = ["hyperspherical_descent", "manifold_muon", "muon", "spectral_descent", "spectral_sphere_step",
-           "hyperball_step", "spel_step"]
+__all__ = [
+    "hyperspherical_descent",
+    "manifold_muon",
+    "muon",
+    "spectral_descent",
+    "spectral_sphere_step",
+    "hyperball_step",
+    "spel_step",
+]
 
 
 @torch.no_grad()
@@ -54,7 +61,8 @@ def manifold_muon(
     fixed point where it is not; ``modman.rules.manifold_muon_solvers``): one call has no multiplier of a
     previous step to start from, which the optimizers' ``"auto"`` (``tracking`` on non-square W) needs.
     With the seed's solver, ``msign_dtype=torch.bfloat16`` runs the seed's half-precision msign (each
-    product rounded once, as torch.optim.Muon does; the default computes msign in float32). With ``eta=0`` and a zero G this is the seed's
+    product rounded once, as torch.optim.Muon does; the default computes msign in float32). With ``eta=0`` and a zero
+    G this is the seed's
     projection onto Stiefel.
 
     Returns:
@@ -76,25 +84,45 @@ def manifold_muon(
 
 
 @torch.no_grad()
-def muon(W: torch.Tensor, G: torch.Tensor, eta: float = 0.02, *, msign_steps: int | None = None,
-         msign_method: str = "polar_express") -> torch.Tensor:
+def muon(
+    W: torch.Tensor,
+    G: torch.Tensor,
+    eta: float = 0.02,
+    *,
+    msign_steps: int | None = None,
+    msign_method: str = "polar_express",
+) -> torch.Tensor:
     """``W ← W − η·msign(G)`` (no momentum; see ``modman.optim.Muon`` for the optimizer)."""
     A, _ = muon_direction(G, msign_fn=partial(msign, steps=msign_steps, method=msign_method))
     return W - eta * A
 
 
 @torch.no_grad()
-def spectral_descent(W: torch.Tensor, G: torch.Tensor, eta: float = 0.1, radius: float = 1.0, *,
-                     msign_steps: int | None = None, msign_method: str = "polar_express") -> torch.Tensor:
+def spectral_descent(
+    W: torch.Tensor,
+    G: torch.Tensor,
+    eta: float = 0.1,
+    radius: float = 1.0,
+    *,
+    msign_steps: int | None = None,
+    msign_method: str = "polar_express",
+) -> torch.Tensor:
     """``W ← clip_r(W − η·msign(G))``: Muon's step, then singular values clipped to at most r."""
     A, _ = muon_direction(G, msign_fn=partial(msign, steps=msign_steps, method=msign_method))
     return SpectralBall(radius).retract(W - eta * A)
 
 
 @torch.no_grad()
-def spectral_sphere_step(W: torch.Tensor, G: torch.Tensor, eta: float = 0.02, radius: float = 1.0, *,
-                         tangent: bool = False, msign_steps: int | None = None,
-                         msign_method: str = "polar_express") -> torch.Tensor:
+def spectral_sphere_step(
+    W: torch.Tensor,
+    G: torch.Tensor,
+    eta: float = 0.02,
+    radius: float = 1.0,
+    *,
+    tangent: bool = False,
+    msign_steps: int | None = None,
+    msign_method: str = "polar_express",
+) -> torch.Tensor:
     """``W ← R·V/σ_max(V)``, ``V = W − η·R·Φ``: the spectral sphere σ_max = R (``modman.optim.SpectralSphere``).
 
     ``Φ = msign(G)``, or with ``tangent=True`` SSO's ``msign(G + λΘ)`` tangent at W (Θ = u₁v₁ᵀ of W, λ solved
@@ -114,8 +142,15 @@ def spectral_sphere_step(W: torch.Tensor, G: torch.Tensor, eta: float = 0.02, ra
 
 
 @torch.no_grad()
-def hyperball_step(W: torch.Tensor, G: torch.Tensor, eta: float = 0.01, norm: float | None = None, *,
-                   msign_steps: int | None = None, msign_method: str = "polar_express") -> torch.Tensor:
+def hyperball_step(
+    W: torch.Tensor,
+    G: torch.Tensor,
+    eta: float = 0.01,
+    norm: float | None = None,
+    *,
+    msign_steps: int | None = None,
+    msign_method: str = "polar_express",
+) -> torch.Tensor:
     """``W ← R·V/‖V‖_F``, ``V = W − η·R·U/‖U‖_F``, ``U = msign(G)``; R = ``norm``, or ‖W‖_F when None
     (``modman.optim.Hyperball``)."""
     U, _ = muon_direction(G, msign_fn=partial(msign, steps=msign_steps, method=msign_method))
@@ -124,8 +159,15 @@ def hyperball_step(W: torch.Tensor, G: torch.Tensor, eta: float = 0.01, norm: fl
 
 
 @torch.no_grad()
-def spel_step(W: torch.Tensor, G: torch.Tensor, eta: float = 0.05, radius: float = 1.0, *,
-              msign_steps: int | None = None, msign_method: str = "polar_express") -> torch.Tensor:
+def spel_step(
+    W: torch.Tensor,
+    G: torch.Tensor,
+    eta: float = 0.05,
+    radius: float = 1.0,
+    *,
+    msign_steps: int | None = None,
+    msign_method: str = "polar_express",
+) -> torch.Tensor:
     """``W ← r·msign(W − η·msign(G))``: Muon's step, then the polar factor (``modman.optim.SPEL``)."""
     fn = partial(msign, steps=msign_steps, method=msign_method)
     A, _ = muon_direction(G, msign_fn=fn)

@@ -22,7 +22,16 @@ import torch
 
 from .errors import UserError
 
-__all__ = ["msign", "fast_bfloat16", "unit_scaled", "times_power_of_two", "METHODS", "DEFAULT_STEPS", "POLAR_EXPRESS_COEFFICIENTS", "NEWTON_SCHULZ_COEFFICIENTS"]
+__all__ = [
+    "msign",
+    "fast_bfloat16",
+    "unit_scaled",
+    "times_power_of_two",
+    "METHODS",
+    "DEFAULT_STEPS",
+    "POLAR_EXPRESS_COEFFICIENTS",
+    "NEWTON_SCHULZ_COEFFICIENTS",
+]
 
 # Polar Express, degree-5 polynomials optimised for singular values in [1e-3, 1] (seed 003, msign.py;
 # arXiv:2505.16932). The last triple is the classical quintic 15/8, -10/8, 3/8 it converges to.
@@ -76,8 +85,9 @@ def msign(
         shape = tuple(G.shape) if isinstance(G, torch.Tensor) else type(G).__name__
         raise UserError(f"msign needs a tensor with >= 2 dims (..., m, n); got {shape}")
     if not G.is_floating_point():
-        raise TypeError(f"msign needs a real floating-point tensor; got dtype {G.dtype}. Convert it first, "
-                        "e.g. G.float()")
+        raise TypeError(
+            f"msign needs a real floating-point tensor; got dtype {G.dtype}. Convert it first, e.g. G.float()"
+        )
     if method not in METHODS:
         raise UserError(f"msign: unknown method {method!r}; choose one of {', '.join(METHODS)}")
     if steps is None:

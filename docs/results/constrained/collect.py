@@ -1,6 +1,6 @@
 """Collect the constrained-Muon lr grid (``modman sweep`` runs) into grid.json and grid.png.
 
-    python docs/results/constrained/collect.py RUNS_DIR
+python docs/results/constrained/collect.py RUNS_DIR
 """
 
 from __future__ import annotations
@@ -21,9 +21,17 @@ def main(root: str) -> None:
     runs = []
     for summary in sorted(Path(root).glob("*/summary.json")):
         s = json.loads(summary.read_text())
-        runs.append({"experiment": s["experiment"], "lr": s["config"]["lr"], "status": s["status"],
-                     "final_val_loss": s.get("final_val_loss"), "final_train_loss": s.get("final_train_loss"),
-                     "tokens_per_sec": s.get("tokens_per_sec"), "versions": s.get("versions")})
+        runs.append(
+            {
+                "experiment": s["experiment"],
+                "lr": s["config"]["lr"],
+                "status": s["status"],
+                "final_val_loss": s.get("final_val_loss"),
+                "final_train_loss": s.get("final_train_loss"),
+                "tokens_per_sec": s.get("tokens_per_sec"),
+                "versions": s.get("versions"),
+            }
+        )
     (HERE / "grid.json").write_text(json.dumps(runs, indent=1) + "\n")
     fig, ax = plt.subplots(figsize=(6, 4))
     for exp in sorted({r["experiment"] for r in runs}):

@@ -18,8 +18,23 @@ from typing import Any
 
 from ..errors import UserError
 
-__all__ = ["Run", "Group", "relative_speed", "load_runs", "group_runs", "best_groups", "Stat", "MATRIX_ROLES", "loss_spike",
-           "norm_growth", "worst_condition", "train_curve", "val_curve", "final_spectra", "compare"]
+__all__ = [
+    "Run",
+    "Group",
+    "relative_speed",
+    "load_runs",
+    "group_runs",
+    "best_groups",
+    "Stat",
+    "MATRIX_ROLES",
+    "loss_spike",
+    "norm_growth",
+    "worst_condition",
+    "train_curve",
+    "val_curve",
+    "final_spectra",
+    "compare",
+]
 
 MATRIX_ROLES = ("attention", "ffn")
 # Settings that do not define a group: runs differing only in these are seeds of one group.
@@ -71,8 +86,11 @@ def _load_run(folder: Path) -> Run:
         summary = json.loads(summary_path.read_text())
     except (ValueError, UnicodeDecodeError) as e:
         raise UserError(f"{summary_path}: not valid JSON ({e})") from None
-    missing = [k for k in ("experiment", "status", "config", "final_val_loss", "tokens_per_sec")
-               if not isinstance(summary, dict) or k not in summary]
+    missing = [
+        k
+        for k in ("experiment", "status", "config", "final_val_loss", "tokens_per_sec")
+        if not isinstance(summary, dict) or k not in summary
+    ]
     if missing:
         raise UserError(f"{summary_path}: missing field(s) {', '.join(missing)}")
     metrics_path = folder / "metrics.jsonl"
@@ -88,8 +106,14 @@ def load_runs(root: str | Path) -> tuple[list[Run], list[str]]:
     root = Path(root)
     if not root.is_dir():
         raise UserError(f"{root}: not a folder of runs; give the --out folder of modman train or modman sweep")
-    folders = sorted({p.parent for pattern in ("summary.json", "metrics.jsonl") for p in root.rglob(pattern)
-                      if "report" not in p.relative_to(root).parts[:-1]})
+    folders = sorted(
+        {
+            p.parent
+            for pattern in ("summary.json", "metrics.jsonl")
+            for p in root.rglob(pattern)
+            if "report" not in p.relative_to(root).parts[:-1]
+        }
+    )
     runs, problems = [], []
     for folder in folders:
         try:
@@ -100,6 +124,7 @@ def load_runs(root: str | Path) -> tuple[list[Run], list[str]]:
 
 
 # ---- per-run numbers --------------------------------------------------------------------------------------
+
 
 def train_curve(run: Run) -> list[tuple[int, float, float]]:
     """``(step, train_loss, train_seconds)`` at each log step (seconds rebuilt from tokens/s in older logs)."""
@@ -157,12 +182,14 @@ def norm_growth(run: Run, roles=MATRIX_ROLES) -> float:
         return math.nan
     first = min(s["step"] for s in run.spectra)
     start = {s["name"]: s["fro_norm"] for s in run.spectra if s["step"] == first}
-    ratios = [s["fro_norm"] / start[s["name"]] for s in final_spectra(run)
-              if s.get("role") in roles and start.get(s["name"])]
+    ratios = [
+        s["fro_norm"] / start[s["name"]] for s in final_spectra(run) if s.get("role") in roles and start.get(s["name"])
+    ]
     return max(ratios) if ratios else math.nan
 
 
 # ---- groups -----------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Stat:
@@ -201,8 +228,9 @@ class Group:
 
     @property
     def val_loss(self) -> Stat:
-        return self.stat(lambda r: math.inf if r.diverged or r.summary["final_val_loss"] is None
-                         else r.summary["final_val_loss"])
+        return self.stat(
+            lambda r: math.inf if r.diverged or r.summary["final_val_loss"] is None else r.summary["final_val_loss"]
+        )
 
     @property
     def diverged(self) -> int:

@@ -32,8 +32,16 @@ from ..errors import UserError
 from ..optim.distributed import is_dtensor, state_owners, world
 from .runlog import write_json_atomic
 
-__all__ = ["POINTER_NAME", "LEGACY_NAME", "checkpoint_path", "save_checkpoint", "load_checkpoint", "rng_state",
-           "set_rng_state", "remove_stale_temporaries"]
+__all__ = [
+    "POINTER_NAME",
+    "LEGACY_NAME",
+    "checkpoint_path",
+    "save_checkpoint",
+    "load_checkpoint",
+    "rng_state",
+    "set_rng_state",
+    "remove_stale_temporaries",
+]
 
 POINTER_NAME = "checkpoint.json"
 LEGACY_NAME = "checkpoint.pt"
@@ -93,11 +101,15 @@ def checkpoint_path(run_dir: str | Path) -> Path | None:
         try:
             name = json.loads(pointer.read_text())["dir"]
         except (ValueError, KeyError, TypeError, OSError) as e:
-            raise UserError(f"checkpoint pointer {pointer} cannot be read ({type(e).__name__}: {e}); move it away "
-                             "to start the run over") from None
+            raise UserError(
+                f"checkpoint pointer {pointer} cannot be read ({type(e).__name__}: {e}); move it away "
+                "to start the run over"
+            ) from None
         if not (isinstance(name, str) and re.fullmatch(r"checkpoint-\d+", name)):
-            raise UserError(f"checkpoint pointer {pointer} names {name!r}, which is not a checkpoint folder of this "
-                             "run (checkpoint-STEP); move the pointer away to start the run over")
+            raise UserError(
+                f"checkpoint pointer {pointer} names {name!r}, which is not a checkpoint folder of this "
+                "run (checkpoint-STEP); move the pointer away to start the run over"
+            )
         return run_dir / name
     legacy = run_dir / LEGACY_NAME
     return legacy if legacy.is_file() else None
@@ -125,8 +137,12 @@ def save_checkpoint(run_dir: str | Path, state: dict[str, Any], step: int) -> Pa
     try:
         with warnings.catch_warnings():  # "assuming the intent is to save in a single process": it is
             warnings.simplefilter("ignore", UserWarning)
-            dcp.save(_flatten(state), checkpoint_id=partial, no_dist=not _distributed(),
-                     planner=DefaultSavePlanner(flatten_state_dict=False))  # _flatten's keys, lists kept whole
+            dcp.save(
+                _flatten(state),
+                checkpoint_id=partial,
+                no_dist=not _distributed(),
+                planner=DefaultSavePlanner(flatten_state_dict=False),
+            )  # _flatten's keys, lists kept whole
         _barrier()
         if main:
             shutil.rmtree(final, ignore_errors=True)
@@ -141,9 +157,11 @@ def save_checkpoint(run_dir: str | Path, state: dict[str, Any], step: int) -> Pa
         if main:
             shutil.rmtree(partial, ignore_errors=True)
         kept = checkpoint_path(run_dir)
-        raise OSError(f"the checkpoint of step {step} could not be written to {run_dir} ({_reason(e)}); "
-                      f"{f'the previous checkpoint {kept.name} is kept' if kept else 'no earlier checkpoint exists'}. "
-                      "Free disk space, then continue with --resume") from None
+        raise OSError(
+            f"the checkpoint of step {step} could not be written to {run_dir} ({_reason(e)}); "
+            f"{f'the previous checkpoint {kept.name} is kept' if kept else 'no earlier checkpoint exists'}. "
+            "Free disk space, then continue with --resume"
+        ) from None
     if main:
         for old in run_dir.glob("checkpoint-*"):  # older checkpoints, and partial ones left by a crash
             if old.is_dir() and old.name != name:
@@ -153,8 +171,13 @@ def save_checkpoint(run_dir: str | Path, state: dict[str, Any], step: int) -> Pa
     return final
 
 
-def load_checkpoint(run_dir: str | Path, *, keys: set[str] | None = None, model: torch.nn.Module | None = None,
-                    optimizer: torch.optim.Optimizer | None = None) -> dict[str, Any] | None:
+def load_checkpoint(
+    run_dir: str | Path,
+    *,
+    keys: set[str] | None = None,
+    model: torch.nn.Module | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+) -> dict[str, Any] | None:
     """The run's checkpoint as the nested dict it was saved from; None when there is none.
 
     ``keys``: only these top-level entries (e.g. ``{"step", "config"}``, cheap). ``model``: its weights are
@@ -168,9 +191,11 @@ def load_checkpoint(run_dir: str | Path, *, keys: set[str] | None = None, model:
     try:
         if path.suffix == ".pt":
             if model is not None and any(is_dtensor(p) for p in model.parameters()):
-                raise _OlderFormat(f"checkpoint {path} is in the single-file format of earlier versions, which "
-                                   "FSDP2 cannot read; resume it once with --parallel none or ddp (its next "
-                                   "checkpoint is a torch.distributed.checkpoint folder), then with fsdp")
+                raise _OlderFormat(
+                    f"checkpoint {path} is in the single-file format of earlier versions, which "
+                    "FSDP2 cannot read; resume it once with --parallel none or ddp (its next "
+                    "checkpoint is a torch.distributed.checkpoint folder), then with fsdp"
+                )
             saved = torch.load(path, map_location="cpu", weights_only=False)
             return saved if keys is None else {k: v for k, v in saved.items() if k in keys}
         reader = dcp.FileSystemReader(path)
@@ -178,13 +203,18 @@ def load_checkpoint(run_dir: str | Path, *, keys: set[str] | None = None, model:
         templates = _templates(metadata, keys, model, optimizer)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            dcp.load(templates, storage_reader=reader, no_dist=not _distributed(),
-                     planner=DefaultLoadPlanner(flatten_state_dict=False, flatten_sharded_tensors=False))
+            dcp.load(
+                templates,
+                storage_reader=reader,
+                no_dist=not _distributed(),
+                planner=DefaultLoadPlanner(flatten_state_dict=False, flatten_sharded_tensors=False),
+            )
     except _OlderFormat as e:
         raise UserError(str(e)) from None
     except (Exception, CheckpointException) as e:  # noqa: BLE001 - any read failure means the same to the user
-        raise UserError(f"checkpoint {path} cannot be read ({_reason(e)}); move it (and {POINTER_NAME}) away to "
-                         "start the run over") from None
+        raise UserError(
+            f"checkpoint {path} cannot be read ({_reason(e)}); move it (and {POINTER_NAME}) away to start the run over"
+        ) from None
     saved = _unflatten(templates)
     if optimizer is not None and "optimizer" in saved:
         for prefix in state_owners(optimizer):
@@ -229,8 +259,9 @@ def _templates(metadata: dict, keys, model, optimizer) -> dict[str, Any]:
             out[key] = model_sd[path[1]]
             continue
         if path[0] == "optimizer" and owners:
-            param, owner = next((owners[path[1:n]] for n in range(len(path), 1, -1) if path[1:n] in owners),
-                                (None, None))
+            param, owner = next(
+                (owners[path[1:n]] for n in range(len(path), 1, -1) if path[1:n] in owners), (None, None)
+            )
             if owner is not None and owner != rank:
                 continue  # another process owns this matrix and its state
             if tensor and param is not None and owner is None and is_dtensor(param) and md.size == param.shape:

@@ -71,8 +71,10 @@ def _read_batch(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
             d = pickle.load(fh, encoding="bytes")
         data, labels = d[b"data"], d[b"labels"]
     except (OSError, pickle.UnpicklingError, KeyError, EOFError, TypeError) as e:
-        raise DataError(f"CIFAR-10 file {path} cannot be read ({type(e).__name__}); replace it with the "
-                        "file from the standard cifar-10-python.tar.gz") from None
+        raise DataError(
+            f"CIFAR-10 file {path} cannot be read ({type(e).__name__}); replace it with the "
+            "file from the standard cifar-10-python.tar.gz"
+        ) from None
     x = torch.as_tensor(data, dtype=torch.uint8).reshape(-1, 3, 32, 32)
     return x, torch.as_tensor(list(labels), dtype=torch.long)
 
@@ -104,8 +106,10 @@ def download_cifar10(data_dir: str | Path, url: str = CIFAR_URL, md5: str = CIFA
                 digest.update(chunk)
                 fh.write(chunk)
         if digest.hexdigest() != md5:
-            raise DataError(f"the CIFAR-10 archive from {url} has MD5 {digest.hexdigest()}, expected {md5}; "
-                            "it was not unpacked. Download it again or place the files by hand")
+            raise DataError(
+                f"the CIFAR-10 archive from {url} has MD5 {digest.hexdigest()}, expected {md5}; "
+                "it was not unpacked. Download it again or place the files by hand"
+            )
         with tarfile.open(archive) as tar:
             tar.extractall(data_dir, filter="data")
 
@@ -127,9 +131,11 @@ def load_cifar10(data_dir: str | Path, *, download: bool = True) -> dict[str, tu
             pass
     missing = [n for n in names if not (root / n).is_file()]
     if missing:
-        raise DataError(f"CIFAR-10 not found: {root} lacks {', '.join(missing)}. Put the standard "
-                        f"cifar-10-batches-py folder (from cifar-10-python.tar.gz) in {Path(data_dir)}, or pass "
-                        "--data-dir; online it is downloaded there")
+        raise DataError(
+            f"CIFAR-10 not found: {root} lacks {', '.join(missing)}. Put the standard "
+            f"cifar-10-batches-py folder (from cifar-10-python.tar.gz) in {Path(data_dir)}, or pass "
+            "--data-dir; online it is downloaded there"
+        )
     mean, std = torch.tensor(MEAN).view(1, 3, 1, 1), torch.tensor(STD).view(1, 3, 1, 1)
     out = {}
     for split, files in (("train", names[:5]), ("test", names[5:])):
@@ -152,8 +158,10 @@ def _optimizer(cfg: CifarConfig, model: nn.Module):
 
 @torch.no_grad()
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device, batch_size: int) -> float:
-    correct = sum(int((model(xb.to(device)).argmax(1) == yb.to(device)).sum())
-                  for xb, yb in zip(x.split(batch_size), y.split(batch_size)))
+    correct = sum(
+        int((model(xb.to(device)).argmax(1) == yb.to(device)).sum())
+        for xb, yb in zip(x.split(batch_size), y.split(batch_size))
+    )
     return 100.0 * correct / len(y)
 
 
@@ -188,8 +196,13 @@ def run_cifar(cfg: CifarConfig, data: dict | None = None, progress=None) -> dict
     model.eval()
     weights = [p.detach().to("cpu", torch.float64) for p in model.parameters()]
     return {
-        "epochs": cfg.epochs, "lr": cfg.lr, "seed": cfg.seed, "wd": cfg.wd, "update": cfg.update,
-        "epoch_losses": epoch_losses, "epoch_times": epoch_times,
+        "epochs": cfg.epochs,
+        "lr": cfg.lr,
+        "seed": cfg.seed,
+        "wd": cfg.wd,
+        "update": cfg.update,
+        "epoch_losses": epoch_losses,
+        "epoch_times": epoch_times,
         "test_acc": accuracy(model, *data["test"], device, cfg.batch_size),
         "train_acc": accuracy(model, x_train, y_train, device, cfg.batch_size),
         "singular_values": [torch.linalg.svdvals(w).tolist() for w in weights],

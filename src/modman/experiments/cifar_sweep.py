@@ -60,9 +60,16 @@ def best_by_rule(results: list[dict]) -> dict[str, dict]:
         test, test_sd = _mean_sd([r["test_acc"] for r in runs])
         train, train_sd = _mean_sd([r["train_acc"] for r in runs])
         epoch_s = statistics.fmean(t for r in runs for t in r["epoch_times"])
-        best[update] = {"lr": lr, "seeds": len(runs), "test_acc": test, "test_sd": test_sd, "train_acc": train,
-                        "train_sd": train_sd, "seconds_per_epoch": epoch_s,
-                        "singular_values": runs[0]["singular_values"]}
+        best[update] = {
+            "lr": lr,
+            "seeds": len(runs),
+            "test_acc": test,
+            "test_sd": test_sd,
+            "train_acc": train,
+            "train_sd": train_sd,
+            "seconds_per_epoch": epoch_s,
+            "singular_values": runs[0]["singular_values"],
+        }
     return best
 
 
@@ -70,13 +77,16 @@ def format_best(best: dict[str, dict]) -> str:
     head = f"{'rule':<24}{'best lr':>9}{'seeds':>6}{'test %':>16}{'train %':>16}{'s/epoch':>9}"
     lines = [head, "-" * len(head)]
     for update, b in best.items():
-        lines.append(f"{update:<24}{b['lr']:>9g}{b['seeds']:>6}{b['test_acc']:>10.2f} ± {b['test_sd']:<4.2f}"
-                     f"{b['train_acc']:>10.2f} ± {b['train_sd']:<4.2f}{b['seconds_per_epoch']:>9.2f}")
+        lines.append(
+            f"{update:<24}{b['lr']:>9g}{b['seeds']:>6}{b['test_acc']:>10.2f} ± {b['test_sd']:<4.2f}"
+            f"{b['train_acc']:>10.2f} ± {b['train_sd']:<4.2f}{b['seconds_per_epoch']:>9.2f}"
+        )
     return "\n".join(lines)
 
 
 def plot_sweep(results: list[dict], path: str | Path) -> None:
-    """Test and train accuracy against lr per rule (mean ± sd over seeds); singular values per layer of each best run."""
+    """Test and train accuracy against lr per rule (mean ± sd over seeds); singular values per layer of each best
+    run."""
     import matplotlib
 
     matplotlib.use("Agg")

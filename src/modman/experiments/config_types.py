@@ -21,8 +21,13 @@ def _describe(hint) -> str:
         return f"a table of {_describe(args[0])} -> {_describe(args[1])}" if args else "a table"
     if origin in (list, tuple):
         return f"a list of {_describe(args[0])}" if args else "a list"
-    return {bool: "true or false", int: "an integer", float: "a number", str: "a string",
-            type(None): "null (none)"}.get(hint, getattr(hint, "__name__", str(hint)))
+    return {
+        bool: "true or false",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        type(None): "null (none)",
+    }.get(hint, getattr(hint, "__name__", str(hint)))
 
 
 def _matches(value: Any, hint) -> bool:
@@ -40,8 +45,9 @@ def _matches(value: Any, hint) -> bool:
     if hint is str:
         return isinstance(value, str)
     if origin is dict:
-        return isinstance(value, dict) and (not args or all(
-            _matches(k, args[0]) and _matches(v, args[1]) for k, v in value.items()))
+        return isinstance(value, dict) and (
+            not args or all(_matches(k, args[0]) and _matches(v, args[1]) for k, v in value.items())
+        )
     if origin in (list, tuple):
         return isinstance(value, (list, tuple)) and (not args or all(_matches(v, args[0]) for v in value))
     return True  # a type this checker does not know: the dataclass's own checks decide

@@ -58,7 +58,8 @@ RECIPES = {
     "muon": lambda ps: Muon(ps, lr=0.02),
     "spectral": lambda ps: SpectralDescent(ps, lr=0.01, radius=1.0),
     "hyperspherical": lambda ps: HypersphericalDescent(
-        [{"params": [p], "radius": _sphere_radius(p)} for p in ps], lr=0.1, momentum=0.9),
+        [{"params": [p], "radius": _sphere_radius(p)} for p in ps], lr=0.1, momentum=0.9
+    ),
     "manifold_muon": lambda ps: ManifoldMuon(ps, lr=0.1),
     "stiefel_adamw": lambda ps: StiefelRetraction(_adamw(ps, lr=1e-2)),
 }
@@ -123,7 +124,7 @@ def _train_one(name: str, init: dict, train: torch.Tensor, val_batches, cfg: Dem
     with torch.no_grad():
         val = sum(F.cross_entropy(model(x), y).item() for x, y in val_batches) / len(val_batches)
         sv = torch.cat([torch.linalg.svdvals(h.double()) for h in hidden])
-    tail = losses[-max(1, cfg.steps // 10):]
+    tail = losses[-max(1, cfg.steps // 10) :]
     return {
         "optimizer": name,
         "train_loss": sum(tail) / len(tail),

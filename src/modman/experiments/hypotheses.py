@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 
 from .analysis import Group, compare, loss_spike, norm_growth, relative_speed
 
-__all__ = ["Verdict", "judge_all", "LOSS_TOL", "SPIKE_TOL", "GROWTH_TOL", "SUPPORTED", "NOT_SUPPORTED",
-           "INCONCLUSIVE"]
+__all__ = ["Verdict", "judge_all", "LOSS_TOL", "SPIKE_TOL", "GROWTH_TOL", "SUPPORTED", "NOT_SUPPORTED", "INCONCLUSIVE"]
 
 LOSS_TOL = 0.01
 SPIKE_TOL = 0.01
@@ -38,8 +37,14 @@ def _missing(key: str, title: str, rule: str, best: dict[str, Group], needed: tu
     absent = [e for e in needed if e not in best]
     if not absent:
         return None
-    return Verdict(key, title, rule, INCONCLUSIVE, f"no runs of {', '.join(absent)} in this folder; run "
-                   f"`modman sweep --exp {','.join(needed)}` (or `modman train --all`) into it")
+    return Verdict(
+        key,
+        title,
+        rule,
+        INCONCLUSIVE,
+        f"no runs of {', '.join(absent)} in this folder; run "
+        f"`modman sweep --exp {','.join(needed)}` (or `modman train --all`) into it",
+    )
 
 
 def _from_signs(signs: list[int], good: str, bad: str) -> tuple[str, str]:
@@ -58,10 +63,12 @@ def _div_rate(groups: list[Group], exp: str) -> tuple[int, int]:
 
 def h1(best: dict[str, Group], groups: list[Group]) -> Verdict:
     title = "H1: Muon improves training stability"
-    rule = ("muon_all against baseline: (a) the share of their runs in this folder that diverged (every lr / weight "
-            "decay / seed); (b) the largest rise of the train loss above its best value so far after warmup, at "
-            f"each one's best setting (floor {SPIKE_TOL} nats). Supported when muon_all is better on one measure and "
-            "not worse on the other; not supported in the mirror case; inconclusive otherwise.")
+    rule = (
+        "muon_all against baseline: (a) the share of their runs in this folder that diverged (every lr / weight "
+        "decay / seed); (b) the largest rise of the train loss above its best value so far after warmup, at "
+        f"each one's best setting (floor {SPIKE_TOL} nats). Supported when muon_all is better on one measure and "
+        "not worse on the other; not supported in the mirror case; inconclusive otherwise."
+    )
     miss = _missing("H1", title, rule, best, ("baseline", "muon_all"))
     if miss:
         return miss
@@ -74,23 +81,38 @@ def h1(best: dict[str, Group], groups: list[Group]) -> Verdict:
             rows.append([exp, f"{d}/{n}", stats[exp][1].fmt(".3f"), best[exp].val_loss.fmt()])
     (rate_b, spike_b), (rate_m, spike_m) = stats["baseline"], stats["muon_all"]
     signs = [(rate_m > rate_b) - (rate_m < rate_b), compare(spike_m, spike_b, SPIKE_TOL)]
-    verdict, reason = _from_signs(signs, "muon_all diverges less often or spikes less than baseline, and is not worse "
-                                  "on the other measure", "muon_all diverges more often or spikes more than baseline")
-    return Verdict("H1", title, rule, verdict, reason, ["experiment", "runs diverged", "largest loss spike",
-                                                        "final val loss"], rows)
+    verdict, reason = _from_signs(
+        signs,
+        "muon_all diverges less often or spikes less than baseline, and is not worse on the other measure",
+        "muon_all diverges more often or spikes more than baseline",
+    )
+    return Verdict(
+        "H1",
+        title,
+        rule,
+        verdict,
+        reason,
+        ["experiment", "runs diverged", "largest loss spike", "final val loss"],
+        rows,
+    )
 
 
 def h2(best: dict[str, Group], groups: list[Group]) -> Verdict:
     title = "H2: the Stiefel constraint prevents weight growth"
-    rule = ("Largest ratio final / initial Frobenius norm over the attention and FFN matrices. Supported when "
-            f"stiefel_all's ratio stays within 1 ± {GROWTH_TOL} and baseline's is larger beyond the spread; not "
-            f"supported when stiefel_all's grows by more than {GROWTH_TOL}; inconclusive when baseline does not grow "
-            "more either (there is no growth to prevent).")
+    rule = (
+        "Largest ratio final / initial Frobenius norm over the attention and FFN matrices. Supported when "
+        f"stiefel_all's ratio stays within 1 ± {GROWTH_TOL} and baseline's is larger beyond the spread; not "
+        f"supported when stiefel_all's grows by more than {GROWTH_TOL}; inconclusive when baseline does not grow "
+        "more either (there is no growth to prevent)."
+    )
     miss = _missing("H2", title, rule, best, ("baseline", "stiefel_all"))
     if miss:
         return miss
-    rows = [[e, best[e].stat(norm_growth).fmt(".3f"), best[e].val_loss.fmt()]
-            for e in ("baseline", "stiefel_all", "spectral_all", "manifold_muon") if e in best]
+    rows = [
+        [e, best[e].stat(norm_growth).fmt(".3f"), best[e].val_loss.fmt()]
+        for e in ("baseline", "stiefel_all", "spectral_all", "manifold_muon")
+        if e in best
+    ]
     g_s, g_b = best["stiefel_all"].stat(norm_growth), best["baseline"].stat(norm_growth)
     header = ["experiment", "norm growth (max final/initial)", "final val loss"]
     if math.isnan(g_s.mean) or math.isnan(g_b.mean):
@@ -98,20 +120,37 @@ def h2(best: dict[str, Group], groups: list[Group]) -> Verdict:
     if g_s.mean > 1 + GROWTH_TOL:
         return Verdict("H2", title, rule, NOT_SUPPORTED, f"stiefel_all's norms grew by {g_s.mean:.3f}x", header, rows)
     if compare(g_b, g_s, GROWTH_TOL) > 0:
-        return Verdict("H2", title, rule, SUPPORTED, f"baseline's norms grew {g_b.mean:.3f}x, stiefel_all's "
-                       f"{g_s.mean:.3f}x", header, rows)
-    return Verdict("H2", title, rule, INCONCLUSIVE, "baseline's norms did not grow more than stiefel_all's beyond the "
-                   "spread", header, rows)
+        return Verdict(
+            "H2",
+            title,
+            rule,
+            SUPPORTED,
+            f"baseline's norms grew {g_b.mean:.3f}x, stiefel_all's {g_s.mean:.3f}x",
+            header,
+            rows,
+        )
+    return Verdict(
+        "H2",
+        title,
+        rule,
+        INCONCLUSIVE,
+        "baseline's norms did not grow more than stiefel_all's beyond the spread",
+        header,
+        rows,
+    )
 
 
 def h3(best: dict[str, Group], groups: list[Group]) -> Verdict:
     title = "H3: attention benefits more than FFN from Muon / Stiefel"
-    rule = ("Final val loss of X_attention against X_ffn for X = muon and X = stiefel (the benefit over baseline is "
-            f"baseline − X; floor {LOSS_TOL} nats). Supported when the attention-only run is lower in every available "
-            "pair; not supported when the FFN-only run is lower in every pair; inconclusive otherwise. Note the FFN "
-            "holds 3/4 of the matrices' parameters in the built-in model, so it has more to gain.")
-    pairs = [(f"{x}_attention", f"{x}_ffn") for x in ("muon", "stiefel")
-             if f"{x}_attention" in best and f"{x}_ffn" in best]
+    rule = (
+        "Final val loss of X_attention against X_ffn for X = muon and X = stiefel (the benefit over baseline is "
+        f"baseline − X; floor {LOSS_TOL} nats). Supported when the attention-only run is lower in every available "
+        "pair; not supported when the FFN-only run is lower in every pair; inconclusive otherwise. Note the FFN "
+        "holds 3/4 of the matrices' parameters in the built-in model, so it has more to gain."
+    )
+    pairs = [
+        (f"{x}_attention", f"{x}_ffn") for x in ("muon", "stiefel") if f"{x}_attention" in best and f"{x}_ffn" in best
+    ]
     if not pairs:
         return _missing("H3", title, rule, best, ("muon_attention", "muon_ffn", "stiefel_attention", "stiefel_ffn"))
     base = best.get("baseline")
@@ -127,41 +166,74 @@ def h3(best: dict[str, Group], groups: list[Group]) -> Verdict:
     elif all(x > 0 for x in signs):
         verdict, reason = NOT_SUPPORTED, "the FFN-only run has the lower loss in every pair"
     else:
-        verdict, reason = INCONCLUSIVE, ("the pairs disagree" if any(x < 0 for x in signs) and any(x > 0 for x in signs)
-                                         else "in some pair the difference is within the spread")
+        verdict, reason = (
+            INCONCLUSIVE,
+            (
+                "the pairs disagree"
+                if any(x < 0 for x in signs) and any(x > 0 for x in signs)
+                else "in some pair the difference is within the spread"
+            ),
+        )
     return Verdict("H3", title, rule, verdict, reason, ["experiment", "final val loss", "gain over baseline"], rows)
 
 
 def h4(best: dict[str, Group], groups: list[Group]) -> Verdict:
     title = "H4: manifold Muon is the best of both worlds"
-    rule = ("manifold_muon against muon_all and stiefel_all. Supported when its final val loss is not above the "
-            f"better of the two beyond the spread (floor {LOSS_TOL}) and its largest loss spike is not above either's; "
-            "not supported when its loss is above the better one's beyond the spread; inconclusive otherwise.")
+    rule = (
+        "manifold_muon against muon_all and stiefel_all. Supported when its final val loss is not above the "
+        f"better of the two beyond the spread (floor {LOSS_TOL}) and its largest loss spike is not above either's; "
+        "not supported when its loss is above the better one's beyond the spread; inconclusive otherwise."
+    )
     miss = _missing("H4", title, rule, best, ("manifold_muon", "muon_all", "stiefel_all"))
     if miss:
         return miss
-    rows = [[e, best[e].val_loss.fmt(), best[e].stat(loss_spike).fmt(".3f"), f"{best[e].tokens_per_sec.mean:.0f}",
-             relative_speed(best[e], best)] for e in ("muon_all", "stiefel_all", "manifold_muon")]
+    rows = [
+        [
+            e,
+            best[e].val_loss.fmt(),
+            best[e].stat(loss_spike).fmt(".3f"),
+            f"{best[e].tokens_per_sec.mean:.0f}",
+            relative_speed(best[e], best),
+        ]
+        for e in ("muon_all", "stiefel_all", "manifold_muon")
+    ]
     header = ["experiment", "final val loss", "largest loss spike", "tokens/s", "vs baseline"]
     mm = best["manifold_muon"]
     other = min(("muon_all", "stiefel_all"), key=lambda e: best[e].val_loss.mean)
     if compare(mm.val_loss, best[other].val_loss, LOSS_TOL) > 0:
-        return Verdict("H4", title, rule, NOT_SUPPORTED, f"{other} reaches a lower val loss "
-                       f"({best[other].val_loss.fmt()} vs {mm.val_loss.fmt()})", header, rows)
+        return Verdict(
+            "H4",
+            title,
+            rule,
+            NOT_SUPPORTED,
+            f"{other} reaches a lower val loss ({best[other].val_loss.fmt()} vs {mm.val_loss.fmt()})",
+            header,
+            rows,
+        )
     spike = mm.stat(loss_spike)
     if any(compare(spike, best[e].stat(loss_spike), SPIKE_TOL) > 0 for e in ("muon_all", "stiefel_all")):
-        return Verdict("H4", title, rule, INCONCLUSIVE, "its loss is as good as the better one's but it spikes more",
-                       header, rows)
-    return Verdict("H4", title, rule, SUPPORTED, f"its loss is not above {other}'s beyond the spread and it spikes no "
-                   "more than either", header, rows)
+        return Verdict(
+            "H4", title, rule, INCONCLUSIVE, "its loss is as good as the better one's but it spikes more", header, rows
+        )
+    return Verdict(
+        "H4",
+        title,
+        rule,
+        SUPPORTED,
+        f"its loss is not above {other}'s beyond the spread and it spikes no more than either",
+        header,
+        rows,
+    )
 
 
 def h5(best: dict[str, Group], groups: list[Group]) -> Verdict:
     title = "H5: weight decay is unnecessary with Stiefel"
-    rule = ("For each Stiefel-constrained experiment run both with weight_decay 0 and > 0 (best setting of each): "
-            f"final val loss without decay against with it (floor {LOSS_TOL}). Supported when no decay is never worse "
-            "beyond the spread; not supported when it is worse for some experiment. Decay acts on the unconstrained "
-            "parameters (embeddings, head, AdamW matrices) — the constrained ones need none.")
+    rule = (
+        "For each Stiefel-constrained experiment run both with weight_decay 0 and > 0 (best setting of each): "
+        f"final val loss without decay against with it (floor {LOSS_TOL}). Supported when no decay is never worse "
+        "beyond the spread; not supported when it is worse for some experiment. Decay acts on the unconstrained "
+        "parameters (embeddings, head, AdamW matrices) — the constrained ones need none."
+    )
     rows, signs = [], []
     for exp in STIEFEL_EXPS + ("baseline",):
         zero = [g for g in groups if g.exp == exp and g.settings.get("weight_decay") == 0]
@@ -174,16 +246,37 @@ def h5(best: dict[str, Group], groups: list[Group]) -> Verdict:
         if exp != "baseline":
             signs.append(compare(z, s, LOSS_TOL))
     if not signs:
-        return Verdict("H5", title, rule, INCONCLUSIVE, "no Stiefel experiment was run both with and without weight "
-                       "decay; run `modman sweep --exp stiefel_all,manifold_muon,baseline --weight-decays 0,0.1` into "
-                       "this folder", ["experiment", "val loss, wd 0", "val loss, wd > 0"], rows)
+        return Verdict(
+            "H5",
+            title,
+            rule,
+            INCONCLUSIVE,
+            "no Stiefel experiment was run both with and without weight "
+            "decay; run `modman sweep --exp stiefel_all,manifold_muon,baseline --weight-decays 0,0.1` into "
+            "this folder",
+            ["experiment", "val loss, wd 0", "val loss, wd > 0"],
+            rows,
+        )
     if any(s > 0 for s in signs):
-        return Verdict("H5", title, rule, NOT_SUPPORTED, "without weight decay the loss is higher beyond the spread",
-                       ["experiment", "val loss, wd 0", "val loss, wd > 0"], rows)
-    return Verdict("H5", title, rule, SUPPORTED, "without weight decay the loss is never higher beyond the spread",
-                   ["experiment", "val loss, wd 0", "val loss, wd > 0"], rows)
+        return Verdict(
+            "H5",
+            title,
+            rule,
+            NOT_SUPPORTED,
+            "without weight decay the loss is higher beyond the spread",
+            ["experiment", "val loss, wd 0", "val loss, wd > 0"],
+            rows,
+        )
+    return Verdict(
+        "H5",
+        title,
+        rule,
+        SUPPORTED,
+        "without weight decay the loss is never higher beyond the spread",
+        ["experiment", "val loss, wd 0", "val loss, wd > 0"],
+        rows,
+    )
 
 
 def judge_all(best: dict[str, Group], groups: list[Group]) -> list[Verdict]:
     return [h(best, groups) for h in (h1, h2, h3, h4, h5)]
-

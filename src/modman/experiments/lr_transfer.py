@@ -3,7 +3,8 @@
 The MLP ``in → w (→ w ...) → 10`` (``depth`` hidden layers, no bias, ReLU) is trained at widths ``w`` over an
 lr grid twice: as a
 modman.modular ``MLP`` with ``ModularDescent`` (updates of unit modular norm, scaled by the budgets, then
-retracted onto Stiefel; logits scaled by ``output_scale``) and as a torch MLP with AdamW. Data: CIFAR-10 images average-pooled by ``pool``
+retracted onto Stiefel; logits scaled by ``output_scale``) and as a torch MLP with AdamW. Data: CIFAR-10 images
+average-pooled by ``pool``
 (32×32 → 8×8 by default, 192 inputs) and scaled to RMS 1 per image. Each run
 writes ``OUT/METHOD-wWIDTH-lrLR.json`` (finished runs are skipped); ``transfer.png`` plots the final train
 loss against lr per width and ``transfer.json`` holds the best lr per width and its shift in grid steps.
@@ -28,8 +29,16 @@ from .cifar import accuracy, load_cifar10
 from .runlog import write_json_atomic
 from .train import require_positive_ints, resolve_device
 
-__all__ = ["TransferConfig", "prepare_inputs", "train_one", "run_transfer", "best_lrs", "plot_transfer",
-           "format_transfer", "METHODS"]
+__all__ = [
+    "TransferConfig",
+    "prepare_inputs",
+    "train_one",
+    "run_transfer",
+    "best_lrs",
+    "plot_transfer",
+    "format_transfer",
+    "METHODS",
+]
 
 METHODS = ("modular", "adamw")
 
@@ -104,11 +113,18 @@ def train_one(method: str, width: int, lr: float, data: dict, cfg: TransferConfi
         opt.step()
         sched.step()
         losses.append(loss.item())
-    tail = losses[-max(1, cfg.steps // 10):]
+    tail = losses[-max(1, cfg.steps // 10) :]
     final = sum(tail) / len(tail)
-    return {"method": method, "width": width, "lr": lr, "final_train_loss": final if math.isfinite(final) else None,
-            "test_acc": accuracy(net, *data["test"], device, 1024), "seconds": time.perf_counter() - start,
-            "losses": losses[:: max(1, cfg.steps // 50)], "config": asdict(cfg)}
+    return {
+        "method": method,
+        "width": width,
+        "lr": lr,
+        "final_train_loss": final if math.isfinite(final) else None,
+        "test_acc": accuracy(net, *data["test"], device, 1024),
+        "seconds": time.perf_counter() - start,
+        "losses": losses[:: max(1, cfg.steps // 50)],
+        "config": asdict(cfg),
+    }
 
 
 def _name(method: str, width: int, lr: float) -> str:
@@ -118,8 +134,9 @@ def _name(method: str, width: int, lr: float) -> str:
 def run_transfer(cfg: TransferConfig, data: dict | None = None, log: Callable[[str], None] = print) -> list[dict]:
     """Every (method, width, lr) of the grid; a run whose JSON exists is read back, not repeated."""
     resolve_device(cfg.device)
-    grid = [(m, w, lr) for m in METHODS for w in cfg.widths for lr in (cfg.modular_lrs if m == "modular"
-                                                                          else cfg.adamw_lrs)]
+    grid = [
+        (m, w, lr) for m in METHODS for w in cfg.widths for lr in (cfg.modular_lrs if m == "modular" else cfg.adamw_lrs)
+    ]
     if data is None and not all((Path(cfg.out) / _name(*g)).is_file() for g in grid):
         data = prepare_inputs(load_cifar10(cfg.data_dir, download=cfg.download), cfg.pool)
     results = []
@@ -131,8 +148,11 @@ def run_transfer(cfg: TransferConfig, data: dict | None = None, log: Callable[[s
         result = train_one(method, width, lr, data, cfg)
         write_json_atomic(path, result)
         loss = result["final_train_loss"]
-        log(f"[{i}/{len(grid)}] {method} width {width} lr {lr:g}: train loss "
-            f"{'diverged' if loss is None else f'{loss:.4f}'}, test {result['test_acc']:.2f} %, {result['seconds']:.1f} s")
+        log(
+            f"[{i}/{len(grid)}] {method} width {width} lr {lr:g}: train loss "
+            f"{'diverged' if loss is None else f'{loss:.4f}'}, test {result['test_acc']:.2f} %, "
+            f"{result['seconds']:.1f} s"
+        )
         results.append(result)
     return results
 
@@ -149,10 +169,12 @@ def best_lrs(results: list[dict]) -> dict[str, dict]:
             if ok:
                 best[width] = min(ok, key=lambda r: r["final_train_loss"])
         idx = [grid.index(b["lr"]) for b in best.values()]
-        out[method] = {"best_lr": {w: b["lr"] for w, b in best.items()},
-                       "best_loss": {w: b["final_train_loss"] for w, b in best.items()},
-                       "test_acc": {w: b["test_acc"] for w, b in best.items()},
-                       "shift_in_grid_steps": (max(idx) - min(idx)) if idx else None}
+        out[method] = {
+            "best_lr": {w: b["lr"] for w, b in best.items()},
+            "best_loss": {w: b["final_train_loss"] for w, b in best.items()},
+            "test_acc": {w: b["test_acc"] for w, b in best.items()},
+            "shift_in_grid_steps": (max(idx) - min(idx)) if idx else None,
+        }
     return out
 
 
@@ -175,8 +197,11 @@ def plot_transfer(results: list[dict], path: Path) -> Path:
     for ax, method in zip(axes, METHODS):
         widths = sorted({r["width"] for r in results if r["method"] == method})
         for j, w in enumerate(widths):
-            pts = sorted((r["lr"], r["final_train_loss"]) for r in results
-                         if r["method"] == method and r["width"] == w and r["final_train_loss"] is not None)
+            pts = sorted(
+                (r["lr"], r["final_train_loss"])
+                for r in results
+                if r["method"] == method and r["width"] == w and r["final_train_loss"] is not None
+            )
             color = plt.cm.viridis(j / max(1, len(widths) - 1))
             ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color=color, label=f"width {w}")
             if pts:

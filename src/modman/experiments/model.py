@@ -151,7 +151,9 @@ class Transformer(nn.Module):
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         if idx.shape[-1] > self.cfg.seq_len:
-            raise UserError(f"Transformer: sequence of {idx.shape[-1]} tokens is longer than seq_len={self.cfg.seq_len}")
+            raise UserError(
+                f"Transformer: sequence of {idx.shape[-1]} tokens is longer than seq_len={self.cfg.seq_len}"
+            )
         x = self.tok_embeddings(idx)  # (B, T, C)
         for layer in self.layers:
             x = layer(x)

@@ -54,7 +54,7 @@ class Parallel:
         if self.world == 1:
             return x
         b = x.shape[0] // self.world
-        return x[self.rank * b:(self.rank + 1) * b]
+        return x[self.rank * b : (self.rank + 1) * b]
 
     def mean(self, value: torch.Tensor) -> torch.Tensor:
         """The mean over ranks (every rank gets it)."""
@@ -109,8 +109,10 @@ def init_parallel(mode: str, device: torch.device, batch_size: int) -> Parallel:
     if mode == "none":
         return Parallel(device=device)
     if "WORLD_SIZE" not in os.environ and not dist.is_initialized():
-        raise UserError(f"--parallel {mode} runs under torchrun: torchrun --standalone --nproc_per_node N -m "
-                         f"modman train --parallel {mode} ...")
+        raise UserError(
+            f"--parallel {mode} runs under torchrun: torchrun --standalone --nproc_per_node N -m "
+            f"modman train --parallel {mode} ..."
+        )
     created = False
     if not dist.is_initialized():
         if device.type == "cuda":
@@ -122,6 +124,8 @@ def init_parallel(mode: str, device: torch.device, batch_size: int) -> Parallel:
     if batch_size % world:
         if created:
             dist.destroy_process_group()
-        raise UserError(f"--batch-size {batch_size} is not divisible by the {world} processes; each takes an "
-                         "equal slice of the global batch")
+        raise UserError(
+            f"--batch-size {batch_size} is not divisible by the {world} processes; each takes an "
+            "equal slice of the global batch"
+        )
     return Parallel(rank, world, device, created, mode)

@@ -42,38 +42,84 @@ def summary_rows(best: dict[str, Group]) -> list[list[str]]:
     rows = []
     for exp, g in best.items():
         tps = g.tokens_per_sec
-        ppl = g.stat(lambda r: math.inf if r.diverged or r.summary.get("final_val_ppl") is None
-                     else r.summary["final_val_ppl"])
-        rows.append([exp, g.label, str(len(g.runs)), f"{g.diverged}/{len(g.runs)}", g.val_loss.fmt(), ppl.fmt(".2f"),
-                     f"{tps.mean:.0f}" if math.isfinite(tps.mean) else "-", relative_speed(g, best),
-                     g.stat(worst_condition).fmt(".2f"), g.stat(norm_growth).fmt(".3f"), g.stat(loss_spike).fmt(".3f")])
+        ppl = g.stat(
+            lambda r: math.inf if r.diverged or r.summary.get("final_val_ppl") is None else r.summary["final_val_ppl"]
+        )
+        rows.append(
+            [
+                exp,
+                g.label,
+                str(len(g.runs)),
+                f"{g.diverged}/{len(g.runs)}",
+                g.val_loss.fmt(),
+                ppl.fmt(".2f"),
+                f"{tps.mean:.0f}" if math.isfinite(tps.mean) else "-",
+                relative_speed(g, best),
+                g.stat(worst_condition).fmt(".2f"),
+                g.stat(norm_growth).fmt(".3f"),
+                g.stat(loss_spike).fmt(".3f"),
+            ]
+        )
     return rows
 
 
-SUMMARY_HEADER = ["experiment", "best setting", "seeds", "diverged", "final val loss", "val ppl", "tokens/s",
-                  "vs baseline", "worst cond. (attn/FFN)", "norm growth", "largest loss spike"]
+SUMMARY_HEADER = [
+    "experiment",
+    "best setting",
+    "seeds",
+    "diverged",
+    "final val loss",
+    "val ppl",
+    "tokens/s",
+    "vs baseline",
+    "worst cond. (attn/FFN)",
+    "norm growth",
+    "largest loss spike",
+]
 
 
-def build_blocks(root: Path, runs: list, problems: list[str], groups: list[Group], best: dict[str, Group],
-                 figures: dict[str, str], verdicts: list) -> list[Block]:
+def build_blocks(
+    root: Path,
+    runs: list,
+    problems: list[str],
+    groups: list[Group],
+    best: dict[str, Group],
+    figures: dict[str, str],
+    verdicts: list,
+) -> list[Block]:
     blocks: list[Block] = [("h", 1, f"modman report: {root}")]
     seeds = sorted({len(g.runs) for g in groups})
-    blocks.append(("p", f"{len(runs)} runs, {len(groups)} settings, {len(best)} experiments; seeds per setting: "
-                        f"{', '.join(map(str, seeds)) or '-'}. Each experiment is shown at its best setting (lowest "
-                        "mean final validation loss). Numbers are mean ± sample standard deviation over seeds; a "
-                        "difference is called only when it exceeds the sum of the two deviations (and at least "
-                        f"{LOSS_TOL} nats of loss when there is one seed)."))
+    blocks.append(
+        (
+            "p",
+            f"{len(runs)} runs, {len(groups)} settings, {len(best)} experiments; seeds per setting: "
+            f"{', '.join(map(str, seeds)) or '-'}. Each experiment is shown at its best setting (lowest "
+            "mean final validation loss). Numbers are mean ± sample standard deviation over seeds; a "
+            "difference is called only when it exceeds the sum of the two deviations (and at least "
+            f"{LOSS_TOL} nats of loss when there is one seed).",
+        )
+    )
     if problems:
         blocks += [("h", 2, "Skipped"), ("ul", problems)]
-    blocks += [("h", 2, "Summary"), ("table", SUMMARY_HEADER, summary_rows(best)),
-               ("p", "worst cond.: largest σ_max/σ_min among attention and FFN matrices at the end; norm growth: "
-                     "largest final / initial Frobenius norm among them; largest loss spike: largest rise of the "
-                     "logged train loss above its best value so far, after warmup.")]
+    blocks += [
+        ("h", 2, "Summary"),
+        ("table", SUMMARY_HEADER, summary_rows(best)),
+        (
+            "p",
+            "worst cond.: largest σ_max/σ_min among attention and FFN matrices at the end; norm growth: "
+            "largest final / initial Frobenius norm among them; largest loss spike: largest rise of the "
+            "logged train loss above its best value so far, after warmup.",
+        ),
+    ]
     if len(groups) > len(best):
-        blocks += [("h", 2, "Every setting"),
-                   ("table", ["experiment", "setting", "seeds", "diverged", "final val loss"],
-                    [[g.exp, g.label, str(len(g.runs)), f"{g.diverged}/{len(g.runs)}", g.val_loss.fmt()]
-                     for g in groups])]
+        blocks += [
+            ("h", 2, "Every setting"),
+            (
+                "table",
+                ["experiment", "setting", "seeds", "diverged", "final val loss"],
+                [[g.exp, g.label, str(len(g.runs)), f"{g.diverged}/{len(g.runs)}", g.val_loss.fmt()] for g in groups],
+            ),
+        ]
     blocks.append(("h", 2, "Hypotheses of seed 002"))
     blocks.append(("table", ["hypothesis", "verdict", "why"], [[v.title, v.verdict, v.reason] for v in verdicts]))
     for v in verdicts:
@@ -132,24 +178,33 @@ def render_html(blocks: list[Block], figure_dir: Path) -> str:
             body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
         elif b[0] == "img":
             data = base64.b64encode((figure_dir / b[1]).read_bytes()).decode()
-            body.append(f'<figure><img alt="{html.escape(b[2])}" src="data:image/png;base64,{data}">'
-                        f"<figcaption>{_inline(b[2])}</figcaption></figure>")
-    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;line-height:1.45}"
-             "table{border-collapse:collapse;margin:1em 0;font-size:0.9em}th,td{border:1px solid #ccc;"
-             "padding:3px 8px;text-align:left}th{background:#f3f3f3}img{max-width:100%}figcaption{font-style:italic}")
+            body.append(
+                f'<figure><img alt="{html.escape(b[2])}" src="data:image/png;base64,{data}">'
+                f"<figcaption>{_inline(b[2])}</figcaption></figure>"
+            )
+    style = (
+        "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;line-height:1.45}"
+        "table{border-collapse:collapse;margin:1em 0;font-size:0.9em}th,td{border:1px solid #ccc;"
+        "padding:3px 8px;text-align:left}th{background:#f3f3f3}img{max-width:100%}figcaption{font-style:italic}"
+    )
     title = html.escape(blocks[0][2]) if blocks and blocks[0][0] == "h" else "modman report"
-    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{title}</title><style>{style}</style>"
-            f"</head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+    return (
+        f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{title}</title><style>{style}</style>'
+        f"</head><body>\n" + "\n".join(body) + "\n</body></html>\n"
+    )
 
 
 def analyze(root: str | Path, *, html_page: bool = False) -> dict[str, Any]:
-    """Write ``root/report/`` and return {"report": path, "html": path|None, "runs": n, "skipped": [...], "verdicts"}."""
+    """Write ``root/report/`` and return {"report": path, "html": path|None, "runs": n, "skipped": [...],
+    "verdicts"}."""
     root = Path(root)
     runs, problems = load_runs(root)
     if not runs:
         detail = ("; ".join(problems)) if problems else "no folder with summary.json and metrics.jsonl"
-        raise UserError(f"{root}: no finished runs to analyze ({detail}); train some with modman train or "
-                         "modman sweep --out " + str(root))
+        raise UserError(
+            f"{root}: no finished runs to analyze ({detail}); train some with modman train or "
+            "modman sweep --out " + str(root)
+        )
     groups = group_runs(runs)
     best = _ordered(best_groups(groups))
     out = root / "report"
@@ -161,5 +216,10 @@ def analyze(root: str | Path, *, html_page: bool = False) -> dict[str, Any]:
     if html_page:
         page = out / "report.html"
         write_text_atomic(page, render_html(blocks, out))
-    return {"report": out / "report.md", "html": page, "runs": len(runs), "skipped": problems,
-            "verdicts": {v.key: v.verdict for v in verdicts}}
+    return {
+        "report": out / "report.md",
+        "html": page,
+        "runs": len(runs),
+        "skipped": problems,
+        "verdicts": {v.key: v.verdict for v in verdicts},
+    }

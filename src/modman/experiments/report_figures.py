@@ -74,12 +74,14 @@ def loss_curves(best: dict[str, Group], path: Path, against: str) -> Path:
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     for exp, g in best.items():
         if against == "step":
-            train = [[(s, l) for s, l, _ in train_curve(r)] for r in g.runs]
+            train = [[(s, loss) for s, loss, _ in train_curve(r)] for r in g.runs]
             val = [val_curve(r) for r in g.runs]
         else:  # wall time differs per seed: plot each seed, no band
-            train = [[(t, l) for _, l, t in train_curve(r)] for r in g.runs[:1]]
-            val = [list(zip(_seconds_at(r, [s for s, _ in val_curve(r)]), [v for _, v in val_curve(r)]))
-                   for r in g.runs[:1]]
+            train = [[(t, loss) for _, loss, t in train_curve(r)] for r in g.runs[:1]]
+            val = [
+                list(zip(_seconds_at(r, [s for s, _ in val_curve(r)]), [v for _, v in val_curve(r)]))
+                for r in g.runs[:1]
+            ]
         _plot_band(axes[0], train, exp)
         _plot_band(axes[1], val, exp, marker="o", markersize=3)
     for ax, what in zip(axes, ("train loss", "validation loss")):
@@ -130,8 +132,11 @@ def _by_step(run, roles, key, reduce):
 def spectra_evolution(best: dict[str, Group], path: Path) -> Path:
     fig, axes = _panel_grid(len(best), 4.5)
     for ax, (exp, g) in zip(axes, best.items()):
-        for key, reduce, style, label in (("sv_max", max, "-", "largest σ"), ("sv_median", np.median, "--", "median σ"),
-                                          ("sv_min", min, ":", "smallest σ")):
+        for key, reduce, style, label in (
+            ("sv_max", max, "-", "largest σ"),
+            ("sv_median", np.median, "--", "median σ"),
+            ("sv_min", min, ":", "smallest σ"),
+        ):
             _plot_band(ax, [_by_step(r, MATRIX_ROLES, key, reduce) for r in g.runs], exp, label=label, linestyle=style)
         ax.set_yscale("log")
         ax.set_title(exp, fontsize=9)
@@ -159,8 +164,10 @@ def grad_norms(best: dict[str, Group], path: Path) -> Path:
     fig, axes = _panel_grid(len(ROLE_PANELS), 4.5)
     for ax, role in zip(axes, ROLE_PANELS):
         for exp, g in best.items():
-            curves = [[(m["step"], m["grad_norm"][role]) for m in r.metrics if role in (m.get("grad_norm") or {})]
-                      for r in g.runs]
+            curves = [
+                [(m["step"], m["grad_norm"][role]) for m in r.metrics if role in (m.get("grad_norm") or {})]
+                for r in g.runs
+            ]
             _plot_band(ax, curves, exp)
         ax.set_title(f"{role}: gradient norm", fontsize=9)
         ax.set_yscale("log")
@@ -212,9 +219,16 @@ def lr_sweep(groups: list[Group], path: Path) -> Path:
         for i, (wd, gs) in enumerate(sorted(by_wd.items(), key=lambda kv: str(kv[0]))):
             pts = sorted((peak_lr(g), g.val_loss) for g in gs if math.isfinite(g.val_loss.mean))
             if pts:
-                ax.errorbar([p[0] for p in pts], [p[1].mean for p in pts], yerr=[p[1].sd for p in pts], capsize=3,
-                            color=_color(exp), marker="o", linestyle=("-", "--", ":", "-.")[i % 4],
-                            label=exp if len(by_wd) == 1 else f"{exp}, wd {wd}")
+                ax.errorbar(
+                    [p[0] for p in pts],
+                    [p[1].mean for p in pts],
+                    yerr=[p[1].sd for p in pts],
+                    capsize=3,
+                    color=_color(exp),
+                    marker="o",
+                    linestyle=("-", "--", ":", "-.")[i % 4],
+                    label=exp if len(by_wd) == 1 else f"{exp}, wd {wd}",
+                )
     ax.set_xscale("log")
     from matplotlib.ticker import NullFormatter
 
@@ -230,15 +244,21 @@ FIGURES = {
     "loss_vs_step.png": ("Train and validation loss against step.", lambda b, g, p: loss_curves(b, p, "step")),
     "loss_vs_time.png": ("Train and validation loss against training time.", lambda b, g, p: loss_curves(b, p, "time")),
     "spectra_final.png": ("Per-matrix singular values at the end.", lambda b, g, p: spectra_final(b, p)),
-    "spectra_evolution.png": ("Singular values of the attention/FFN matrices during training.",
-                              lambda b, g, p: spectra_evolution(b, p)),
+    "spectra_evolution.png": (
+        "Singular values of the attention/FFN matrices during training.",
+        lambda b, g, p: spectra_evolution(b, p),
+    ),
     "fro_norm.png": ("Frobenius norm per role against step.", lambda b, g, p: fro_norms(b, p)),
     "grad_norm.png": ("Gradient norm per role against step.", lambda b, g, p: grad_norms(b, p)),
-    "condition_number.png": ("Largest condition number of the attention/FFN matrices.",
-                             lambda b, g, p: condition_numbers(b, p)),
+    "condition_number.png": (
+        "Largest condition number of the attention/FFN matrices.",
+        lambda b, g, p: condition_numbers(b, p),
+    ),
     "tokens_per_sec.png": ("Training throughput per experiment.", lambda b, g, p: tokens_per_sec(b, p)),
-    "lr_sweep.png": ("Final validation loss against learning rate (every setting in the folder).",
-                     lambda b, g, p: lr_sweep(g, p)),
+    "lr_sweep.png": (
+        "Final validation loss against learning rate (every setting in the folder).",
+        lambda b, g, p: lr_sweep(g, p),
+    ),
 }
 
 

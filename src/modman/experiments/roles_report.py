@@ -24,8 +24,9 @@ def roles_report(exp: str = "baseline", preset: str = "small", model: str = "mod
         lines = [f"{'atom':<24}{'role':<11}{'shape':<10}{'budget 1/c':>11}"]
         for (atom, _), g in zip(net.budgets(), opt.param_groups):
             shape = "x".join(map(str, atom.weight.shape))
-            lines.append(f"{getattr(atom, 'label', type(atom).__name__):<24}{g['role']:<11}{shape:<10}"
-                         f"{g['budget']:>11.4f}")
+            lines.append(
+                f"{getattr(atom, 'label', type(atom).__name__):<24}{g['role']:<11}{shape:<10}{g['budget']:>11.4f}"
+            )
         return "\n".join(lines + [f"mass {net.mass:g}, sensitivity {net.sensitivity:g}"])
     if model == "modman":
         net = Transformer(PRESETS[preset])

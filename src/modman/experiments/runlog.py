@@ -22,7 +22,15 @@ import torch
 
 from ..errors import UserError
 
-__all__ = ["atomic_file", "write_text_atomic", "write_json_atomic", "json_safe", "JsonlLog", "matrix_spectrum", "run_versions"]
+__all__ = [
+    "atomic_file",
+    "write_text_atomic",
+    "write_json_atomic",
+    "json_safe",
+    "JsonlLog",
+    "matrix_spectrum",
+    "run_versions",
+]
 
 
 @contextmanager
@@ -90,8 +98,9 @@ class JsonlLog:
                 try:
                     self.records.append(json.loads(line))
                 except json.JSONDecodeError as e:
-                    raise UserError(f"{self.path}: line {i} is not JSON ({e.msg}); move the file away to start "
-                                     "over") from None
+                    raise UserError(
+                        f"{self.path}: line {i} is not JSON ({e.msg}); move the file away to start over"
+                    ) from None
         return self.records
 
     def keep_until(self, step: int) -> None:
@@ -140,9 +149,14 @@ def run_versions(device: torch.device) -> dict[str, Any]:
     except PackageNotFoundError:  # a source tree on PYTHONPATH, not installed
         modman_version = None
     info: dict[str, Any] = {
-        "modman": modman_version, "torch": torch.__version__, "numpy": numpy.__version__,
-        "python": sys.version.split()[0], "platform": platform.platform(), "git_sha": _git_sha(),
-        "device": str(device), "threads": torch.get_num_threads(),
+        "modman": modman_version,
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "git_sha": _git_sha(),
+        "device": str(device),
+        "threads": torch.get_num_threads(),
     }
     if device.type == "cuda":
         info["device_name"] = torch.cuda.get_device_name(device)

@@ -41,8 +41,10 @@ def parse_lrs(text: str) -> list[LrSetting]:
     """``"0.5x,1x,2x"`` (multiples of the defaults) or ``"0.01,0.02"`` (matrix lrs); not both kinds at once."""
     items = [t.strip() for t in text.split(",") if t.strip()]
     if not items:
-        raise UserError("--lrs is empty; give e.g. 0.5x,1x,2x (multiples of each experiment's default lrs) or "
-                         "0.01,0.02 (the lr of the attention and FFN matrices)")
+        raise UserError(
+            "--lrs is empty; give e.g. 0.5x,1x,2x (multiples of each experiment's default lrs) or "
+            "0.01,0.02 (the lr of the attention and FFN matrices)"
+        )
     scaled = [t.endswith("x") for t in items]
     if any(scaled) and not all(scaled):
         raise UserError(f"--lrs {text!r} mixes multiples (…x) and absolute lrs; use one kind, e.g. 0.5x,1x,2x")
@@ -71,12 +73,15 @@ def parse_list(text: str, kind: type, option: str) -> list:
     return values
 
 
-def sweep_configs(settings: dict[str, Any], exps: list[str], lrs: list[LrSetting], weight_decays: list[float],
-                  seeds: list[int]) -> list[TrainConfig]:
+def sweep_configs(
+    settings: dict[str, Any], exps: list[str], lrs: list[LrSetting], weight_decays: list[float], seeds: list[int]
+) -> list[TrainConfig]:
     """Every run of the grid, as checked TrainConfigs (an unknown experiment or bad setting fails here)."""
     unknown = [e for e in exps if e not in TRAIN_EXPERIMENTS]
     if unknown:
-        raise UserError(f"--exp: unknown experiment(s) {', '.join(unknown)}; choose from {', '.join(TRAIN_EXPERIMENTS)}")
+        raise UserError(
+            f"--exp: unknown experiment(s) {', '.join(unknown)}; choose from {', '.join(TRAIN_EXPERIMENTS)}"
+        )
     for key in ("exp", "name", "lr", "lr_scale", "weight_decay", "seed"):
         if key in settings:
             raise UserError(f"modman sweep sets {key} for each run itself; leave it out of the flags and --config")
@@ -101,8 +106,9 @@ def _ended(cfg: TrainConfig) -> dict | None:
     saved = summary.get("config", {}) if isinstance(summary, dict) else {}
     if not saved or any(now.get(k) != v for k, v in saved.items() if k not in RESUME_FREE):
         return None  # train(resume=True) names the differing settings
-    if summary.get("status") == "diverged" or (summary.get("status") == "finished" and
-                                               summary.get("steps") == cfg.max_steps):
+    if summary.get("status") == "diverged" or (
+        summary.get("status") == "finished" and summary.get("steps") == cfg.max_steps
+    ):
         return summary
     return None
 

@@ -34,8 +34,19 @@ from .model import PRESETS, Transformer
 from .parallel import Parallel, init_parallel
 from .trainlog import RunLogger
 
-__all__ = ["TRAIN_EXPERIMENTS", "MODULAR_LR", "resolve_device", "TrainConfig", "TrainingDiverged",
-           "TrainingInterrupted", "train", "batch_at", "eval_batches", "lr_factor", "RESUME_FREE"]
+__all__ = [
+    "TRAIN_EXPERIMENTS",
+    "MODULAR_LR",
+    "resolve_device",
+    "TrainConfig",
+    "TrainingDiverged",
+    "TrainingInterrupted",
+    "train",
+    "batch_at",
+    "eval_batches",
+    "lr_factor",
+    "RESUME_FREE",
+]
 
 # Seed 002's nine experiments, then ``modular``: the modman.modular GPT trained by ModularDescent with its
 # modular-norm budgets (one lr for the whole network).
@@ -53,16 +64,28 @@ class TrainConfig:
     exp: str = "baseline"
     max_steps: int = 400
     preset: str = "small"
-    model: str = field(default="modman", metadata={"help": (
-        "modman (the built-in LLaMA-style decoder) or a Hugging Face architecture at the preset's shape, random "
-        "init: hf:gpt2, hf:llama, hf:qwen2, hf:qwen3, hf:mistral (pip install 'modman[hf]')")})
+    model: str = field(
+        default="modman",
+        metadata={
+            "help": (
+                "modman (the built-in LLaMA-style decoder) or a Hugging Face architecture at the preset's shape, "
+                "random init: hf:gpt2, hf:llama, hf:qwen2, hf:qwen3, hf:mistral (pip install 'modman[hf]')"
+            )
+        },
+    )
     batch_size: int = 16
     lr: float | None = None
     lr_scale: float = 1.0
-    solver: str = field(default="auto", metadata={"help": (
-        "manifold Muon's solver: auto (closed form on square matrices, tracking on the others: one msign a "
-        "step), certified (closed form / hybrid to a duality gap), or tracking, hybrid, newton, fixed_point, "
-        "closed_form, dual_ascent")})
+    solver: str = field(
+        default="auto",
+        metadata={
+            "help": (
+                "manifold Muon's solver: auto (closed form on square matrices, tracking on the others: one msign a "
+                "step), certified (closed form / hybrid to a duality gap), or tracking, hybrid, newton, fixed_point, "
+                "closed_form, dual_ascent"
+            )
+        },
+    )
     adamw_lr: float = 3e-3
     role_lr: dict[str, float] = field(default_factory=dict)
     weight_decay: float = 0.1
@@ -87,30 +110,38 @@ class TrainConfig:
         if self.exp not in TRAIN_EXPERIMENTS:
             raise UserError(f"--exp: unknown experiment {self.exp!r}; choose one of: {', '.join(TRAIN_EXPERIMENTS)}")
         if self.exp == "modular" and self.role_lr:
-            raise UserError("--role-lr does not apply to --exp modular: its per-layer lrs are the modular-norm "
-                             "budgets; set the whole network's step with --lr")
+            raise UserError(
+                "--role-lr does not apply to --exp modular: its per-layer lrs are the modular-norm "
+                "budgets; set the whole network's step with --lr"
+            )
         if self.solver not in SOLVER_NAMES:
-            raise UserError(f"--solver: unknown manifold Muon solver {self.solver!r}; choose one of: "
-                             f"{', '.join(SOLVER_NAMES)}")
+            raise UserError(
+                f"--solver: unknown manifold Muon solver {self.solver!r}; choose one of: {', '.join(SOLVER_NAMES)}"
+            )
         if self.preset not in PRESETS:
             raise UserError(f"--preset: unknown preset {self.preset!r}; choose one of: {', '.join(PRESETS)}")
         if self.model != "modman":
             from ..integrations.hf_models import HF_MODELS
 
             if self.model.removeprefix("hf:") not in HF_MODELS or not self.model.startswith("hf:"):
-                raise UserError(f"--model: unknown model {self.model!r}; choose modman or one of: "
-                                 f"{', '.join('hf:' + n for n in HF_MODELS)}")
+                raise UserError(
+                    f"--model: unknown model {self.model!r}; choose modman or one of: "
+                    f"{', '.join('hf:' + n for n in HF_MODELS)}"
+                )
             if self.exp == "modular":
                 raise UserError("--exp modular trains its own modman.modular GPT; use --model modman with it")
-        require_positive_ints(self, ("max_steps", "batch_size", "eval_every", "eval_batches", "log_every",
-                                     "checkpoint_every"))
+        require_positive_ints(
+            self, ("max_steps", "batch_size", "eval_every", "eval_batches", "log_every", "checkpoint_every")
+        )
         if self.dtype not in ("float32", "float64"):
             raise UserError(f"--dtype must be float32 or float64; got {self.dtype!r}")
         if self.parallel not in ("none", "ddp", "fsdp"):
             raise UserError(f"--parallel must be none, ddp or fsdp; got {self.parallel!r}")
         if self.parallel == "fsdp" and self.exp == "modular":
-            raise UserError("--exp modular runs with --parallel none or ddp: its modular-norm steps act on whole "
-                             "modules, which FSDP2 shards")
+            raise UserError(
+                "--exp modular runs with --parallel none or ddp: its modular-norm steps act on whole "
+                "modules, which FSDP2 shards"
+            )
         if not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
             raise UserError(f"--warmup-steps must be an integer >= 0; got {self.warmup_steps!r}")
         if not 0 <= self.min_lr_ratio <= 1:
@@ -162,9 +193,11 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 
 def _diverged(cfg: TrainConfig, step: int, what: str, kept: int) -> TrainingDiverged:
-    return TrainingDiverged(f"{cfg.exp}: diverged at step {step}: {what}. The run stopped there; the checkpoint in "
-                            f"{cfg.run_dir} keeps the last good state (step {kept}). Lower the learning rate (--lr) "
-                            "and start a new run (another --out).")
+    return TrainingDiverged(
+        f"{cfg.exp}: diverged at step {step}: {what}. The run stopped there; the checkpoint in "
+        f"{cfg.run_dir} keeps the last good state (step {kept}). Lower the learning rate (--lr) "
+        "and start a new run (another --out)."
+    )
 
 
 class _InterruptFlag:
@@ -225,9 +258,11 @@ def _load_tokens(cfg: TrainConfig, seq_len: int) -> tuple[torch.Tensor, torch.Te
     train_tokens, val_tokens = split_tokens(raw)
     if len(val_tokens) < seq_len + 2:
         where = repr(cfg.data) if cfg.data else "the embedded corpus"
-        raise DataError(f"data file {where} is too short: its validation part (the last 10%) has {len(val_tokens)} "
-                        f"bytes and preset {cfg.preset!r} needs windows of {seq_len + 1}; give a text of at least "
-                        f"{10 * (seq_len + 2)} bytes")
+        raise DataError(
+            f"data file {where} is too short: its validation part (the last 10%) has {len(val_tokens)} "
+            f"bytes and preset {cfg.preset!r} needs windows of {seq_len + 1}; give a text of at least "
+            f"{10 * (seq_len + 2)} bytes"
+        )
     return train_tokens, val_tokens, sha256(raw)
 
 
@@ -244,11 +279,15 @@ def _check_resume(saved: dict[str, Any], cfg: TrainConfig, data_sha: str, run_di
     differ = [k for k, v in saved["config"].items() if k not in RESUME_FREE and now.get(k) != v]
     if differ:
         detail = ", ".join(f"{k}={saved['config'][k]!r} (now {now.get(k)!r})" for k in differ)
-        raise UserError(f"--resume: the run in {run_dir} was started with {detail}; resume with the same settings "
-                         "or start a new run with another --out")
+        raise UserError(
+            f"--resume: the run in {run_dir} was started with {detail}; resume with the same settings "
+            "or start a new run with another --out"
+        )
     if saved["data_sha256"] != data_sha:
-        raise UserError(f"--resume: the data differs from the run in {run_dir} (sha256 {saved['data_sha256'][:12]}… "
-                         f"vs {data_sha[:12]}…); resume with the same --data")
+        raise UserError(
+            f"--resume: the data differs from the run in {run_dir} (sha256 {saved['data_sha256'][:12]}… "
+            f"vs {data_sha[:12]}…); resume with the same --data"
+        )
 
 
 def _build(cfg: TrainConfig, device: torch.device, shard: Callable[[torch.nn.Module], torch.nn.Module] = lambda m: m):
@@ -265,8 +304,16 @@ def _build(cfg: TrainConfig, device: torch.device, shard: Callable[[torch.nn.Mod
 
             net = build_hf_model(cfg.model, PRESETS[cfg.preset])
         model = shard(net.to(device=device, dtype=dtype))
-        opt = ModularOptimizer(model, cfg.exp, cfg.lr, adamw_lr=cfg.adamw_lr, role_lr=cfg.role_lr, solver=cfg.solver,
-                               weight_decay=cfg.weight_decay, momentum=cfg.momentum)
+        opt = ModularOptimizer(
+            model,
+            cfg.exp,
+            cfg.lr,
+            adamw_lr=cfg.adamw_lr,
+            role_lr=cfg.role_lr,
+            solver=cfg.solver,
+            weight_decay=cfg.weight_decay,
+            momentum=cfg.momentum,
+        )
     for g in opt.param_groups:  # before the scheduler records the initial lrs
         g["lr"] *= cfg.lr_scale
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
@@ -280,8 +327,15 @@ def build_modular(cfg: TrainConfig, device: torch.device, dtype: torch.dtype = t
     from ..optim.modular import MANIFOLD_MUON_TOL, training_steps
 
     p = PRESETS[cfg.preset]
-    model = GPT(p.vocab_size, p.dim, p.n_heads, p.n_layers, ffn_mult=max(1, p.ffn_hidden // p.dim),
-                tol=MANIFOLD_MUON_TOL, steps=training_steps(cfg.solver)).to(device=device, dtype=dtype)
+    model = GPT(
+        p.vocab_size,
+        p.dim,
+        p.n_heads,
+        p.n_layers,
+        ffn_mult=max(1, p.ffn_hidden // p.dim),
+        tol=MANIFOLD_MUON_TOL,
+        steps=training_steps(cfg.solver),
+    ).to(device=device, dtype=dtype)
     for atom, _ in model.budgets():
         if hasattr(atom, "solver"):  # Linear atoms: the --solver of their manifold Muon solves
             atom.solver = cfg.solver
@@ -293,8 +347,13 @@ def _new_window() -> dict[str, float]:
     return {"loss_sum": 0.0, "count": 0, "tokens": 0, "seconds": 0.0}
 
 
-def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = None,
-          on_step: Callable[[int, float], None] | None = None) -> dict[str, Any]:
+def train(
+    cfg: TrainConfig,
+    *,
+    resume: bool = False,
+    stop_after: int | None = None,
+    on_step: Callable[[int, float], None] | None = None,
+) -> dict[str, Any]:
     """Run (or continue) one experiment; returns its summary. ``stop_after`` ends early (tests, interrupts).
 
     With ``parallel="ddp"`` or ``"fsdp"`` (under torchrun) every rank runs this; rank 0 writes the logs, every
@@ -305,8 +364,10 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = No
     run_dir = cfg.run_dir
     saved = load_checkpoint(run_dir, keys={"step", "config", "data_sha256"})
     if saved is not None and not resume:
-        raise UserError(f"{run_dir} already holds a run (checkpoint at step {saved['step']}); pass --resume to "
-                         "continue it, or choose another --out")
+        raise UserError(
+            f"{run_dir} already holds a run (checkpoint at step {saved['step']}); pass --resume to "
+            "continue it, or choose another --out"
+        )
     if saved is not None:
         _check_resume(saved, cfg, data_sha, run_dir)
         summary_path = run_dir / "summary.json"
@@ -353,10 +414,22 @@ def _run(cfg: TrainConfig, par: Parallel, resume: bool, data, stop_after, on_ste
 
     def checkpoint(step: int) -> None:
         logger.flush()  # the logs reach the checkpoint's step before the checkpoint names it (rank 0 writes them)
-        save_checkpoint(run_dir, {"step": step, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                                  "scheduler": sched.state_dict(), "rng": rng_state(), "data_position": step,
-                                  "window": dict(window), "progress": dict(progress, wall=elapsed()),
-                                  "config": dataclasses.asdict(cfg), "data_sha256": data_sha}, step)
+        save_checkpoint(
+            run_dir,
+            {
+                "step": step,
+                "model": model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(),
+                "rng": rng_state(),
+                "data_position": step,
+                "window": dict(window),
+                "progress": dict(progress, wall=elapsed()),
+                "config": dataclasses.asdict(cfg),
+                "data_sha256": data_sha,
+            },
+            step,
+        )
         logger.last_checkpoint = step
 
     bar = logger.progress(start)
@@ -367,8 +440,10 @@ def _run(cfg: TrainConfig, par: Parallel, resume: bool, data, stop_after, on_ste
             if interrupt.agreed(par):
                 if logger.last_checkpoint != step:
                     checkpoint(step)
-                raise TrainingInterrupted(f"{cfg.exp}: interrupted; checkpoint saved at step {step} in {run_dir}: "
-                                          "--resume continues from there")
+                raise TrainingInterrupted(
+                    f"{cfg.exp}: interrupted; checkpoint saved at step {step} in {run_dir}: "
+                    "--resume continues from there"
+                )
             t0 = time.perf_counter()
             x, y = batch_at(train_tokens, step, cfg, seq_len)
             x, y = par.slice(x), par.slice(y)
@@ -387,8 +462,9 @@ def _run(cfg: TrainConfig, par: Parallel, resume: bool, data, stop_after, on_ste
                 opt.step()
             except NonFiniteError as e:  # gradients go NaN/Inf before the loss does
                 names = ", ".join(e.names[:3]) + (f" and {len(e.names) - 3} more" if len(e.names) > 3 else "")
-                raise _diverged(cfg, done, f"the {e.kind} of {names} is non-finite (NaN or Inf)",
-                                logger.last_checkpoint) from None
+                raise _diverged(
+                    cfg, done, f"the {e.kind} of {names} is non-finite (NaN or Inf)", logger.last_checkpoint
+                ) from None
             sched.step()
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
@@ -417,17 +493,24 @@ def _run(cfg: TrainConfig, par: Parallel, resume: bool, data, stop_after, on_ste
                 return {"experiment": cfg.exp, "steps": done, "status": "stopped"}
     except TrainingDiverged:
         logger.flush()
-        logger.write_summary(step, progress["last_train"], progress["last_val"], progress["train_seconds"],
-                             elapsed(), status="diverged")
+        logger.write_summary(
+            step, progress["last_train"], progress["last_val"], progress["train_seconds"], elapsed(), status="diverged"
+        )
         raise
     finally:
         interrupt.restore()
         bar.close()
         logger.close()
     work = par.gather(opt.local_work)
-    return logger.write_summary(cfg.max_steps, progress["last_train"], progress["last_val"],
-                                progress["train_seconds"], elapsed(), status="finished",
-                                extra={"processes": par.world, "work_per_rank": work})
+    return logger.write_summary(
+        cfg.max_steps,
+        progress["last_train"],
+        progress["last_val"],
+        progress["train_seconds"],
+        elapsed(),
+        status="finished",
+        extra={"processes": par.world, "work_per_rank": work},
+    )
 
 
 def _lrs_by_role(opt: ModularOptimizer) -> dict[str, float]:

@@ -53,8 +53,16 @@ class RunLogger:
     def progress(self, start: int):
         from tqdm.auto import tqdm
 
-        return tqdm(total=self.cfg.max_steps, initial=start, desc=self.cfg.exp, unit="step", file=sys.stderr,
-                    disable=not (self.cfg.progress and self.enabled), dynamic_ncols=True, leave=False)
+        return tqdm(
+            total=self.cfg.max_steps,
+            initial=start,
+            desc=self.cfg.exp,
+            unit="step",
+            file=sys.stderr,
+            disable=not (self.cfg.progress and self.enabled),
+            dynamic_ncols=True,
+            leave=False,
+        )
 
     @torch.no_grad()
     def grad_norms(self, model: nn.Module) -> dict[str, float]:
@@ -75,15 +83,17 @@ class RunLogger:
         self.metrics.append({"step": step})
         return self.metrics.records[-1]
 
-    def log_train(self, step: int, window: dict, lrs: dict[str, float], grad_norms: dict[str, float],
-                  train_seconds: float) -> None:
+    def log_train(
+        self, step: int, window: dict, lrs: dict[str, float], grad_norms: dict[str, float], train_seconds: float
+    ) -> None:
         """One log line; ``train_seconds`` is the training time so far (no evaluation), for loss-vs-time plots."""
         if not self.enabled:
             return
         loss = window["loss_sum"] / max(1, window["count"])
         tps = window["tokens"] / window["seconds"] if window["seconds"] > 0 else float("nan")
-        self._record(step).update(train_loss=loss, lr=lrs, tokens_per_sec=tps, grad_norm=grad_norms,
-                                 train_seconds=train_seconds)
+        self._record(step).update(
+            train_loss=loss, lr=lrs, tokens_per_sec=tps, grad_norm=grad_norms, train_seconds=train_seconds
+        )
         self.writer.add_scalar("train/loss", loss, step)
         self.writer.add_scalar("perf/tokens_per_sec", tps, step)
         for role, value in lrs.items():
@@ -102,8 +112,16 @@ class RunLogger:
         self.writer.add_scalar("val/ppl", ppl, step)
         for name, p in matrices:
             spec = matrix_spectrum(p)
-            self.spectra.append({"step": step, "name": name, "role": self.optimizer.roles[name],
-                                 "rule": self.optimizer.assignment[name], "shape": list(p.shape), **spec})
+            self.spectra.append(
+                {
+                    "step": step,
+                    "name": name,
+                    "role": self.optimizer.roles[name],
+                    "rule": self.optimizer.assignment[name],
+                    "shape": list(p.shape),
+                    **spec,
+                }
+            )
             self.writer.add_scalar(f"condition_number/{name}", spec["condition_number"], step)
             self.writer.add_scalar(f"fro_norm/{name}", spec["fro_norm"], step)
         self.flush()
@@ -121,20 +139,39 @@ class RunLogger:
             self.writer.close()
             self.writer = None
 
-    def write_summary(self, steps: int, train_loss: float | None, val_loss: float | None, train_seconds: float,
-                      wall_seconds: float, status: str, extra: dict | None = None) -> dict[str, Any]:
+    def write_summary(
+        self,
+        steps: int,
+        train_loss: float | None,
+        val_loss: float | None,
+        train_seconds: float,
+        wall_seconds: float,
+        status: str,
+        extra: dict | None = None,
+    ) -> dict[str, Any]:
         """Write ``summary.json`` (atomically) and return it. tokens/s counts training steps only (no eval)."""
         if not self.enabled:
-            return {"experiment": self.cfg.exp, "status": status, "steps": steps, "final_train_loss": train_loss,
-                    "rank_without_logs": True}
+            return {
+                "experiment": self.cfg.exp,
+                "status": status,
+                "steps": steps,
+                "final_train_loss": train_loss,
+                "rank_without_logs": True,
+            }
         model_tokens = steps * self.cfg.batch_size * _seq_len(self.cfg)
         summary = {
-            "experiment": self.cfg.exp, "status": status, "steps": steps,
-            "final_train_loss": train_loss, "final_val_loss": val_loss,
+            "experiment": self.cfg.exp,
+            "status": status,
+            "steps": steps,
+            "final_train_loss": train_loss,
+            "final_val_loss": val_loss,
             "final_val_ppl": math.exp(val_loss) if val_loss is not None and val_loss < 700 else None,
             "tokens_per_sec": model_tokens / train_seconds if train_seconds > 0 else None,
-            "train_seconds": train_seconds, "wall_seconds": wall_seconds,
-            "config": dataclasses.asdict(self.cfg), "versions": run_versions(self.device), **(extra or {}),
+            "train_seconds": train_seconds,
+            "wall_seconds": wall_seconds,
+            "config": dataclasses.asdict(self.cfg),
+            "versions": run_versions(self.device),
+            **(extra or {}),
         }
         write_json_atomic(self.run_dir / "summary.json", summary)
         return summary

@@ -23,12 +23,29 @@ def _config(name: str, cfg: ModelConfig):
 
     common = dict(vocab_size=cfg.vocab_size, bos_token_id=0, eos_token_id=0, tie_word_embeddings=False)
     if name == "gpt2":
-        return T.GPT2Config(n_embd=cfg.dim, n_layer=cfg.n_layers, n_head=cfg.n_heads, n_inner=cfg.ffn_hidden,
-                            n_positions=cfg.seq_len, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, **common)
-    decoder = dict(hidden_size=cfg.dim, num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads,
-                   num_key_value_heads=cfg.n_heads, intermediate_size=cfg.ffn_hidden,
-                   max_position_embeddings=cfg.seq_len, rope_theta=cfg.rope_theta, rms_norm_eps=cfg.norm_eps,
-                   attention_dropout=0.0, **common)
+        return T.GPT2Config(
+            n_embd=cfg.dim,
+            n_layer=cfg.n_layers,
+            n_head=cfg.n_heads,
+            n_inner=cfg.ffn_hidden,
+            n_positions=cfg.seq_len,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+            **common,
+        )
+    decoder = dict(
+        hidden_size=cfg.dim,
+        num_hidden_layers=cfg.n_layers,
+        num_attention_heads=cfg.n_heads,
+        num_key_value_heads=cfg.n_heads,
+        intermediate_size=cfg.ffn_hidden,
+        max_position_embeddings=cfg.seq_len,
+        rope_theta=cfg.rope_theta,
+        rms_norm_eps=cfg.norm_eps,
+        attention_dropout=0.0,
+        **common,
+    )
     if name == "llama":
         return T.LlamaConfig(**decoder)
     if name == "qwen2":
@@ -55,8 +72,10 @@ def build_hf_model(spec: str, cfg: ModelConfig) -> HFCausalLM:
     """``spec`` = ``"hf:NAME"`` (NAME in ``HF_MODELS``): the architecture at the preset's shape, random init."""
     name = spec.removeprefix("hf:")
     if name not in HF_MODELS:
-        raise UserError(f"--model: unknown Hugging Face model {spec!r}; choose one of: "
-                         f"{', '.join('hf:' + n for n in HF_MODELS)} (or modman, the built-in decoder)")
+        raise UserError(
+            f"--model: unknown Hugging Face model {spec!r}; choose one of: "
+            f"{', '.join('hf:' + n for n in HF_MODELS)} (or modman, the built-in decoder)"
+        )
     try:
         import transformers as T
     except ImportError:

@@ -25,22 +25,26 @@ from ..optim.modular import MATRIX_ROLES
 try:
     from transformers import Trainer, TrainerCallback, TrainingArguments
 except ImportError:  # pragma: no cover - exercised by the message test with transformers hidden
-    raise ImportError("modman.integrations.huggingface needs Hugging Face transformers: pip install 'modman[hf]' "
-                      "(or pip install transformers)") from None
+    raise ImportError(
+        "modman.integrations.huggingface needs Hugging Face transformers: pip install 'modman[hf]' "
+        "(or pip install transformers)"
+    ) from None
 
 __all__ = ["create_optimizer", "role_summary", "ModmanCallback", "ModmanTrainer"]
 
 
-def create_optimizer(model: nn.Module, experiment: str = "muon_all", args: TrainingArguments | None = None,
-                     **kwargs: Any) -> ModularOptimizer:
+def create_optimizer(
+    model: nn.Module, experiment: str = "muon_all", args: TrainingArguments | None = None, **kwargs: Any
+) -> ModularOptimizer:
     """``ModularOptimizer(model, experiment)``: the experiment's rule on attention and FFN matrices at its default
     lr, AdamW elsewhere at ``args.learning_rate`` with ``args.weight_decay`` and ``args.adam_beta1/2``;
     ``kwargs`` (``lr``, ``role_lr``, ``solver``, ...) override. Records each role's gradient norm at every step
     (before the update) for ``role_summary``."""
     settings: dict[str, Any] = {}
     if args is not None:
-        settings = dict(adamw_lr=args.learning_rate, weight_decay=args.weight_decay,
-                        betas=(args.adam_beta1, args.adam_beta2))
+        settings = dict(
+            adamw_lr=args.learning_rate, weight_decay=args.weight_decay, betas=(args.adam_beta1, args.adam_beta2)
+        )
     opt = ModularOptimizer(model, experiment, **{**settings, **kwargs})
     names = {id(p): n for n, p in model.named_parameters()}
     opt.last_grad_norms = {}
@@ -121,13 +125,18 @@ class ModmanTrainer(Trainer):
         *args, **kwargs: ``transformers.Trainer``'s.
     """
 
-    def __init__(self, *args: Any, experiment: str = "muon_all", optimizer_kwargs: dict | None = None,
-                 log_spectra: bool = True, **kwargs: Any):
+    def __init__(
+        self,
+        *args: Any,
+        experiment: str = "muon_all",
+        optimizer_kwargs: dict | None = None,
+        log_spectra: bool = True,
+        **kwargs: Any,
+    ):
         from ..optim import EXPERIMENTS
 
         if experiment not in EXPERIMENTS:
-            raise UserError(f"ModmanTrainer: unknown experiment {experiment!r}; choose one of "
-                             f"{', '.join(EXPERIMENTS)}")
+            raise UserError(f"ModmanTrainer: unknown experiment {experiment!r}; choose one of {', '.join(EXPERIMENTS)}")
         self.experiment, self.optimizer_kwargs = experiment, dict(optimizer_kwargs or {})
         super().__init__(*args, **kwargs)
         if log_spectra:
@@ -135,6 +144,7 @@ class ModmanTrainer(Trainer):
 
     def create_optimizer(self, model=None):
         if self.optimizer is None:
-            self.optimizer = create_optimizer(self.model if model is None else model, self.experiment, self.args,
-                                              **self.optimizer_kwargs)
+            self.optimizer = create_optimizer(
+                self.model if model is None else model, self.experiment, self.args, **self.optimizer_kwargs
+            )
         return self.optimizer

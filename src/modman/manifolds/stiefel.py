@@ -62,8 +62,9 @@ class Stiefel(Manifold):
         require_matrix(W, "Stiefel")
         return self.radius * msign(W, method=self.retraction, steps=self.retraction_steps)
 
-    def retract_step(self, W: torch.Tensor, A: torch.Tensor, eta: float,
-                     gram: torch.Tensor | None = None, projector: bool = True) -> tuple[torch.Tensor, bool]:
+    def retract_step(
+        self, W: torch.Tensor, A: torch.Tensor, eta: float, gram: torch.Tensor | None = None, projector: bool = True
+    ) -> tuple[torch.Tensor, bool]:
         """The polar factor of ``V = W − ηA`` from n×n algebra: ``r·V̂ K^{-1/2}``, ``K = V̂ᵀV̂``, V̂ = V/r.
 
         ``K^{-1/2}`` starts from ``M = I − cΠ``, ``c = 1 − 1/sqrt(1 + η̂²)`` (η̂ = η/r), when the solver gives

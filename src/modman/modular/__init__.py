@@ -6,5 +6,24 @@ from .descent import ModularDescent
 from .module import Add, Atom, Bond, Compose, Identity, Module, Mul, Tuple, rms_norm
 from .nets import GPT, MLP
 
-__all__ = ["Module", "Atom", "Bond", "Compose", "Tuple", "Mul", "Add", "Identity", "rms_norm", "Linear", "Embed",
-           "ReLU", "GELU", "RMSNorm", "Attention", "residual", "ModularDescent", "MLP", "GPT"]
+__all__ = [
+    "Module",
+    "Atom",
+    "Bond",
+    "Compose",
+    "Tuple",
+    "Mul",
+    "Add",
+    "Identity",
+    "rms_norm",
+    "Linear",
+    "Embed",
+    "ReLU",
+    "GELU",
+    "RMSNorm",
+    "Attention",
+    "residual",
+    "ModularDescent",
+    "MLP",
+    "GPT",
+]

@@ -31,8 +31,17 @@ class Linear(Atom):
     Args are torch's order: ``Linear(in_features, out_features)``.
     """
 
-    def __init__(self, in_features: int, out_features: int, *, mass: float = 1.0, seed: int | None = None,
-                 solver: str = "auto", tol: float = 1e-6, steps: int | None = None):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        mass: float = 1.0,
+        seed: int | None = None,
+        solver: str = "auto",
+        tol: float = 1e-6,
+        steps: int | None = None,
+    ):
         for name, v in (("in_features", in_features), ("out_features", out_features)):
             if not isinstance(v, int) or v < 1:
                 raise UserError(f"Linear: {name} must be an integer >= 1; got {v!r}")
@@ -55,8 +64,14 @@ class Linear(Atom):
         if tangent:
             W = self.weight.detach()
             warm = None if state is None else state.get("multiplier")
-            A, info = manifold_muon_direction((W / r).to(g.dtype), g, solver=self.solver, tol=self.tol,
-                                              steps=self.steps, multiplier=None if warm is None else warm.to(g.dtype))
+            A, info = manifold_muon_direction(
+                (W / r).to(g.dtype),
+                g,
+                solver=self.solver,
+                tol=self.tol,
+                steps=self.steps,
+                multiplier=None if warm is None else warm.to(g.dtype),
+            )
             if state is not None:
                 state["multiplier"] = info["multiplier"]
                 state.update(iterations=info["iterations"], residual=info["residual"])

@@ -57,9 +57,9 @@ def _rope(x: torch.Tensor) -> torch.Tensor:
     freqs = 10000.0 ** (-torch.arange(half, dtype=torch.float64, device=x.device) / max(half, 1))
     angle = torch.arange(T, dtype=torch.float64, device=x.device)[:, None] * freqs  # (T, D/2)
     cos, sin = angle.cos().to(x.dtype), angle.sin().to(x.dtype)
-    x1, x2 = x[..., :half], x[..., half:2 * half]
+    x1, x2 = x[..., :half], x[..., half : 2 * half]
     out = torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
-    return torch.cat([out, x[..., 2 * half:]], dim=-1) if D % 2 else out
+    return torch.cat([out, x[..., 2 * half :]], dim=-1) if D % 2 else out
 
 
 class Attention(Bond):

@@ -35,8 +35,17 @@ class ModularDescent(torch.optim.Optimizer):
             (``modman.optim.concurrent``); None: 4 on CUDA, 1 (in turn) on the CPU. Same results either way.
     """
 
-    def __init__(self, net: Module, lr: float = 0.1, momentum: float = 0.9, *, tangent: bool = True,
-                 skip_nonfinite: bool = False, warm_start: bool = True, workers: int | None = None):
+    def __init__(
+        self,
+        net: Module,
+        lr: float = 0.1,
+        momentum: float = 0.9,
+        *,
+        tangent: bool = True,
+        skip_nonfinite: bool = False,
+        warm_start: bool = True,
+        workers: int | None = None,
+    ):
         if not isinstance(net, Module):
             raise TypeError(f"ModularDescent: net must be a modman.modular Module; got {type(net).__name__}")
         if not lr > 0:
@@ -48,11 +57,21 @@ class ModularDescent(torch.optim.Optimizer):
         if not pairs:
             raise UserError("ModularDescent: the network has no atoms (no weights) to train")
         if any(is_dtensor(atom.weight) for atom, _ in pairs):
-            raise TypeError("ModularDescent: the network's weights are DTensors (FSDP2); its modular-norm steps act "
-                            "on whole modules. Train it unsharded, or under DDP (share_work splits the atoms).")
+            raise TypeError(
+                "ModularDescent: the network's weights are DTensors (FSDP2); its modular-norm steps act "
+                "on whole modules. Train it unsharded, or under DDP (share_work splits the atoms)."
+            )
         net.project()
-        groups = [{"params": [atom.weight], "lr": lr / c, "budget": 1.0 / c, "role": getattr(atom, "role", "other"),
-                   "rule": "modular"} for atom, c in pairs]
+        groups = [
+            {
+                "params": [atom.weight],
+                "lr": lr / c,
+                "budget": 1.0 / c,
+                "role": getattr(atom, "role", "other"),
+                "rule": "modular",
+            }
+            for atom, c in pairs
+        ]
         super().__init__(groups, {"lr": lr, "momentum": momentum, "tangent": tangent, "warm_start": warm_start})
         self._atoms = [atom for atom, _ in pairs]
         self.skip_nonfinite, self.nonfinite_skips = skip_nonfinite, 0
@@ -90,8 +109,9 @@ class ModularDescent(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        named = [(self._names[i], g["params"][0]) for i, g in enumerate(self.param_groups)
-                 if g["params"][0].grad is not None]
+        named = [
+            (self._names[i], g["params"][0]) for i, g in enumerate(self.param_groups) if g["params"][0].grad is not None
+        ]
         if not guard_gradients(self, [(name, p.grad) for name, p in named]):
             return loss
         step_atomically(self, named, {id(p): self for _, p in named}, self._step)
@@ -109,7 +129,9 @@ class ModularDescent(torch.optim.Optimizer):
         for device, work in tasks.items():
             run_concurrently(work, device, self.workers, self._streams)
         if owners:
-            broadcast_from_owners([g["params"][0] for g in self.param_groups if g["params"][0].grad is not None], owners)
+            broadcast_from_owners(
+                [g["params"][0] for g in self.param_groups if g["params"][0].grad is not None], owners
+            )
 
     def state_dict(self):
         sd = super().state_dict()
@@ -118,11 +140,15 @@ class ModularDescent(torch.optim.Optimizer):
 
     def validate_state_dict(self, state_dict) -> dict:
         """Raise ValueError unless ``state_dict`` was saved by a ModularDescent over the same atoms."""
+
         def shape(p, key):
             return {"momentum_buffer": tuple(p.shape), "multiplier": (min(p.shape),) * 2}.get(key)
 
-        legacy = isinstance(state_dict, dict) and "modman" not in state_dict and all(
-            "budget" in g for g in state_dict.get("param_groups", [{}]))  # earlier versions had no "modman" entry
+        legacy = (
+            isinstance(state_dict, dict)
+            and "modman" not in state_dict
+            and all("budget" in g for g in state_dict.get("param_groups", [{}]))
+        )  # earlier versions had no "modman" entry
         return check_state_dict(self, state_dict, shape, modman=not legacy)
 
     def load_state_dict(self, state_dict) -> None:

@@ -80,19 +80,24 @@ class Module(nn.Module):
         pairs = self._coefficients(1.0)
         params = list(self.parameters())
         if [a.weight for a, _ in pairs] != params:
-            raise UserError("modman.modular: every parameter must belong to exactly one atom, used once "
-                             "(share a module by composing it, not by placing the same instance twice)")
+            raise UserError(
+                "modman.modular: every parameter must belong to exactly one atom, used once "
+                "(share a module by composing it, not by placing the same instance twice)"
+            )
         return pairs
 
     def _check_list(self, tensors: Sequence[torch.Tensor], what: str) -> list[tuple[Atom, float]]:
         pairs = self.budgets()
         if len(tensors) != len(pairs):
-            raise UserError(f"{what}: expected {len(pairs)} tensors (one per parameter, parameters() order); "
-                             f"got {len(tensors)}")
+            raise UserError(
+                f"{what}: expected {len(pairs)} tensors (one per parameter, parameters() order); got {len(tensors)}"
+            )
         for (atom, _), t in zip(pairs, tensors):
             if tuple(t.shape) != tuple(atom.weight.shape):
-                raise UserError(f"{what}: a tensor of shape {tuple(t.shape)} where {type(atom).__name__} has "
-                                 f"weight shape {tuple(atom.weight.shape)}")
+                raise UserError(
+                    f"{what}: a tensor of shape {tuple(t.shape)} where {type(atom).__name__} has "
+                    f"weight shape {tuple(atom.weight.shape)}"
+                )
         return pairs
 
     @torch.no_grad()

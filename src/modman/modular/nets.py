@@ -20,8 +20,14 @@ def _tag(module: Module, role: str, labels: tuple[str, ...] = ()) -> Module:
     return module
 
 
-def MLP(widths: tuple[int, ...] = (3072, 128, 64, 10), *, output_scale: float = 1.0, seed: int | None = None,
-        tol: float = 1e-6, steps: int | None = None) -> Module:
+def MLP(
+    widths: tuple[int, ...] = (3072, 128, 64, 10),
+    *,
+    output_scale: float = 1.0,
+    seed: int | None = None,
+    tol: float = 1e-6,
+    steps: int | None = None,
+) -> Module:
     """Bias-free ``Linear @ ReLU @ ... @ Linear`` through ``widths`` (seed 003's CIFAR-10 MLP by default).
 
     Its logits have RMS ≤ 1; ``output_scale`` (a ``Mul`` bond, counted in the norm) lets them grow.
@@ -36,9 +42,19 @@ def MLP(widths: tuple[int, ...] = (3072, 128, 64, 10), *, output_scale: float = 
     return net if output_scale == 1.0 else output_scale * net
 
 
-def GPT(vocab_size: int = 256, dim: int = 128, num_heads: int = 4, num_blocks: int = 4, *, ffn_mult: int = 4,
-        alpha: float | None = None, output_scale: float = 8.0, seed: int | None = None, tol: float = 1e-6,
-        steps: int | None = None) -> Module:
+def GPT(
+    vocab_size: int = 256,
+    dim: int = 128,
+    num_heads: int = 4,
+    num_blocks: int = 4,
+    *,
+    ffn_mult: int = 4,
+    alpha: float | None = None,
+    output_scale: float = 8.0,
+    seed: int | None = None,
+    tol: float = 1e-6,
+    steps: int | None = None,
+) -> Module:
     """``output_scale * head @ (mlp_block @ attention_block) ** L @ embed``: token ids (B, T) → logits (B, T, vocab).
 
     attention_block = ``residual(Linear_o @ Attention @ (Linear_q, Linear_k, Linear_v), α)``,
@@ -48,8 +64,13 @@ def GPT(vocab_size: int = 256, dim: int = 128, num_heads: int = 4, num_blocks: i
     them sharpen — 8 trains as well as AdamW on the byte corpus in a short test. ``tol``/``steps``: the manifold
     Muon solver's, for every Linear.
     """
-    for name, v in (("vocab_size", vocab_size), ("dim", dim), ("num_heads", num_heads), ("num_blocks", num_blocks),
-                    ("ffn_mult", ffn_mult)):
+    for name, v in (
+        ("vocab_size", vocab_size),
+        ("dim", dim),
+        ("num_heads", num_heads),
+        ("num_blocks", num_blocks),
+        ("ffn_mult", ffn_mult),
+    ):
         if not isinstance(v, int) or v < 1:
             raise UserError(f"GPT: {name} must be an integer >= 1; got {v!r}")
     if dim % num_heads:
@@ -61,10 +82,16 @@ def GPT(vocab_size: int = 256, dim: int = 128, num_heads: int = 4, num_blocks: i
         return Linear(i, o, seed=None if seed is None else seed + next(count), tol=tol, steps=steps)
 
     def block(i: int) -> Module:
-        attn = _tag(lin(dim, dim) @ Attention(num_heads) @ Tuple(lin(dim, dim), lin(dim, dim), lin(dim, dim)),
-                    "attention", tuple(f"block{i}.attention.{n}" for n in "qkvo"))
-        mlp = _tag(lin(ffn_mult * dim, dim) @ GELU() @ lin(dim, ffn_mult * dim), "ffn",
-                   (f"block{i}.ffn.up", f"block{i}.ffn.down"))
+        attn = _tag(
+            lin(dim, dim) @ Attention(num_heads) @ Tuple(lin(dim, dim), lin(dim, dim), lin(dim, dim)),
+            "attention",
+            tuple(f"block{i}.attention.{n}" for n in "qkvo"),
+        )
+        mlp = _tag(
+            lin(ffn_mult * dim, dim) @ GELU() @ lin(dim, ffn_mult * dim),
+            "ffn",
+            (f"block{i}.ffn.up", f"block{i}.ffn.down"),
+        )
         return residual(mlp, alpha) @ residual(attn, alpha)
 
     body = block(0)

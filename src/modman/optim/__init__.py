@@ -10,6 +10,24 @@ from .muon import Muon, SpectralDescent
 from .retraction import ManifoldRetraction, SpectralRetraction, StiefelRetraction
 from .roles import ROLES, classify_parameters, fused_projections, roles_table, transposed_weights
 
-__all__ = ["ManifoldOptimizer", "Muon", "SpectralDescent", "HypersphericalDescent", "ManifoldMuon", "Hyperball", "SPEL", "SpectralSphere",
-           "ManifoldRetraction", "StiefelRetraction", "SpectralRetraction", "ModularOptimizer", "EXPERIMENTS",
-           "ROLES", "classify_parameters", "roles_table", "transposed_weights", "fused_projections", "NonFiniteError"]
+__all__ = [
+    "ManifoldOptimizer",
+    "Muon",
+    "SpectralDescent",
+    "HypersphericalDescent",
+    "ManifoldMuon",
+    "Hyperball",
+    "SPEL",
+    "SpectralSphere",
+    "ManifoldRetraction",
+    "StiefelRetraction",
+    "SpectralRetraction",
+    "ModularOptimizer",
+    "EXPERIMENTS",
+    "ROLES",
+    "classify_parameters",
+    "roles_table",
+    "transposed_weights",
+    "fused_projections",
+    "NonFiniteError",
+]

@@ -29,9 +29,21 @@ from .distributed import (
 )
 from .guard import NonFiniteError, guard_gradients, nonfinite_grads, step_atomically
 
-__all__ = ["ManifoldOptimizer", "fill_group_defaults", "param_name", "matrix_shape", "out_in", "nonfinite_grads",
-           "guard_gradients", "run_closure", "NonFiniteError", "check_state_dict", "moment_shape", "split_blocks",
-           "check_split"]
+__all__ = [
+    "ManifoldOptimizer",
+    "fill_group_defaults",
+    "param_name",
+    "matrix_shape",
+    "out_in",
+    "nonfinite_grads",
+    "guard_gradients",
+    "run_closure",
+    "NonFiniteError",
+    "check_state_dict",
+    "moment_shape",
+    "split_blocks",
+    "check_split",
+]
 
 
 def _finite_number(v: Any) -> bool:
@@ -47,26 +59,35 @@ _HYPERPARAMETER_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "radius": (lambda v: _finite_number(v) and v > 0, "a finite number > 0"),
     "norm": (lambda v: v is None or (_finite_number(v) and v > 0), "None or a finite number > 0"),
     "alpha": (lambda v: _finite_number(v) and v >= 0, "a finite number >= 0"),
-    "steps": (lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 1),
-              "None or an int >= 1"),
+    "steps": (
+        lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 1),
+        "None or an int >= 1",
+    ),
     "tol": (lambda v: _finite_number(v) and v >= 0, "a finite number >= 0"),
     "solver": (lambda v: v in SOLVER_NAMES, f"one of {list(SOLVER_NAMES)}"),
     "warm_start": (lambda v: isinstance(v, bool), "True or False"),
     "tangent": (lambda v: isinstance(v, bool), "True or False"),
     "transposed": (lambda v: isinstance(v, bool), "True or False"),
     "split": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "an int >= 1"),
-    "lanczos_steps": (lambda v: v is None or v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= 1),
-                      "'auto', None (exact) or an int >= 1"),
+    "lanczos_steps": (
+        lambda v: v is None or v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= 1),
+        "'auto', None (exact) or an int >= 1",
+    ),
     "sso_evals": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "an int >= 1"),
     "retraction": (lambda v: v in ("auto", "msign"), "'auto' or 'msign'"),
     "msign_method": (lambda v: v in METHODS, f"one of {list(METHODS)}"),
-    "msign_steps": (lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 0),
-                    "None or an int >= 0"),
-    "msign_dtype": (lambda v: v is None or v == "auto"
-                    or v in (torch.float32, torch.float64, torch.bfloat16, torch.float16),
-                    "None, 'auto' or a torch floating dtype"),
-    "workers": (lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 1),
-                "None or an int >= 1"),
+    "msign_steps": (
+        lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 0),
+        "None or an int >= 0",
+    ),
+    "msign_dtype": (
+        lambda v: v is None or v == "auto" or v in (torch.float32, torch.float64, torch.bfloat16, torch.float16),
+        "None, 'auto' or a torch floating dtype",
+    ),
+    "workers": (
+        lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 1),
+        "None or an int >= 1",
+    ),
     "adjust_lr_fn": (lambda v: v in ADJUST_LR_FNS, f"one of {list(ADJUST_LR_FNS)}"),
 }
 
@@ -124,9 +145,12 @@ def check_split(owner: str, group: dict, group_index: int, only: set[int] | None
         if only is not None and id(p) not in only:
             continue
         if p.ndim != 2 or p.shape[axis] % k:
-            raise UserError(f"{owner}: split={k} needs 2-D weights whose out side divides into {k} blocks; "
-                             f"{param_name(group, i, group_index)} has shape {tuple(p.shape)}"
-                             + (" (stored (in, out))" if axis else "") + "; drop split from its param group")
+            raise UserError(
+                f"{owner}: split={k} needs 2-D weights whose out side divides into {k} blocks; "
+                f"{param_name(group, i, group_index)} has shape {tuple(p.shape)}"
+                + (" (stored (in, out))" if axis else "")
+                + "; drop split from its param group"
+            )
 
 
 def run_closure(closure: Callable[[], Any] | None):
@@ -234,15 +258,17 @@ class ManifoldOptimizer(Optimizer):
         if not guard_gradients(self, [(name, p.grad) for _, p, name in work]):
             return loss
         work = [(group, p, name) for group, p, name in work if p.numel() > 0]  # an empty matrix has no update
-        step_atomically(self, [(name, p) for _, p, name in work], {id(p): self for _, p, _ in work},
-                        lambda: self._step(work))
+        step_atomically(
+            self, [(name, p) for _, p, name in work], {id(p): self for _, p, _ in work}, lambda: self._step(work)
+        )
         return loss
 
     def _step(self, work: list[tuple[dict, torch.Tensor, str]]) -> None:
         """Update every ``(group, param, name)`` in ``work`` (its gradients checked): share, bucket, update."""
         rank, size = world()
-        owners = with_sharded_owners(self._owners, [p for _, p, _ in work],
-                                     [p for g in self.param_groups for p in g["params"]], size)
+        owners = with_sharded_owners(
+            self._owners, [p for _, p, _ in work], [p for g in self.param_groups for p in g["params"]], size
+        )
         self._owners = owners or self._owners
         # FSDP2: the owner of each sharded parameter gathers it and its gradient (one exchange for all of
         # them, the same lists on every rank), updates the whole matrix, and scatters the rows back below.
@@ -250,7 +276,7 @@ class ManifoldOptimizer(Optimizer):
         gathered: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         if sharded:
             fulls = gather_to_owners(sharded + [p.grad for p in sharded], [owners[id(p)] for p in sharded] * 2)
-            for p, W, G in zip(sharded, fulls, fulls[len(sharded):]):
+            for p, W, G in zip(sharded, fulls, fulls[len(sharded) :]):
                 if W is not None:
                     shape = matrix_shape(p) if self.matrix_only else tuple(p.shape)
                     gathered[id(p)] = (W.reshape(shape), G.reshape(shape))
@@ -282,8 +308,11 @@ class ManifoldOptimizer(Optimizer):
             self.local_matrices += 1
             self.local_msign_calls += state.get("msign_calls", 0)
         if sharded:
-            scatter_from_owners([gathered[id(p)][0] if id(p) in gathered else None for p in sharded], sharded,
-                                [owners[id(p)] for p in sharded])
+            scatter_from_owners(
+                [gathered[id(p)][0] if id(p) in gathered else None for p in sharded],
+                sharded,
+                [owners[id(p)] for p in sharded],
+            )
         replicated = [p for _, p, _ in work if id(p) in owners and not is_dtensor(p)]
         if replicated:
             broadcast_from_owners(replicated, owners)
@@ -385,37 +414,53 @@ def moment_shape(p: torch.Tensor, key: str) -> tuple[int, ...] | None:
     return tuple(p.shape) if key in TORCH_MOMENTS else None
 
 
-def check_state_dict(opt: Optimizer, state_dict: dict[str, Any],
-                     expected: Callable[[torch.Tensor, str], tuple[int, ...] | None], *,
-                     modman: bool = True) -> dict[str, Any]:
+def check_state_dict(
+    opt: Optimizer,
+    state_dict: dict[str, Any],
+    expected: Callable[[torch.Tensor, str], tuple[int, ...] | None],
+    *,
+    modman: bool = True,
+) -> dict[str, Any]:
     """Refuse, before anything changes, a state dict that another kind of optimizer saved or that was saved for
     other parameters (counts or shapes); returns its ``"modman"`` entry. ``expected(p, key)`` is the shape of a
     state tensor (None: any). ``modman=False``: a torch.optim state dict (no ``"modman"`` entry to check)."""
     owner = f"{type(opt).__name__}.load_state_dict"
     if not isinstance(state_dict, dict) or "param_groups" not in state_dict or "state" not in state_dict:
-        got = f"a dict with keys {sorted(map(str, state_dict))[:6]}" if isinstance(state_dict, dict) else \
-            type(state_dict).__name__
-        raise UserError(f"{owner}: expected a dict from an optimizer's state_dict() (with 'state' and "
-                         f"'param_groups'); got {got}")
+        got = (
+            f"a dict with keys {sorted(map(str, state_dict))[:6]}"
+            if isinstance(state_dict, dict)
+            else type(state_dict).__name__
+        )
+        raise UserError(
+            f"{owner}: expected a dict from an optimizer's state_dict() (with 'state' and 'param_groups'); got {got}"
+        )
     extra = state_dict.get("modman", {} if not modman else None)
     if not isinstance(extra, dict):
-        raise UserError(f"{owner}: this state dict was not saved by a modman optimizer (it has no 'modman' "
-                         "entry); load it into the kind of optimizer that saved it")
+        raise UserError(
+            f"{owner}: this state dict was not saved by a modman optimizer (it has no 'modman' "
+            "entry); load it into the kind of optimizer that saved it"
+        )
     saved_type = extra.get("optimizer")  # absent in state dicts of earlier versions
     if saved_type is not None and saved_type != type(opt).__name__:
-        raise UserError(f"{owner}: this state dict was saved by {saved_type}, not {type(opt).__name__}; build a "
-                         f"{saved_type} to load it, or start this optimizer fresh")
+        raise UserError(
+            f"{owner}: this state dict was saved by {saved_type}, not {type(opt).__name__}; build a "
+            f"{saved_type} to load it, or start this optimizer fresh"
+        )
     ids = [i for g in state_dict["param_groups"] for i in g["params"]]
     params = [(param_name(g, i, gi), p) for gi, g in enumerate(opt.param_groups) for i, p in enumerate(g["params"])]
     if len(ids) != len(params) or len(state_dict["param_groups"]) != len(opt.param_groups):
-        raise UserError(f"{owner}: the state dict has {len(ids)} parameters in {len(state_dict['param_groups'])} "
-                         f"groups, this optimizer {len(params)} in {len(opt.param_groups)}; build the optimizer over "
-                         "the same parameters and groups as the one that saved it")
+        raise UserError(
+            f"{owner}: the state dict has {len(ids)} parameters in {len(state_dict['param_groups'])} "
+            f"groups, this optimizer {len(params)} in {len(opt.param_groups)}; build the optimizer over "
+            "the same parameters and groups as the one that saved it"
+        )
     for i, (name, p) in zip(ids, params):
         for key, value in state_dict["state"].get(i, {}).items():
             want = expected(p, key) if isinstance(value, torch.Tensor) and value.ndim > 0 else None
             if want is not None and tuple(value.shape) != tuple(want):
-                raise UserError(f"{owner}: the saved {key!r} of {name} has shape {tuple(value.shape)}, but this "
-                                 f"parameter needs {tuple(want)} (its shape is {tuple(p.shape)}); the state dict "
-                                 "was saved for another model")
+                raise UserError(
+                    f"{owner}: the saved {key!r} of {name} has shape {tuple(value.shape)}, but this "
+                    f"parameter needs {tuple(want)} (its shape is {tuple(p.shape)}); the state dict "
+                    "was saved for another model"
+                )
     return extra

@@ -27,8 +27,9 @@ __all__ = ["run_concurrently", "CUDA_WORKERS"]
 CUDA_WORKERS = 4
 
 
-def run_concurrently(tasks: list[tuple[int, Callable[[], None]]], device: torch.device, workers: int | None,
-                     streams: dict) -> None:
+def run_concurrently(
+    tasks: list[tuple[int, Callable[[], None]]], device: torch.device, workers: int | None, streams: dict
+) -> None:
     """Run ``(lane, task)`` pairs, ``workers`` lanes at a time (lane mod workers): in turn when workers is 1;
     None: ``CUDA_WORKERS`` on CUDA, 1 elsewhere.
 
@@ -55,7 +56,7 @@ def run_concurrently(tasks: list[tuple[int, Callable[[], None]]], device: torch.
 
     def run(i: int) -> None:
         where = torch.cuda.stream(lanes[i]) if cuda else nullcontext()
-        with torch.no_grad(), (torch.cuda.device(device) if cuda else nullcontext()), where:
+        with torch.no_grad(), torch.cuda.device(device) if cuda else nullcontext(), where:
             for task in chains[i]:
                 task()
 

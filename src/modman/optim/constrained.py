@@ -43,11 +43,28 @@ class Hyperball(ManifoldOptimizer):
         skip_nonfinite: as every modman optimizer.
     """
 
-    def __init__(self, params, lr: float = 0.01, momentum: float = 0.95, nesterov: bool = True,
-                 norm: float | None = None, msign_method: str = "polar_express", msign_steps: int | None = 5,
-                 msign_dtype: torch.dtype | str | None = "auto", *, skip_nonfinite: bool = False):
-        defaults = dict(lr=lr, momentum=momentum, nesterov=nesterov, norm=norm, msign_method=msign_method,
-                        msign_steps=msign_steps, msign_dtype=msign_dtype)
+    def __init__(
+        self,
+        params,
+        lr: float = 0.01,
+        momentum: float = 0.95,
+        nesterov: bool = True,
+        norm: float | None = None,
+        msign_method: str = "polar_express",
+        msign_steps: int | None = 5,
+        msign_dtype: torch.dtype | str | None = "auto",
+        *,
+        skip_nonfinite: bool = False,
+    ):
+        defaults = dict(
+            lr=lr,
+            momentum=momentum,
+            nesterov=nesterov,
+            norm=norm,
+            msign_method=msign_method,
+            msign_steps=msign_steps,
+            msign_dtype=msign_dtype,
+        )
         super().__init__(params, defaults, skip_nonfinite=skip_nonfinite)
 
     def add_param_group(self, param_group: dict) -> None:
@@ -59,14 +76,18 @@ class Hyperball(ManifoldOptimizer):
         with torch.no_grad():
             for i, p in enumerate(group["params"]):
                 W, _ = self._as_update_view(p)
-                blocks = [torch.linalg.vector_norm(b.to(torch.promote_types(b.dtype, torch.float32)))
-                          for b in split_blocks(W, group)]
+                blocks = [
+                    torch.linalg.vector_norm(b.to(torch.promote_types(b.dtype, torch.float32)))
+                    for b in split_blocks(W, group)
+                ]
                 if W.numel() and not all(bool(n > 0) for n in blocks):
                     self.param_groups.pop()
                     what = "Frobenius norm 0" if len(blocks) == 1 else "a block (split) of Frobenius norm 0"
-                    raise UserError(f"Hyperball: {param_name(group, i, gi)} has {what}; with "
-                                     "norm=None each matrix keeps the norm it starts with, so initialise it non-zero "
-                                     "(e.g. torch.nn.init.orthogonal_) or pass norm=R")
+                    raise UserError(
+                        f"Hyperball: {param_name(group, i, gi)} has {what}; with "
+                        "norm=None each matrix keeps the norm it starts with, so initialise it non-zero "
+                        "(e.g. torch.nn.init.orthogonal_) or pass norm=R"
+                    )
                 norms.append(blocks)
         for p, blocks in zip(group["params"], norms):
             for state, norm in zip(self._block_states(p, group), blocks):
@@ -107,11 +128,28 @@ class SPEL(ManifoldOptimizer):
         skip_nonfinite: as every modman optimizer.
     """
 
-    def __init__(self, params, lr: float = 0.05, momentum: float = 0.95, nesterov: bool = True,
-                 radius: float = 1.0, msign_method: str = "polar_express", msign_steps: int | None = 5,
-                 msign_dtype: torch.dtype | str | None = "auto", *, skip_nonfinite: bool = False):
-        defaults = dict(lr=lr, momentum=momentum, nesterov=nesterov, radius=radius, msign_method=msign_method,
-                        msign_steps=msign_steps, msign_dtype=msign_dtype)
+    def __init__(
+        self,
+        params,
+        lr: float = 0.05,
+        momentum: float = 0.95,
+        nesterov: bool = True,
+        radius: float = 1.0,
+        msign_method: str = "polar_express",
+        msign_steps: int | None = 5,
+        msign_dtype: torch.dtype | str | None = "auto",
+        *,
+        skip_nonfinite: bool = False,
+    ):
+        defaults = dict(
+            lr=lr,
+            momentum=momentum,
+            nesterov=nesterov,
+            radius=radius,
+            msign_method=msign_method,
+            msign_steps=msign_steps,
+            msign_dtype=msign_dtype,
+        )
         super().__init__(params, defaults, skip_nonfinite=skip_nonfinite)
 
     def _init_param(self, W, group):
@@ -171,23 +209,45 @@ class SpectralSphere(ManifoldOptimizer):
         skip_nonfinite: as every modman optimizer.
     """
 
-    def __init__(self, params, lr: float = 0.02, momentum: float = 0.95, nesterov: bool = True,
-                 radius: float = 1.0, tangent: bool = False, lanczos_steps: int | str | None = "auto",
-                 sso_evals: int = 1,
-                 msign_method: str = "polar_express", msign_steps: int | None = 5,
-                 msign_dtype: torch.dtype | str | None = "auto", *, skip_nonfinite: bool = False):
-        defaults = dict(lr=lr, momentum=momentum, nesterov=nesterov, radius=radius, tangent=tangent,
-                        lanczos_steps=lanczos_steps, sso_evals=sso_evals, msign_method=msign_method,
-                        msign_steps=msign_steps, msign_dtype=msign_dtype)
+    def __init__(
+        self,
+        params,
+        lr: float = 0.02,
+        momentum: float = 0.95,
+        nesterov: bool = True,
+        radius: float = 1.0,
+        tangent: bool = False,
+        lanczos_steps: int | str | None = "auto",
+        sso_evals: int = 1,
+        msign_method: str = "polar_express",
+        msign_steps: int | None = 5,
+        msign_dtype: torch.dtype | str | None = "auto",
+        *,
+        skip_nonfinite: bool = False,
+    ):
+        defaults = dict(
+            lr=lr,
+            momentum=momentum,
+            nesterov=nesterov,
+            radius=radius,
+            tangent=tangent,
+            lanczos_steps=lanczos_steps,
+            sso_evals=sso_evals,
+            msign_method=msign_method,
+            msign_steps=msign_steps,
+            msign_dtype=msign_dtype,
+        )
         super().__init__(params, defaults, skip_nonfinite=skip_nonfinite)
 
     def _check_param(self, p, name):
         super()._check_param(p, name)
         W, _ = self._as_update_view(p)
         if W.numel() and not bool(W.detach().any()):
-            raise UserError(f"SpectralSphere: {name} is all zeros, which has no direction to rescale onto the "
-                             "spectral sphere; initialise it non-zero (e.g. torch.nn.init.orthogonal_) or give it "
-                             "to another optimizer")
+            raise UserError(
+                f"SpectralSphere: {name} is all zeros, which has no direction to rescale onto the "
+                "spectral sphere; initialise it non-zero (e.g. torch.nn.init.orthogonal_) or give it "
+                "to another optimizer"
+            )
 
     def _init_param(self, W, group):
         if W.numel() == 0:

@@ -23,9 +23,20 @@ import torch
 import torch.distributed as dist
 from torch.distributed.tensor import DTensor, Shard, distribute_tensor
 
-__all__ = ["world", "assign_owners", "broadcast_from_owners", "is_dtensor", "local_tensor", "full_tensor",
-           "with_sharded_owners", "gather_to_owners",
-           "scatter_from_owners", "write_full", "all_ranks_agree", "state_owners"]
+__all__ = [
+    "world",
+    "assign_owners",
+    "broadcast_from_owners",
+    "is_dtensor",
+    "local_tensor",
+    "full_tensor",
+    "with_sharded_owners",
+    "gather_to_owners",
+    "scatter_from_owners",
+    "write_full",
+    "all_ranks_agree",
+    "state_owners",
+]
 
 
 def world() -> tuple[int, int]:
@@ -119,7 +130,7 @@ def _buckets(tensors: list[DTensor]) -> tuple[dict[tuple, list[int]], list[int]]
 def _pad_rows(x: torch.Tensor, rows: int, like: torch.Tensor) -> torch.Tensor:
     """``x`` with zero rows appended up to ``rows``, in ``like``'s dtype, flattened (one rank's block)."""
     block = like.new_zeros((rows, *x.shape[1:]))
-    block[:x.shape[0]] = x
+    block[: x.shape[0]] = x
     return block.reshape(-1)
 
 
@@ -143,8 +154,10 @@ def gather_to_owners(tensors: list[DTensor], owners: list[int]) -> list[torch.Te
     fast, slow = _buckets(tensors)
     for idx in fast.values():
         local = tensors[idx[0]].to_local()
-        parts_for = [[_pad_rows(tensors[i].to_local(), _block(tensors[i], size)[0], local)
-                      for i in idx if owners[i] == r] for r in range(size)]
+        parts_for = [
+            [_pad_rows(tensors[i].to_local(), _block(tensors[i], size)[0], local) for i in idx if owners[i] == r]
+            for r in range(size)
+        ]
         mine = [i for i in idx if owners[i] == rank]
         sizes = [_block(tensors[i], size)[1] for i in mine]
         recv = _all_to_all(local, parts_for, [sum(sizes)] * size)
@@ -152,7 +165,7 @@ def gather_to_owners(tensors: list[DTensor], owners: list[int]) -> list[torch.Te
         for j, i in enumerate(mine):
             t = tensors[i]
             rows = _block(t, size)[0]
-            out[i] = torch.cat([by_source[s][j].view(rows, *t.shape[1:]) for s in range(size)])[:t.shape[0]]
+            out[i] = torch.cat([by_source[s][j].view(rows, *t.shape[1:]) for s in range(size)])[: t.shape[0]]
     for i in slow:
         full = tensors[i].full_tensor()  # owners are global ranks
         out[i] = full if rank == owners[i] else None
@@ -169,9 +182,9 @@ def scatter_from_owners(fulls: list[torch.Tensor | None], targets: list[DTensor]
         local = targets[idx[0]].to_local()
         mine = [i for i in idx if owners[i] == rank]
 
-        def rows_for(i: int, s: int) -> torch.Tensor:
+        def rows_for(i: int, s: int, local: torch.Tensor = local) -> torch.Tensor:
             rows = _block(targets[i], size)[0]
-            return _pad_rows(fulls[i].reshape(targets[i].shape)[s * rows:(s + 1) * rows], rows, local)
+            return _pad_rows(fulls[i].reshape(targets[i].shape)[s * rows : (s + 1) * rows], rows, local)
 
         parts_for = [[rows_for(i, s) for i in mine] for s in range(size)]
         recv_splits = [sum(_block(targets[i], size)[1] for i in idx if owners[i] == r) for r in range(size)]
@@ -180,11 +193,14 @@ def scatter_from_owners(fulls: list[torch.Tensor | None], targets: list[DTensor]
             from_r = [i for i in idx if owners[i] == r]
             for i, block in zip(from_r, chunk.split([_block(targets[i], size)[1] for i in from_r])):
                 shard = targets[i].to_local()
-                shard.copy_(block.view(-1, *targets[i].shape[1:])[:shard.shape[0]])
+                shard.copy_(block.view(-1, *targets[i].shape[1:])[: shard.shape[0]])
     for i in slow:
         t = targets[i]
-        src = fulls[i].reshape(t.shape).to(t.dtype) if fulls[i] is not None else torch.empty(
-            t.shape, dtype=t.dtype, device=t.to_local().device)
+        src = (
+            fulls[i].reshape(t.shape).to(t.dtype)
+            if fulls[i] is not None
+            else torch.empty(t.shape, dtype=t.dtype, device=t.to_local().device)
+        )
         t.to_local().copy_(distribute_tensor(src, t.device_mesh, t.placements, src_data_rank=owners[i]).to_local())
 
 

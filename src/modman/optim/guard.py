@@ -71,7 +71,10 @@ def guard_gradients(opt, named: list[tuple[str, torch.Tensor]]) -> bool:
         return False
     raise NonFiniteError(
         f"{type(opt).__name__}: non-finite gradient (NaN or Inf) in {', '.join(bad)}; no weight was changed. "
-        "Lower the learning rate or loss scale, or pass skip_nonfinite=True to skip such steps.", bad, "gradient")
+        "Lower the learning rate or loss scale, or pass skip_nonfinite=True to skip such steps.",
+        bad,
+        "gradient",
+    )
 
 
 def _copy_state(state: dict | None, shallow: bool) -> dict | None:
@@ -90,8 +93,9 @@ def _copy_value(value: Any, shallow: bool) -> Any:
     return value
 
 
-def step_atomically(opt, named: list[tuple[str, torch.Tensor]], owners: dict[int, Any],
-                    update: Callable[[], Any]) -> bool:
+def step_atomically(
+    opt, named: list[tuple[str, torch.Tensor]], owners: dict[int, Any], update: Callable[[], Any]
+) -> bool:
     """Run ``update`` (which writes the parameters in ``named`` and their state in ``owners[id(p)].state``);
     if it raises or leaves a weight NaN/Inf, restore every weight and state entry and raise (NonFiniteError
     naming the parameters; ``skip_nonfinite``: count the step, return False).
@@ -137,4 +141,7 @@ def step_atomically(opt, named: list[tuple[str, torch.Tensor]], owners: dict[int
     raise NonFiniteError(
         f"{type(opt).__name__}: the update of {', '.join(bad)} came out non-finite (NaN or Inf) from finite "
         "gradients; every weight and its optimizer state were restored. Lower the learning rate, or report "
-        "the gradient that caused it.", bad, "update")
+        "the gradient that caused it.",
+        bad,
+        "update",
+    )

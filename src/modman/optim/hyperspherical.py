@@ -22,8 +22,17 @@ class HypersphericalDescent(ManifoldOptimizer):
 
     matrix_only = False
 
-    def __init__(self, params, lr: float = 0.1, momentum: float = 0.0, nesterov: bool = False,
-                 radius: float = 1.0, dim: int | tuple[int, ...] | None = None, *, skip_nonfinite: bool = False):
+    def __init__(
+        self,
+        params,
+        lr: float = 0.1,
+        momentum: float = 0.0,
+        nesterov: bool = False,
+        radius: float = 1.0,
+        dim: int | tuple[int, ...] | None = None,
+        *,
+        skip_nonfinite: bool = False,
+    ):
         Sphere(radius, dim)  # validates radius and dim before anything is built
         defaults = dict(lr=lr, momentum=momentum, nesterov=nesterov, radius=radius, dim=dim)
         super().__init__(params, defaults, skip_nonfinite=skip_nonfinite)

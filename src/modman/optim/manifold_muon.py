@@ -49,16 +49,42 @@ class ManifoldMuon(ManifoldOptimizer):
 
     diagnostic_keys = ("step", "solver", "msign_calls", "iterations", "residual", "gap")
 
-    def __init__(self, params, lr: float = 0.1, momentum: float = 0.0, nesterov: bool = False,
-                 radius: float = 1.0, alpha: float = 0.01, steps: int | None = None, tol: float = 1e-6,
-                 solver: str = "auto", warm_start: bool = True, retraction: str = "auto",
-                 msign_method: str = "polar_express",
-                 msign_steps: int | None = None, msign_dtype: torch.dtype | str | None = "auto", *,
-                 workers: int | None = None, skip_nonfinite: bool = False):
-        defaults = dict(lr=lr, momentum=momentum, nesterov=nesterov, radius=radius, alpha=alpha, steps=steps,
-                        tol=tol, solver=solver, warm_start=warm_start, retraction=retraction,
-                        msign_method=msign_method,
-                        msign_steps=msign_steps, msign_dtype=msign_dtype, workers=workers)
+    def __init__(
+        self,
+        params,
+        lr: float = 0.1,
+        momentum: float = 0.0,
+        nesterov: bool = False,
+        radius: float = 1.0,
+        alpha: float = 0.01,
+        steps: int | None = None,
+        tol: float = 1e-6,
+        solver: str = "auto",
+        warm_start: bool = True,
+        retraction: str = "auto",
+        msign_method: str = "polar_express",
+        msign_steps: int | None = None,
+        msign_dtype: torch.dtype | str | None = "auto",
+        *,
+        workers: int | None = None,
+        skip_nonfinite: bool = False,
+    ):
+        defaults = dict(
+            lr=lr,
+            momentum=momentum,
+            nesterov=nesterov,
+            radius=radius,
+            alpha=alpha,
+            steps=steps,
+            tol=tol,
+            solver=solver,
+            warm_start=warm_start,
+            retraction=retraction,
+            msign_method=msign_method,
+            msign_steps=msign_steps,
+            msign_dtype=msign_dtype,
+            workers=workers,
+        )
         super().__init__(params, defaults, skip_nonfinite=skip_nonfinite)
         self._streams: dict = {}  # CUDA streams of the concurrent lanes, by device
         self._lanes: dict[int, int] = {}  # id(state) -> lane: a matrix keeps its stream from step to step
@@ -75,16 +101,21 @@ class ManifoldMuon(ManifoldOptimizer):
     @classmethod
     def _half_precision_msign(cls, group: dict, device) -> bool:
         dtype = cls._msign_fn(group).keywords["dtype"]
-        return (torch.bfloat16 if dtype == "auto" and fast_bfloat16(device) else dtype) in (torch.bfloat16,
-                                                                                        torch.float16)
+        return (torch.bfloat16 if dtype == "auto" and fast_bfloat16(device) else dtype) in (
+            torch.bfloat16,
+            torch.float16,
+        )
 
     def _init_param(self, W, group):
         W.copy_(Stiefel(group["radius"]).ensure(W))
 
     @staticmethod
     def _batched(Ws, group) -> bool:
-        return (len(Ws) > 1 and Ws[0].shape[0] == Ws[0].shape[1]
-                and resolve_solver(group["solver"], Ws[0].shape) == "closed_form")
+        return (
+            len(Ws) > 1
+            and Ws[0].shape[0] == Ws[0].shape[1]
+            and resolve_solver(group["solver"], Ws[0].shape) == "closed_form"
+        )
 
     def _update_buckets(self, buckets):
         """Batched closed forms first, then every other matrix, concurrently per device (``workers``)."""
@@ -123,8 +154,9 @@ class ManifoldMuon(ManifoldOptimizer):
             new_W, used_msign = stiefel.retract_step(r * W[j], A[j], group["lr"], gram=gram[j])
             Ws[i].copy_(new_W)
             states[i]["multiplier"] = Lambda[j].to(Ws[i].dtype)
-            states[i].update(msign_calls=1 + int(used_msign), iterations=1, solver="closed_form",
-                             residual=float(residual[j]))
+            states[i].update(
+                msign_calls=1 + int(used_msign), iterations=1, solver="closed_form", residual=float(residual[j])
+            )
 
     def _update(self, W, G, state, group):
         M = self._momentum(G, state, group)
@@ -136,8 +168,14 @@ class ManifoldMuon(ManifoldOptimizer):
         Wc = W.to(torch.promote_types(W.dtype, torch.float32))
         warm = state.get("multiplier") if group["warm_start"] else None
         A, info = manifold_muon_direction(
-            Wc / r, M.to(Wc.dtype), alpha=group["alpha"], steps=group["steps"], tol=group["tol"],
-            solver=group["solver"], multiplier=None if warm is None else warm.to(Wc.dtype), msign_fn=msign_fn,
+            Wc / r,
+            M.to(Wc.dtype),
+            alpha=group["alpha"],
+            steps=group["steps"],
+            tol=group["tol"],
+            solver=group["solver"],
+            multiplier=None if warm is None else warm.to(Wc.dtype),
+            msign_fn=msign_fn,
         )
         if group["retraction"] == "auto":
             stiefel = Stiefel(r, group["msign_method"], group["msign_steps"])
@@ -146,8 +184,12 @@ class ManifoldMuon(ManifoldOptimizer):
             new_W, used_msign = r * msign_fn(Wc - group["lr"] * A), True
         W.copy_(new_W)
         state["multiplier"] = info["multiplier"].to(W.dtype)
-        state.update(msign_calls=info["msign_calls"] + int(used_msign), iterations=info["iterations"],
-                     residual=info["residual"], solver=info["solver"])
+        state.update(
+            msign_calls=info["msign_calls"] + int(used_msign),
+            iterations=info["iterations"],
+            residual=info["residual"],
+            solver=info["solver"],
+        )
         if "gap" in info:  # the certified solvers' relative duality gap bound
             state["gap"] = float(info["gap"])
         else:

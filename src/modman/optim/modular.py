@@ -22,8 +22,15 @@ from .muon import Muon
 from .retraction import ManifoldRetraction, SpectralRetraction, StiefelRetraction
 from .roles import ROLES, classify_parameters, fused_projections, transposed_weights
 
-__all__ = ["ModularOptimizer", "EXPERIMENTS", "RULES", "MATRIX_ROLES", "DEFAULT_LR", "rule_assignment",
-           "unreached_roles"]
+__all__ = [
+    "ModularOptimizer",
+    "EXPERIMENTS",
+    "RULES",
+    "MATRIX_ROLES",
+    "DEFAULT_LR",
+    "rule_assignment",
+    "unreached_roles",
+]
 
 RULES = ("adamw", "muon", "stiefel", "spectral", "manifold_muon", "hyperball", "spel", "spectral_sphere")
 MATRIX_ROLES = ("attention", "ffn")
@@ -50,8 +57,16 @@ EXPERIMENTS: dict[str, dict[str, str]] = {
 # ``small`` preset (BENCHMARKS.md / README; the constrained-Muon family: docs/results/constrained). Muon-type lr
 # is the spectral norm of an update (spectral_sphere: relative to R; hyperball: the Frobenius step relative to
 # ‖W‖_F); AdamW-type (adamw, stiefel = AdamW + Stiefel retraction, spectral = AdamW + clip) is per coordinate.
-DEFAULT_LR = {"adamw": 3e-3, "muon": 0.02, "stiefel": 3e-3, "spectral": 3e-3, "manifold_muon": 0.05,
-              "spectral_sphere": 0.02, "hyperball": 0.025, "spel": 0.05}
+DEFAULT_LR = {
+    "adamw": 3e-3,
+    "muon": 0.02,
+    "stiefel": 3e-3,
+    "spectral": 3e-3,
+    "manifold_muon": 0.05,
+    "spectral_sphere": 0.02,
+    "hyperball": 0.025,
+    "spel": 0.05,
+}
 
 
 # Training needs the manifold Muon direction to a relative duality gap of 1e-4 (the update is within 0.01 %
@@ -77,9 +92,11 @@ def unreached_roles(roles: dict[str, str], experiment: str, shapes: dict[str, to
     for role in MATRIX_ROLES:
         rule = EXPERIMENTS[experiment].get(role, "adamw")
         if rule != "adamw" and not any(r == role and len(shapes[n]) >= 2 for n, r in roles.items()):
-            out.append(f"experiment {experiment!r} puts {role} matrices on {rule}, but this model has no {role} "
-                       f"matrix by modman.optim.classify_parameters (see `modman roles`); pass roles={{name: role}} "
-                       "to say which parameters are")
+            out.append(
+                f"experiment {experiment!r} puts {role} matrices on {rule}, but this model has no {role} "
+                f"matrix by modman.optim.classify_parameters (see `modman roles`); pass roles={{name: role}} "
+                "to say which parameters are"
+            )
     return out
 
 
@@ -87,7 +104,8 @@ class ModularOptimizer(Optimizer):
     r"""One optimizer per rule, each over the parameters the experiment gives it; steps them all together.
 
     ``EXPERIMENTS[experiment]`` says which rule the attention and FFN matrices follow (AdamW, Muon,
-    AdamW + Stiefel retraction, AdamW + spectral clip, manifold Muon, SpectralSphere, Hyperball, SPEL); embeddings, head, norms and vectors
+    AdamW + Stiefel retraction, AdamW + spectral clip, manifold Muon, SpectralSphere, Hyperball, SPEL); embeddings,
+    head, norms and vectors
     follow AdamW. Roles come from ``classify_parameters(model)`` (or ``roles``). ``param_groups`` is the
     list of every sub-optimizer's groups (each tagged with ``role`` and ``rule``), so lr schedulers act
     on all of them; ``state_dict`` holds every sub-optimizer's state.
@@ -111,17 +129,30 @@ class ModularOptimizer(Optimizer):
         skip_nonfinite: skip (and count) a step with NaN/Inf gradients instead of raising ValueError.
     """
 
-    def __init__(self, model: nn.Module, experiment: str = "baseline", lr: float | None = None, *,
-                 adamw_lr: float = DEFAULT_LR["adamw"], role_lr: dict[str, float] | None = None,
-                 weight_decay: float = 0.1, betas: tuple[float, float] = (0.9, 0.95), momentum: float = 0.95,
-                 roles: dict[str, str] | None = None, skip_nonfinite: bool = False, solver: str = "auto",
-                 split_fused: bool = True):
+    def __init__(
+        self,
+        model: nn.Module,
+        experiment: str = "baseline",
+        lr: float | None = None,
+        *,
+        adamw_lr: float = DEFAULT_LR["adamw"],
+        role_lr: dict[str, float] | None = None,
+        weight_decay: float = 0.1,
+        betas: tuple[float, float] = (0.9, 0.95),
+        momentum: float = 0.95,
+        roles: dict[str, str] | None = None,
+        skip_nonfinite: bool = False,
+        solver: str = "auto",
+        split_fused: bool = True,
+    ):
         named = dict(model.named_parameters())
         self.roles = dict(roles) if roles is not None else classify_parameters(model)
         missing = [n for n in named if self.roles.get(n) not in ROLES]
         if missing:
-            raise UserError(f"ModularOptimizer: roles gives no valid role for {', '.join(missing[:5])}"
-                             f"{' ...' if len(missing) > 5 else ''}; every parameter needs one of {', '.join(ROLES)}")
+            raise UserError(
+                f"ModularOptimizer: roles gives no valid role for {', '.join(missing[:5])}"
+                f"{' ...' if len(missing) > 5 else ''}; every parameter needs one of {', '.join(ROLES)}"
+            )
         self._check_arguments(named, lr, adamw_lr, role_lr or {}, weight_decay)
         self.experiment = experiment
         self.assignment = rule_assignment(self.roles, experiment, {n: p.shape for n, p in named.items()})
@@ -149,15 +180,25 @@ class ModularOptimizer(Optimizer):
                 lr_here = lr if lr is not None else DEFAULT_LR[rule]
             else:
                 lr_here = adamw_lr
-            groups.setdefault(rule, []).append({"params": params, "lr": lr_here, "role": role, "rule": rule,
-                                                "weight_decay": weight_decay if decays else 0.0,
-                                                **({"transposed": True} if transposed else {}),
-                                                **({"split": split} if split > 1 else {})})
+            groups.setdefault(rule, []).append(
+                {
+                    "params": params,
+                    "lr": lr_here,
+                    "role": role,
+                    "rule": rule,
+                    "weight_decay": weight_decay if decays else 0.0,
+                    **({"transposed": True} if transposed else {}),
+                    **({"split": split} if split > 1 else {}),
+                }
+            )
         if solver not in SOLVER_NAMES:
             raise UserError(f"ModularOptimizer: unknown solver {solver!r}; choose one of {', '.join(SOLVER_NAMES)}")
         self.optimizers: dict[str, Optimizer] = {
-            rule: (_manifold_muon(g, momentum, solver) if rule == "manifold_muon" else _BUILDERS[rule](g, betas, momentum))
-            for rule, g in groups.items()}
+            rule: (
+                _manifold_muon(g, momentum, solver) if rule == "manifold_muon" else _BUILDERS[rule](g, betas, momentum)
+            )
+            for rule, g in groups.items()
+        }
         for opt in self.optimizers.values():
             opt.atomic = False  # this optimizer's step is the atomic one (step_atomically)
         super().__init__([p for p in named.values()], {})
@@ -168,9 +209,11 @@ class ModularOptimizer(Optimizer):
     @staticmethod
     def _check_arguments(named, lr, adamw_lr, role_lr, weight_decay) -> None:
         for key, value in [("lr", lr), ("adamw_lr", adamw_lr), ("weight_decay", weight_decay)] + [
-                (f"role_lr[{r!r}]", v) for r, v in role_lr.items()]:
-            if value is not None and not (isinstance(value, (int, float)) and value >= 0 and value == value
-                                          and value != float("inf")):
+            (f"role_lr[{r!r}]", v) for r, v in role_lr.items()
+        ]:
+            if value is not None and not (
+                isinstance(value, (int, float)) and value >= 0 and value == value and value != float("inf")
+            ):
                 raise UserError(f"ModularOptimizer: invalid {key}={value!r}; it must be a finite number >= 0")
         unknown = [r for r in role_lr if r not in ROLES]
         if unknown:
@@ -225,18 +268,25 @@ class ModularOptimizer(Optimizer):
         return out
 
     def state_dict(self) -> dict[str, Any]:
-        return {"experiment": self.experiment, "assignment": dict(self.assignment),
-                "optimizers": {rule: opt.state_dict() for rule, opt in self.optimizers.items()},
-                "modman": {"nonfinite_skips": self.nonfinite_skips, "optimizer": type(self).__name__}}
+        return {
+            "experiment": self.experiment,
+            "assignment": dict(self.assignment),
+            "optimizers": {rule: opt.state_dict() for rule, opt in self.optimizers.items()},
+            "modman": {"nonfinite_skips": self.nonfinite_skips, "optimizer": type(self).__name__},
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if not isinstance(state_dict, dict) or "optimizers" not in state_dict:
-            raise UserError("ModularOptimizer.load_state_dict: this state dict was not saved by a ModularOptimizer "
-                             "(it has no 'optimizers' entry); load it into the kind of optimizer that saved it")
+            raise UserError(
+                "ModularOptimizer.load_state_dict: this state dict was not saved by a ModularOptimizer "
+                "(it has no 'optimizers' entry); load it into the kind of optimizer that saved it"
+            )
         if state_dict.get("assignment") != self.assignment:
-            raise UserError(f"ModularOptimizer: this state was saved for experiment "
-                             f"{state_dict.get('experiment')!r} with another parameter assignment; build the "
-                             "optimizer for the same model and experiment before loading it")
+            raise UserError(
+                f"ModularOptimizer: this state was saved for experiment "
+                f"{state_dict.get('experiment')!r} with another parameter assignment; build the "
+                "optimizer for the same model and experiment before loading it"
+            )
         saved = state_dict["optimizers"]
         for rule, opt in self.optimizers.items():  # every part is checked before any is loaded
             if hasattr(opt, "validate_state_dict"):

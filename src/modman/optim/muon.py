@@ -29,13 +29,30 @@ class Muon(ManifoldOptimizer):
     (``modman.msign.fast_bfloat16``). Pass ``torch.bfloat16`` or ``None`` (float32) to fix it.
     """
 
-    def __init__(self, params, lr: float = 0.02, momentum: float = 0.95, nesterov: bool = True,
-                 weight_decay: float = 0.0, adjust_lr_fn: str | None = "original",
-                 msign_method: str = "polar_express", msign_steps: int | None = 5,
-                 msign_dtype: torch.dtype | str | None = "auto", *, skip_nonfinite: bool = False):
-        defaults = dict(lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
-                        adjust_lr_fn=adjust_lr_fn, msign_method=msign_method, msign_steps=msign_steps,
-                        msign_dtype=msign_dtype)
+    def __init__(
+        self,
+        params,
+        lr: float = 0.02,
+        momentum: float = 0.95,
+        nesterov: bool = True,
+        weight_decay: float = 0.0,
+        adjust_lr_fn: str | None = "original",
+        msign_method: str = "polar_express",
+        msign_steps: int | None = 5,
+        msign_dtype: torch.dtype | str | None = "auto",
+        *,
+        skip_nonfinite: bool = False,
+    ):
+        defaults = dict(
+            lr=lr,
+            momentum=momentum,
+            nesterov=nesterov,
+            weight_decay=weight_decay,
+            adjust_lr_fn=adjust_lr_fn,
+            msign_method=msign_method,
+            msign_steps=msign_steps,
+            msign_dtype=msign_dtype,
+        )
         super().__init__(params, defaults, skip_nonfinite=skip_nonfinite)
 
     def _update_many(self, Ws, Gs, states, group):
@@ -59,13 +76,32 @@ class SpectralDescent(ManifoldOptimizer):
     are clipped into the ball when the optimizer is built (seed 002's ``spectral_all``).
     """
 
-    def __init__(self, params, lr: float = 0.02, momentum: float = 0.95, nesterov: bool = True,
-                 weight_decay: float = 0.0, radius: float = 1.0, adjust_lr_fn: str | None = "unit",
-                 msign_method: str = "polar_express", msign_steps: int | None = 5,
-                 msign_dtype: torch.dtype | None = None, *, skip_nonfinite: bool = False):
-        defaults = dict(lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, radius=radius,
-                        adjust_lr_fn=adjust_lr_fn, msign_method=msign_method, msign_steps=msign_steps,
-                        msign_dtype=msign_dtype)
+    def __init__(
+        self,
+        params,
+        lr: float = 0.02,
+        momentum: float = 0.95,
+        nesterov: bool = True,
+        weight_decay: float = 0.0,
+        radius: float = 1.0,
+        adjust_lr_fn: str | None = "unit",
+        msign_method: str = "polar_express",
+        msign_steps: int | None = 5,
+        msign_dtype: torch.dtype | None = None,
+        *,
+        skip_nonfinite: bool = False,
+    ):
+        defaults = dict(
+            lr=lr,
+            momentum=momentum,
+            nesterov=nesterov,
+            weight_decay=weight_decay,
+            radius=radius,
+            adjust_lr_fn=adjust_lr_fn,
+            msign_method=msign_method,
+            msign_steps=msign_steps,
+            msign_dtype=msign_dtype,
+        )
         super().__init__(params, defaults, skip_nonfinite=skip_nonfinite)
 
     def _init_param(self, W, group):

@@ -63,24 +63,33 @@ class ManifoldRetraction(Optimizer):
         if not isinstance(manifold, Manifold):
             raise TypeError(f"{owner}: manifold must be a modman.manifolds.Manifold; got {type(manifold)!r}")
         self.manifold = manifold
-        names = {id(p): param_name(g, i, gi) for gi, g in enumerate(base_optimizer.param_groups)
-                 for i, p in enumerate(g["params"])}
+        names = {
+            id(p): param_name(g, i, gi)
+            for gi, g in enumerate(base_optimizer.param_groups)
+            for i, p in enumerate(g["params"])
+        }
         for gi, g in enumerate(base_optimizer.param_groups):
             for i, p in enumerate(g["params"]):
                 if p.is_complex():
-                    raise TypeError(f"{owner}: {param_name(g, i, gi)} has complex dtype {p.dtype}; {manifold!r} "
-                                    "holds real matrices. Optimize complex tensors outside this wrapper.")
+                    raise TypeError(
+                        f"{owner}: {param_name(g, i, gi)} has complex dtype {p.dtype}; {manifold!r} "
+                        "holds real matrices. Optimize complex tensors outside this wrapper."
+                    )
         if params is None:
             retracted = [p for g in base_optimizer.param_groups for p in g["params"] if p.ndim >= 2]
         else:
             retracted = list(params)
             for p in retracted:
                 if id(p) not in names:
-                    raise UserError(f"{owner}: a tensor of shape {tuple(p.shape)} in params is not "
-                                     "optimized by the base optimizer; pass only the base's parameters")
+                    raise UserError(
+                        f"{owner}: a tensor of shape {tuple(p.shape)} in params is not "
+                        "optimized by the base optimizer; pass only the base's parameters"
+                    )
                 if p.ndim < 2:
-                    raise UserError(f"{owner}: {names[id(p)]} has shape {tuple(p.shape)}; {manifold!r} needs "
-                                     ">= 2-D tensors. Leave vectors to the base optimizer (omit them from params).")
+                    raise UserError(
+                        f"{owner}: {names[id(p)]} has shape {tuple(p.shape)}; {manifold!r} needs "
+                        ">= 2-D tensors. Leave vectors to the base optimizer (omit them from params)."
+                    )
         for gi, g in enumerate(base_optimizer.param_groups):
             check_split(owner, g, gi, {id(p) for p in retracted})
         self.base_optimizer = base_optimizer
@@ -170,8 +179,11 @@ class ManifoldRetraction(Optimizer):
 
     def state_dict(self) -> dict[str, Any]:
         sd = self.base_optimizer.state_dict()
-        sd["modman"] = {"nonfinite_skips": self.nonfinite_skips, "optimizer": type(self).__name__,
-                        "base": type(self.base_optimizer).__name__}
+        sd["modman"] = {
+            "nonfinite_skips": self.nonfinite_skips,
+            "optimizer": type(self).__name__,
+            "base": type(self.base_optimizer).__name__,
+        }
         return sd
 
     def validate_state_dict(self, state_dict: dict[str, Any]) -> dict[str, Any]:
@@ -180,8 +192,10 @@ class ManifoldRetraction(Optimizer):
         extra = check_state_dict(self, state_dict, moment_shape)
         base = extra.get("base")
         if base is not None and base != type(self.base_optimizer).__name__:
-            raise UserError(f"{type(self).__name__}.load_state_dict: this state dict was saved around {base}, not "
-                             f"{type(self.base_optimizer).__name__}; wrap the same base optimizer to load it")
+            raise UserError(
+                f"{type(self).__name__}.load_state_dict: this state dict was saved around {base}, not "
+                f"{type(self.base_optimizer).__name__}; wrap the same base optimizer to load it"
+            )
         return extra
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -205,11 +219,19 @@ class StiefelRetraction(ManifoldRetraction):
 
     msign_per_retraction = 1
 
-    def __init__(self, base_optimizer: Optimizer, params=None, *, radius: float = 1.0,
-                 retraction: str = "polar_express", retraction_steps: int | None = None,
-                 skip_nonfinite: bool = False):
-        super().__init__(base_optimizer, Stiefel(radius, retraction, retraction_steps), params,
-                         skip_nonfinite=skip_nonfinite)
+    def __init__(
+        self,
+        base_optimizer: Optimizer,
+        params=None,
+        *,
+        radius: float = 1.0,
+        retraction: str = "polar_express",
+        retraction_steps: int | None = None,
+        skip_nonfinite: bool = False,
+    ):
+        super().__init__(
+            base_optimizer, Stiefel(radius, retraction, retraction_steps), params, skip_nonfinite=skip_nonfinite
+        )
 
 
 class SpectralRetraction(ManifoldRetraction):

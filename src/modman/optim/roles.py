@@ -30,11 +30,17 @@ __all__ = ["ROLES", "classify_parameters", "roles_table", "transposed_weights", 
 
 ROLES = ("embedding", "head", "attention", "ffn", "norm", "other")
 
-_NORM_TYPES = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm,
-               nn.LocalResponseNorm) + ((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ())
+_NORM_TYPES = (
+    nn.LayerNorm,
+    nn.GroupNorm,
+    nn.modules.batchnorm._BatchNorm,
+    nn.modules.instancenorm._InstanceNorm,
+    nn.LocalResponseNorm,
+) + ((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ())
 _ATTENTION_CLASS = re.compile(r"attention|attn", re.IGNORECASE)
-_FFN_CLASS = re.compile(r"feedforward|feed_forward|mlp|ffn|swiglu|intermediate|(?<!self)output$|actdense$|layerff$",
-                        re.IGNORECASE)
+_FFN_CLASS = re.compile(
+    r"feedforward|feed_forward|mlp|ffn|swiglu|intermediate|(?<!self)output$|actdense$|layerff$", re.IGNORECASE
+)
 _HEAD_CLASS = re.compile(r"(?<!multi)head", re.IGNORECASE)
 
 # Name patterns, tried on each component of the dotted path (innermost first), only when types are silent.
@@ -42,10 +48,14 @@ _NAME_PATTERNS: tuple[tuple[str, re.Pattern], ...] = (
     ("norm", re.compile(r"^(.*norm.*|ln_?\w*|ln\d*)$", re.IGNORECASE)),
     ("embedding", re.compile(r"^(.*embed.*|wte|wpe|tok_embeddings)$", re.IGNORECASE)),
     ("head", re.compile(r"^(lm_head|head|output|classifier)$", re.IGNORECASE)),
-    ("attention", re.compile(r"^(.*attn.*|.*attention.*|q_proj|k_proj|v_proj|o_proj|qkv|c_attn|wq|wk|wv|wo)$",
-                             re.IGNORECASE)),
-    ("ffn", re.compile(r"^(.*mlp.*|.*ffn.*|feed_forward|w1|w2|w3|c_fc|gate_proj|up_proj|down_proj|fc\d*)$",
-                       re.IGNORECASE)),
+    (
+        "attention",
+        re.compile(r"^(.*attn.*|.*attention.*|q_proj|k_proj|v_proj|o_proj|qkv|c_attn|wq|wk|wv|wo)$", re.IGNORECASE),
+    ),
+    (
+        "ffn",
+        re.compile(r"^(.*mlp.*|.*ffn.*|feed_forward|w1|w2|w3|c_fc|gate_proj|up_proj|down_proj|fc\d*)$", re.IGNORECASE),
+    ),
 )
 
 
@@ -111,8 +121,12 @@ def transposed_weights(model: nn.Module) -> set[str]:
     out = set()
     for name, module in model.named_modules():
         weight = getattr(module, "weight", None)
-        if (type(module).__name__ == "Conv1D" and isinstance(weight, nn.Parameter) and weight.ndim == 2
-                and weight.shape[1] == getattr(module, "nf", None)):
+        if (
+            type(module).__name__ == "Conv1D"
+            and isinstance(weight, nn.Parameter)
+            and weight.ndim == 2
+            and weight.shape[1] == getattr(module, "nf", None)
+        ):
             out.add(f"{name}.weight" if name else "weight")
     return out
 
@@ -150,9 +164,13 @@ def roles_table(model: nn.Module, assignment: dict[str, str] | None = None) -> s
     """A fixed-width table: parameter, shape, role (and the rule each gets, when ``assignment`` is given; a fused
     projection that a matrix rule steps per block says so)."""
     roles, fused = classify_parameters(model), fused_projections(model)
-    rule = {n: a + (f" (q, k, v: {fused[n]} blocks)" if n in fused and a != "adamw" else "")
-            for n, a in (assignment or {}).items()}
-    rows = [(name, "x".join(map(str, p.shape)), roles[name], rule.get(name, "")) for name, p in model.named_parameters()]
+    rule = {
+        n: a + (f" (q, k, v: {fused[n]} blocks)" if n in fused and a != "adamw" else "")
+        for n, a in (assignment or {}).items()
+    }
+    rows = [
+        (name, "x".join(map(str, p.shape)), roles[name], rule.get(name, "")) for name, p in model.named_parameters()
+    ]
     width = max([9] + [len(r[0]) for r in rows]) + 2
     head = f"{'parameter':<{width}}{'shape':>12}  {'role':<10}" + ("  rule" if assignment else "")
     lines = [head, "-" * len(head)]

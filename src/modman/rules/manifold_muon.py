@@ -22,8 +22,16 @@ from ..msign import msign, times_power_of_two, unit_scaled
 from .manifold_muon_solvers import closed_form, feasible_tangent, fixed_point, hybrid, newton
 from .manifold_muon_tracking import tracking
 
-__all__ = ["manifold_muon_direction", "dual_ascent", "tangent_residual", "duality_gap", "SOLVERS", "SOLVER_NAMES",
-           "resolve_solver", "resolve_steps"]
+__all__ = [
+    "manifold_muon_direction",
+    "dual_ascent",
+    "tangent_residual",
+    "duality_gap",
+    "SOLVERS",
+    "SOLVER_NAMES",
+    "resolve_solver",
+    "resolve_steps",
+]
 
 MsignFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -53,8 +61,14 @@ def dual_ascent(W, G, *, Lambda, alpha, steps, tol, msign_fn: MsignFn):
     return A, Lambda, {"msign_calls": step + 1, "iterations": step + 1, "residual": residual}
 
 
-SOLVERS = {"dual_ascent": dual_ascent, "closed_form": closed_form, "fixed_point": fixed_point, "newton": newton,
-           "hybrid": hybrid, "tracking": tracking}
+SOLVERS = {
+    "dual_ascent": dual_ascent,
+    "closed_form": closed_form,
+    "fixed_point": fixed_point,
+    "newton": newton,
+    "hybrid": hybrid,
+    "tracking": tracking,
+}
 SOLVER_NAMES = ("auto", "certified") + tuple(SOLVERS)
 DEFAULT_STEPS = {"tracking": 1}  # iterations when ``steps`` is None; the iterative certified solvers' cap is 100
 
@@ -110,7 +124,8 @@ def manifold_muon_direction(
         alpha, steps, tol: the dual solver's step size, iteration cap (None: 1 for ``tracking``, which always
             takes that many, 100 for the others) and stopping tolerance (unused by ``tracking``).
         solver: ``"auto"`` (closed form when square, otherwise ``tracking`` from a ``multiplier``, ``hybrid``
-            without one), ``"certified"`` (closed form when square, ``hybrid`` otherwise) or a key of ``SOLVERS``: ``"tracking"`` (one preconditioned
+            without one), ``"certified"`` (closed form when square, ``hybrid`` otherwise) or a key of ``SOLVERS``:
+            ``"tracking"`` (one preconditioned
             fixed-point step from the warm multiplier: matrix products only), ``"dual_ascent"`` (the seed's),
             ``"closed_form"`` (square only), ``"fixed_point"``, ``"newton"`` (smoothing Newton on the reduced
             dual) or ``"hybrid"`` (Newton at once where the dual is smooth, else the fixed point, then Newton).
@@ -126,16 +141,15 @@ def manifold_muon_direction(
     if solver not in SOLVER_NAMES:
         raise UserError(f"manifold_muon: unknown solver {solver!r}; choose one of {', '.join(SOLVER_NAMES)}")
     if W.ndim != 2 or W.shape != G.shape:
-        raise UserError(
-            f"manifold_muon needs 2-D W and G of the same shape; got {tuple(W.shape)} and {tuple(G.shape)}"
-        )
+        raise UserError(f"manifold_muon needs 2-D W and G of the same shape; got {tuple(W.shape)} and {tuple(G.shape)}")
     if steps is not None and (not isinstance(steps, int) or steps < 1):
         raise UserError(f"manifold_muon: steps must be an int >= 1 or None; got {steps!r}")
     Wt, wide = as_tall(W)
     n = Wt.shape[1]
     if multiplier is not None and tuple(multiplier.shape) != (n, n):
-        raise UserError(f"manifold_muon: multiplier must be {n}x{n} for W of shape {tuple(W.shape)}; "
-                         f"got {tuple(multiplier.shape)}")
+        raise UserError(
+            f"manifold_muon: multiplier must be {n}x{n} for W of shape {tuple(W.shape)}; got {tuple(multiplier.shape)}"
+        )
     if multiplier is not None and not bool(torch.isfinite(multiplier).all()):
         multiplier = None  # a non-finite warm start is dropped: cold start
     name = resolve_solver(solver, W.shape, warm=multiplier is not None)

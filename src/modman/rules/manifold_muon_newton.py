@@ -63,7 +63,7 @@ def _newton_direction(Zh, s, g, eta: float, max_cg: int, cg_dtype: torch.dtype):
     z = pre * r
     p, rz = z, dot(r, z)
     steps = 0
-    for steps in range(1, max_cg + 1):
+    for steps in range(1, max_cg + 1):  # noqa: B007 - the count is reported after the loop
         Hp = hess(p)
         curvature = dot(p, Hp)
         if curvature <= 0:  # rounding at the conditioning limit: keep what we have
@@ -82,8 +82,21 @@ def _newton_direction(Zh, s, g, eta: float, max_cg: int, cg_dtype: torch.dtype):
     return D, float((g64 * D).sum()), steps
 
 
-def smoothed_newton(P, C, X, *, tol: float, steps: int, certificate, mu0: float = 1e-2, shrink: float = 0.1,
-                    mu_min: float = 1e-8, max_cg: int = 100, stage_steps: int = 10, min_progress: float = 0.0):
+def smoothed_newton(
+    P,
+    C,
+    X,
+    *,
+    tol: float,
+    steps: int,
+    certificate,
+    mu0: float = 1e-2,
+    shrink: float = 0.1,
+    mu_min: float = 1e-8,
+    max_cg: int = 100,
+    stage_steps: int = 10,
+    min_progress: float = 0.0,
+):
     """Minimise the smoothed dual from X; returns ``(X, E, residual, gap, iterations, cg_steps, conditioning,
     stalled)`` for the best certified point: ``E = (M + μI)^{-1/2}``, conditioning = s_min/s_max of
     ``(M + μI)^{1/2}``. With ``min_progress`` > 0 it stops (``stalled`` True) after the first Newton step that
@@ -136,13 +149,21 @@ def smoothed_newton(P, C, X, *, tol: float, steps: int, certificate, mu0: float 
         far = residual < tol and (gap > 10 * tol and mu > floor or mu <= floor and gap > max(best[0], tol))
         if not (residual < 1e-2 * tol or far or stage >= stage_steps or iterations >= steps):
             iterations, stage = iterations + 1, stage + 1
-            D, slope, cg = _newton_direction(Zh, s, g, eta=min(0.1, math.sqrt(residual)), max_cg=max_cg,
-                                             cg_dtype=cg_dtype)
+            D, slope, cg = _newton_direction(
+                Zh, s, g, eta=min(0.1, math.sqrt(residual)), max_cg=max_cg, cg_dtype=cg_dtype
+            )
             cg_total += cg
             dX = V @ D @ V.mT
             # Probing (min_progress > 0), a step that needs more than one halving is already a stall.
-            trial = _line_search(evaluate, X, 0.5 * (dX + dX.mT), float(s.sum()), slope, residual,
-                                 t_min=0.5 if min_progress > 0 else 1e-6)
+            trial = _line_search(
+                evaluate,
+                X,
+                0.5 * (dX + dX.mT),
+                float(s.sum()),
+                slope,
+                residual,
+                t_min=0.5 if min_progress > 0 else 1e-6,
+            )
             stalled = min_progress > 0 and (trial is None or trial[6] > min_progress * residual)
             if stalled and trial is None:
                 break

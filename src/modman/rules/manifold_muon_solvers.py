@@ -30,15 +30,26 @@ from ..manifolds import Stiefel
 from ..manifolds.stiefel import sym
 from .manifold_muon_newton import gram_eig, smoothed_newton
 
-__all__ = ["feasible_tangent", "closed_form", "closed_form_batch", "fixed_point", "newton", "hybrid", "reduced_problem",
-           "reduced_direction", "polar_correction"]
+__all__ = [
+    "feasible_tangent",
+    "closed_form",
+    "closed_form_batch",
+    "fixed_point",
+    "newton",
+    "hybrid",
+    "reduced_problem",
+    "reduced_direction",
+    "polar_correction",
+]
 
 
 def closed_form(W, G, *, Lambda, alpha, steps, tol, msign_fn):
     """Square W: ``A = W msign(skew(WᵀG))``, ``Λ = −sym(WᵀG)/2``. One msign call, zero residual."""
     if W.shape[0] != W.shape[1]:
-        raise UserError(f"manifold_muon: solver 'closed_form' needs a square W; got {tuple(W.shape)}. "
-                         "Use solver='fixed_point' (or 'auto') for tall or wide matrices.")
+        raise UserError(
+            f"manifold_muon: solver 'closed_form' needs a square W; got {tuple(W.shape)}. "
+            "Use solver='fixed_point' (or 'auto') for tall or wide matrices."
+        )
     A, Lambda, gram, residual = closed_form_batch(W, G, msign_fn)
     return A, Lambda, {"msign_calls": 1, "iterations": 1, "residual": float(residual), "gram": gram}
 
@@ -135,7 +146,7 @@ def _certificate(P, C, X, V, s, E, with_gap: bool, tol: float = 0.0, s0=None):
     # A smoothed direction (μ > 0) has ‖A‖_op = max s0/s < 1, so ‖Ã‖_op ≤ max s0/s + ‖S‖_F bounds it too.
     eye = torch.eye(proj_gram.shape[-1], dtype=proj_gram.dtype, device=proj_gram.device)
     op_smoothed = float((s0 / s.clamp_min(torch.finfo(s.dtype).tiny)).max()) + float(torch.linalg.matrix_norm(S))
-    bound = min(1.0 + float(torch.linalg.matrix_norm(proj_gram - eye)), op_smoothed ** 2)
+    bound = min(1.0 + float(torch.linalg.matrix_norm(proj_gram - eye)), op_smoothed**2)
     gap = relative_gap(bound)
     if tol <= gap < 10 * tol or tol == 0:
         gap = min(gap, relative_gap(float(torch.linalg.eigvalsh(proj_gram).max())))
@@ -161,6 +172,7 @@ def newton(W, G, *, Lambda, alpha, steps, tol, msign_fn):
     iterations; info adds ``cg_steps`` (Hessian products, two n×n products each). ``alpha`` and
     ``msign_fn`` are unused.
     """
+
     def run(P, C, X):
         well = _well_conditioned(C)
         return _newton(P, C, X, steps, tol, mu0=1e-8 if well else 1e-2, well_conditioned=well)
@@ -168,8 +180,19 @@ def newton(W, G, *, Lambda, alpha, steps, tol, msign_fn):
     return _solve(W, G, Lambda, tol, run)
 
 
-def hybrid(W, G, *, Lambda, alpha, steps, tol, msign_fn, fixed_point_steps: int = 10, direct_after: int = 5,
-           direct_steps: int = 4):
+def hybrid(
+    W,
+    G,
+    *,
+    Lambda,
+    alpha,
+    steps,
+    tol,
+    msign_fn,
+    fixed_point_steps: int = 10,
+    direct_after: int = 5,
+    direct_steps: int = 4,
+):
     """The default for tall/wide W. When the complement Gram C is well-conditioned (``λ_min(C) ≥ 2e-2/n``,
     one Cholesky test; generic for aspect ratios above ~2.4) the dual is smooth for every X (M ≽ C ≻ 0),
     and Newton at μ = 1e-8/n converges quadratically: 3–5 eigensolves where the fixed point takes ~9.
@@ -191,8 +214,10 @@ def hybrid(W, G, *, Lambda, alpha, steps, tol, msign_fn, fixed_point_steps: int 
     straight to Newton 10.8 and 77.3 ms, uncertified 5 → 0 of 60 (BENCHMARKS.md (e)).
     ``direct_steps=0``: the fixed point for ``fixed_point_steps``, then smoothing Newton."""
     if direct_after < 1 or fixed_point_steps < 0 or direct_steps < 0:
-        raise UserError(f"hybrid: direct_after must be >= 1 and fixed_point_steps, direct_steps >= 0 (got "
-                         f"{direct_after}, {fixed_point_steps}, {direct_steps}); fixed_point_steps=0 probes at once")
+        raise UserError(
+            f"hybrid: direct_after must be >= 1 and fixed_point_steps, direct_steps >= 0 (got "
+            f"{direct_after}, {fixed_point_steps}, {direct_steps}); fixed_point_steps=0 probes at once"
+        )
 
     def run(P, C, X0):
         tried = []
@@ -214,8 +239,11 @@ def hybrid(W, G, *, Lambda, alpha, steps, tol, msign_fn, fixed_point_steps: int 
             if probe and not 1e-2 <= _best(tried)[1]["residual"] < 3e-2:
                 break  # near enough for the probe, or too far for the fixed point to get there: see the docstring
         if probe and left() > 0 and (fixed_point_steps == 0 or _best(tried)[1]["residual"] < 1e-2):
-            tried.append(_newton(P, C, _best(tried)[0] if tried else X0, min(direct_steps, left()), tol,
-                                 mu0=1e-8, min_progress=0.5))
+            tried.append(
+                _newton(
+                    P, C, _best(tried)[0] if tried else X0, min(direct_steps, left()), tol, mu0=1e-8, min_progress=0.5
+                )
+            )
         if left() > 0:
             tried.append(_newton(P, C, _best(tried)[0] if tried else X0, left(), tol, mu0=1e-4))
         X, info = _best(tried)
@@ -259,8 +287,11 @@ def _solve(W, G, Lambda, tol, run):
     P, C, scale = reduced_problem(W64, G, K)
     if scale == 0:
         zero = torch.zeros_like(P)
-        return torch.zeros_like(G), zero.to(G.dtype), {"msign_calls": 0, "iterations": 0, "residual": 0.0,
-                                                       "gap": 0.0, "gram": zero.to(G.dtype)}
+        return (
+            torch.zeros_like(G),
+            zero.to(G.dtype),
+            {"msign_calls": 0, "iterations": 0, "residual": 0.0, "gap": 0.0, "gram": zero.to(G.dtype)},
+        )
     X = -0.5 * (P + P.mT) if Lambda is None else 2.0 * Lambda.to(torch.float64) / scale
     X, info = run(P, C, X)
     info.pop("stalled", None)
@@ -283,7 +314,7 @@ def _fixed_point_loop(P, C, X, steps, tol, memory: int = 10, resume: dict | None
     C_reg = _regularised(C)
     mix = _Anderson(memory) if resume is None or "mix" not in resume else resume["mix"]
     best = ((math.inf, math.inf), X, None, math.inf, math.inf, 0.0)
-    for k in range(steps):
+    for k in range(steps):  # noqa: B007 - the count is reported after the loop
         _, lam, V = gram_eig(P, C_reg, X)
         s = lam.sqrt()
         E = _inv_sqrt(V, s)
@@ -299,8 +330,14 @@ def _fixed_point_loop(P, C, X, steps, tol, memory: int = 10, resume: dict | None
     if resume is not None:  # the next iterate, or None where this one certified
         resume.update(X=None if residual < tol and gap < tol else X, mix=mix)
     _, X, E, residual, gap, conditioning = best
-    return X, {"msign_calls": 0, "iterations": k + 1, "residual": residual, "gap": gap, "E": E,
-               "float64": conditioning < 1e-3}
+    return X, {
+        "msign_calls": 0,
+        "iterations": k + 1,
+        "residual": residual,
+        "gap": gap,
+        "E": E,
+        "float64": conditioning < 1e-3,
+    }
 
 
 def _newton(P, C, X, steps, tol, mu0: float = 1e-2, well_conditioned: bool = False, min_progress: float = 0.0):
@@ -310,13 +347,23 @@ def _newton(P, C, X, steps, tol, mu0: float = 1e-2, well_conditioned: bool = Fal
     eigensolve each): the cheap bounds are loose for strongly smoothed directions, tight at μ = 1e-8/n on a
     well-conditioned M. Only there may A be formed in float32 (``reduced_direction``): near a singular M
     that costs the certificate ~10x (measured at 1024x512: gap 2.8e-6 instead of 3.9e-7)."""
+
     def certificate(X, V, s, s0, E, with_gap):
         return _certificate(P, C, X, V, s, E, with_gap, tol if well_conditioned else 0.0, s0=s0)
 
     X, E, residual, gap, iterations, cg, conditioning, stalled = smoothed_newton(
-        P, C, X, tol=tol, steps=steps, certificate=certificate, mu0=mu0, min_progress=min_progress)
-    return X, {"msign_calls": 0, "iterations": iterations, "cg_steps": cg, "residual": residual, "gap": gap,
-               "E": E, "float64": not well_conditioned or conditioning < 1e-3, "stalled": stalled}
+        P, C, X, tol=tol, steps=steps, certificate=certificate, mu0=mu0, min_progress=min_progress
+    )
+    return X, {
+        "msign_calls": 0,
+        "iterations": iterations,
+        "cg_steps": cg,
+        "residual": residual,
+        "gap": gap,
+        "E": E,
+        "float64": not well_conditioned or conditioning < 1e-3,
+        "stalled": stalled,
+    }
 
 
 def _direction(W, G, P, C, X, scale, tol, info, K=None):

@@ -11,7 +11,8 @@ products each; L_Σ is positive definite on symmetric matrices): no eigensolve, 
 sync. Each iteration costs one msign of the m×n matrix. Warm-started from the optimizer's multiplier, one
 iteration per optimizer step tracks the optimum as the momentum moves; the direction returned is A projected
 onto the tangent space, ``A − W·sym(WᵀA)``, and ``Stiefel.retract_step`` takes the polar factor of W − ηA
-from n×n algebra, so the weights stay on the manifold to rounding. The residual reported is RMS(WᵀA + AᵀW) of A before that
+from n×n algebra, so the weights stay on the manifold to rounding. The residual reported is RMS(WᵀA + AᵀW) of A
+before that
 projection: how far the multiplier is from the optimum.
 """
 

@@ -96,10 +96,19 @@ def _h(X: torch.Tensor, theta: torch.Tensor, lam: torch.Tensor, msign_fn) -> tup
     return phi, (theta * phi.to(theta.dtype)).sum(dim=(-2, -1))
 
 
-def sso_direction(M: torch.Tensor, u: torch.Tensor, v: torch.Tensor, msign_fn: Callable[[torch.Tensor], torch.Tensor],
-                  lam: torch.Tensor | None = None, slope: torch.Tensor | None = None, *, evals: int = 2,
-                  tol: float = SSO_TOL, max_evals: int = SSO_MAX_EVALS,
-                  clean: bool = True) -> tuple[torch.Tensor, dict]:
+def sso_direction(
+    M: torch.Tensor,
+    u: torch.Tensor,
+    v: torch.Tensor,
+    msign_fn: Callable[[torch.Tensor], torch.Tensor],
+    lam: torch.Tensor | None = None,
+    slope: torch.Tensor | None = None,
+    *,
+    evals: int = 2,
+    tol: float = SSO_TOL,
+    max_evals: int = SSO_MAX_EVALS,
+    clean: bool = True,
+) -> tuple[torch.Tensor, dict]:
     """``Φ = msign(X + λΘ) − h·Θ`` with ``X = M/‖M‖_F``, ``Θ = u vᵀ``, λ the root of ``h(λ) = ⟨Θ, msign(X + λΘ)⟩``.
 
     Warm (``lam`` and ``slope`` from the last step): secant steps from λ, the first along the stored slope,
@@ -174,16 +183,23 @@ def _bracketed(X, theta, lam0, phi, h, msign_fn, tol, max_evals):
     side = torch.zeros_like(lam0)
     while calls < max_evals and float(best_h.abs().max()) > tol:
         denom = f_hi - f_lo
-        trial = torch.where(denom > 0, lo - f_lo * (hi - lo) / denom.clamp_min(torch.finfo(lo.dtype).tiny),
-                            0.5 * (lo + hi))
+        trial = torch.where(
+            denom > 0, lo - f_lo * (hi - lo) / denom.clamp_min(torch.finfo(lo.dtype).tiny), 0.5 * (lo + hi)
+        )
         phi_t, h_t = _h(X, theta, trial, msign_fn)
         calls += 1
         best_phi, best_h, best_lam = _keep_best(best_phi, best_h, best_lam, phi_t, h_t, trial)
         right = h_t > 0  # the root is left of the trial: it becomes the upper end
-        hi, h_hi, f_hi = (torch.where(right, trial, hi), torch.where(right, h_t, h_hi),
-                          torch.where(right, h_t, torch.where(side < 0, 0.5 * f_hi, f_hi)))
-        lo, h_lo, f_lo = (torch.where(right, lo, trial), torch.where(right, h_lo, h_t),
-                          torch.where(right, torch.where(side > 0, 0.5 * f_lo, f_lo), h_t))
+        hi, h_hi, f_hi = (
+            torch.where(right, trial, hi),
+            torch.where(right, h_t, h_hi),
+            torch.where(right, h_t, torch.where(side < 0, 0.5 * f_hi, f_hi)),
+        )
+        lo, h_lo, f_lo = (
+            torch.where(right, lo, trial),
+            torch.where(right, h_lo, h_t),
+            torch.where(right, torch.where(side > 0, 0.5 * f_lo, f_lo), h_t),
+        )
         side = torch.where(right, torch.ones_like(side), -torch.ones_like(side))
     width = hi - lo
     slope = (h_hi - h_lo) / width
@@ -193,5 +209,8 @@ def _bracketed(X, theta, lam0, phi, h, msign_fn, tol, max_evals):
 
 def _keep_best(best_phi, best_h, best_lam, phi, h, lam):
     better = h.abs() < best_h.abs()
-    return (torch.where(better[:, None, None], phi, best_phi), torch.where(better, h, best_h),
-            torch.where(better, lam, best_lam))
+    return (
+        torch.where(better[:, None, None], phi, best_phi),
+        torch.where(better, h, best_h),
+        torch.where(better, lam, best_lam),
+    )
