@@ -75,7 +75,7 @@ def add_dataclass_arguments(
             if isinstance(default, list)
             else default
         )
-        kw = {
+        kw: dict[str, typing.Any] = {
             "dest": f.name,
             "default": argparse.SUPPRESS if suppress_defaults else default,
             "help": (f.metadata["help"] + "; " if "help" in f.metadata else "") + f"default: {shown}",
@@ -241,6 +241,8 @@ def _run_bench(args: argparse.Namespace) -> int:
         spec = importlib.util.spec_from_file_location(
             "benchmarks", folder / "__init__.py", submodule_search_locations=[str(folder)]
         )
+        if spec is None or spec.loader is None:
+            raise UserError(f"{folder / '__init__.py'} cannot be loaded as the benchmarks package")
         sys.modules["benchmarks"] = module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
     for name in BENCHMARKS if args.name == "all" else (args.name,):

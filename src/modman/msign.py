@@ -100,7 +100,7 @@ def msign(
         return torch.zeros_like(G)
     if method == "exact":
         return _msign_exact(G).to(G.dtype)
-    if dtype == "auto":
+    if isinstance(dtype, str):  # "auto"
         dtype = torch.bfloat16 if fast_bfloat16(G.device) else None
     if dtype is None:
         dtype = torch.float64 if G.dtype == torch.float64 else torch.float32

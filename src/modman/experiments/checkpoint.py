@@ -53,7 +53,7 @@ class _OlderFormat(Exception):
 
 def rng_state() -> dict[str, Any]:
     """Every random state a run draws from (torch CPU, and CUDA when present)."""
-    state = {"torch": torch.get_rng_state()}
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state

@@ -203,7 +203,7 @@ def run_cifar(cfg: CifarConfig, data: dict | None = None, progress=None) -> dict
         "update": cfg.update,
         "epoch_losses": epoch_losses,
         "epoch_times": epoch_times,
-        "test_acc": accuracy(model, *data["test"], device, cfg.batch_size),
+        "test_acc": accuracy(model, data["test"][0], data["test"][1], device, cfg.batch_size),
         "train_acc": accuracy(model, x_train, y_train, device, cfg.batch_size),
         "singular_values": [torch.linalg.svdvals(w).tolist() for w in weights],
         "norms": [float(torch.linalg.vector_norm(w)) for w in weights],

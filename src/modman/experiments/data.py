@@ -25,7 +25,7 @@ class DataError(UserError):
 def load_text_bytes(path: str | Path | None = None) -> bytes:
     """The bytes of a UTF-8 text file, or of the embedded Shakespeare corpus when ``path`` is None."""
     if path is None:
-        blob = resources.files("modman").joinpath("data", "shakespeare.txt.xz").read_bytes()
+        blob = resources.files("modman").joinpath("data/shakespeare.txt.xz").read_bytes()
         return lzma.decompress(blob)
     p = Path(path)
     if not p.is_file():

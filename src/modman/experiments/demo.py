@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -32,7 +33,7 @@ class ByteMLP(nn.Module):
         self.fc2 = nn.Linear(hidden, hidden, bias=False)
         self.head = nn.Linear(hidden, 256, bias=False)
 
-    def hidden_matrices(self) -> list[nn.Parameter]:
+    def hidden_matrices(self) -> list[torch.Tensor]:
         return [self.fc1.weight, self.fc2.weight]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -119,7 +120,7 @@ def _train_one(name: str, init: dict, train: torch.Tensor, val_batches, cfg: Dem
             torch.cuda.synchronize()
         seconds += time.perf_counter() - t0
         losses.append(loss.item())
-        diag = getattr(optimizers[0], "diagnostics", dict)()
+        diag: dict[str, dict[str, Any]] = getattr(optimizers[0], "diagnostics", dict)()
         msign_calls += sum(d.get("msign_calls", 0) for d in diag.values())
     with torch.no_grad():
         val = sum(F.cross_entropy(model(x), y).item() for x, y in val_batches) / len(val_batches)

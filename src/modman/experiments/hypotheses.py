@@ -152,7 +152,9 @@ def h3(best: dict[str, Group], groups: list[Group]) -> Verdict:
         (f"{x}_attention", f"{x}_ffn") for x in ("muon", "stiefel") if f"{x}_attention" in best and f"{x}_ffn" in best
     ]
     if not pairs:
-        return _missing("H3", title, rule, best, ("muon_attention", "muon_ffn", "stiefel_attention", "stiefel_ffn"))
+        miss = _missing("H3", title, rule, best, ("muon_attention", "muon_ffn", "stiefel_attention", "stiefel_ffn"))
+        assert miss is not None  # no complete pair: some of them are absent
+        return miss
     base = best.get("baseline")
     rows, signs = [], []
     for a, f in pairs:

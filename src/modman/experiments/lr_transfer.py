@@ -91,8 +91,8 @@ def _model(method: str, widths: tuple[int, ...], cfg: TransferConfig, lr: float)
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
         layers += ([nn.ReLU()] if i else []) + [nn.Linear(a, b, bias=False)]
-    net = nn.Sequential(*layers)
-    return net, torch.optim.AdamW(net.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
+    seq = nn.Sequential(*layers)
+    return seq, torch.optim.AdamW(seq.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
 
 
 def train_one(method: str, width: int, lr: float, data: dict, cfg: TransferConfig) -> dict:
@@ -120,7 +120,7 @@ def train_one(method: str, width: int, lr: float, data: dict, cfg: TransferConfi
         "width": width,
         "lr": lr,
         "final_train_loss": final if math.isfinite(final) else None,
-        "test_acc": accuracy(net, *data["test"], device, 1024),
+        "test_acc": accuracy(net, data["test"][0], data["test"][1], device, 1024),
         "seconds": time.perf_counter() - start,
         "losses": losses[:: max(1, cfg.steps // 50)],
         "config": asdict(cfg),
@@ -145,6 +145,7 @@ def run_transfer(cfg: TransferConfig, data: dict | None = None, log: Callable[[s
         if path.is_file():
             results.append(json.loads(path.read_text()))
             continue
+        assert data is not None  # loaded above: this run's file is missing
         result = train_one(method, width, lr, data, cfg)
         write_json_atomic(path, result)
         loss = result["final_train_loss"]

@@ -77,6 +77,8 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 
 class Attention(nn.Module):
+    rope_cos: torch.Tensor  # buffers
+    rope_sin: torch.Tensor
     """Causal multi-head self-attention with rotary positions; q, k, v, o projections without bias."""
 
     def __init__(self, cfg: ModelConfig):

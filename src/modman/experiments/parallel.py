@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import os
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.distributed as dist
@@ -47,7 +48,7 @@ class Parallel:
         mesh = init_device_mesh(self.device.type, (self.world,))  # the run's device, not fully_shard's guess
         for block in shard_units(model):
             fully_shard(block, mesh=mesh)
-        return fully_shard(model, mesh=mesh)
+        return cast(torch.nn.Module, fully_shard(model, mesh=mesh))
 
     def slice(self, x: torch.Tensor) -> torch.Tensor:
         """This rank's rows of a global batch."""
@@ -98,7 +99,7 @@ def shard_units(model: torch.nn.Module) -> list[torch.nn.Module]:
     Hugging Face model's repeated layers, the classes its ``_no_split_modules`` names (``LlamaDecoderLayer``,
     ``GPT2Block``...)."""
     if isinstance(getattr(model, "layers", None), torch.nn.ModuleList):
-        return list(model.layers)
+        return list(cast(torch.nn.ModuleList, model.layers))
     names = {n for m in model.modules() for n in (getattr(m, "_no_split_modules", None) or [])}
     return [m for m in model.modules() if type(m).__name__ in names]
 

@@ -73,6 +73,7 @@ def loss_curves(best: dict[str, Group], path: Path, against: str) -> Path:
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     for exp, g in best.items():
+        train: list[list[tuple[float, float]]]
         if against == "step":
             train = [[(s, loss) for s, loss, _ in train_curve(r)] for r in g.runs]
             val = [val_curve(r) for r in g.runs]

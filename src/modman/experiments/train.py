@@ -297,6 +297,7 @@ def _build(cfg: TrainConfig, device: torch.device, shard: Callable[[torch.nn.Mod
     if cfg.exp == "modular":
         model, opt = build_modular(cfg, device, dtype)
     else:
+        net: torch.nn.Module
         if cfg.model == "modman":
             net = Transformer(PRESETS[cfg.preset])
         else:
@@ -338,7 +339,7 @@ def build_modular(cfg: TrainConfig, device: torch.device, dtype: torch.dtype = t
     ).to(device=device, dtype=dtype)
     for atom, _ in model.budgets():
         if hasattr(atom, "solver"):  # Linear atoms: the --solver of their manifold Muon solves
-            atom.solver = cfg.solver
+            setattr(atom, "solver", cfg.solver)  # noqa: B010 - an attribute of Linear atoms only
     return model, ModularDescent(model, lr=cfg.lr if cfg.lr is not None else MODULAR_LR, momentum=cfg.momentum)
 
 
@@ -391,11 +392,12 @@ def _run(cfg: TrainConfig, par: Parallel, resume: bool, data, stop_after, on_ste
         opt.share_work()  # each matrix's update computed by one owner rank
     logger = RunLogger(run_dir, cfg, opt, device, enabled=par.main)
     start, window = 0, _new_window()
-    progress = {"train_seconds": 0.0, "wall": 0.0, "last_train": None, "last_val": None}
+    progress: dict[str, Any] = {"train_seconds": 0.0, "wall": 0.0, "last_train": None, "last_val": None}
     if resume:  # each process reads its shards and the state of the matrices it owns
         if par.main:
             remove_stale_temporaries(run_dir)  # left by a kill during an atomic write
         saved = load_checkpoint(run_dir, model=model, optimizer=opt)
+        assert saved is not None  # train() resumes only a run with a checkpoint
         model.load_state_dict(saved["model"])
         opt.load_state_dict(saved["optimizer"])
         sched.load_state_dict(saved["scheduler"])

@@ -29,7 +29,7 @@ class RunLogger:
         self.device = device
         self.metrics = JsonlLog(self.run_dir / "metrics.jsonl")
         self.spectra = JsonlLog(self.run_dir / "spectra.jsonl")
-        self.writer = None
+        self.writer: Any = None  # a torch.utils.tensorboard.SummaryWriter once open (only where enabled)
         self.last_checkpoint = 0
 
     def open(self, start: int) -> None:
@@ -84,11 +84,18 @@ class RunLogger:
         return self.metrics.records[-1]
 
     def log_train(
-        self, step: int, window: dict, lrs: dict[str, float], grad_norms: dict[str, float], train_seconds: float
+        self,
+        step: int,
+        window: dict,
+        lrs: dict[str, float] | None,
+        grad_norms: dict[str, float] | None,
+        train_seconds: float,
     ) -> None:
-        """One log line; ``train_seconds`` is the training time so far (no evaluation), for loss-vs-time plots."""
+        """One log line; ``train_seconds`` is the training time so far (no evaluation), for loss-vs-time plots.
+        ``lrs`` and ``grad_norms`` are None only on ranks that do not log."""
         if not self.enabled:
             return
+        assert lrs is not None and grad_norms is not None
         loss = window["loss_sum"] / max(1, window["count"])
         tps = window["tokens"] / window["seconds"] if window["seconds"] > 0 else float("nan")
         self._record(step).update(
@@ -101,11 +108,12 @@ class RunLogger:
         for role, value in grad_norms.items():
             self.writer.add_scalar(f"grad_norm/{role}", value, step)
 
-    def log_eval(self, step: int, val_loss: float, model: nn.Module) -> None:
+    def log_eval(self, step: int, val_loss: float | None, model: nn.Module) -> None:
         """Validation loss and the spectrum of every matrix (FSDP2: every rank calls it; weights are gathered)."""
         matrices = [(name, full_tensor(p.detach())) for name, p in model.named_parameters() if p.ndim >= 2]
         if not self.enabled:
             return
+        assert val_loss is not None  # the logging rank evaluates
         ppl = math.exp(val_loss) if val_loss < 700 else float("inf")
         self._record(step).update(val_loss=val_loss, val_ppl=ppl)
         self.writer.add_scalar("val/loss", val_loss, step)

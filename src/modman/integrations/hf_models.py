@@ -7,6 +7,8 @@ and resume. Nothing is downloaded.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -21,7 +23,7 @@ HF_MODELS = ("gpt2", "llama", "qwen2", "qwen3", "mistral")
 def _config(name: str, cfg: ModelConfig):
     import transformers as T
 
-    common = dict(vocab_size=cfg.vocab_size, bos_token_id=0, eos_token_id=0, tie_word_embeddings=False)
+    common: dict[str, Any] = dict(vocab_size=cfg.vocab_size, bos_token_id=0, eos_token_id=0, tie_word_embeddings=False)
     if name == "gpt2":
         return T.GPT2Config(
             n_embd=cfg.dim,
@@ -34,7 +36,7 @@ def _config(name: str, cfg: ModelConfig):
             attn_pdrop=0.0,
             **common,
         )
-    decoder = dict(
+    decoder: dict[str, Any] = dict(
         hidden_size=cfg.dim,
         num_hidden_layers=cfg.n_layers,
         num_attention_heads=cfg.n_heads,

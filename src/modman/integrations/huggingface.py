@@ -47,7 +47,7 @@ def create_optimizer(
         )
     opt = ModularOptimizer(model, experiment, **{**settings, **kwargs})
     names = {id(p): n for n, p in model.named_parameters()}
-    opt.last_grad_norms = {}
+    opt.last_grad_norms = {}  # type: ignore[attr-defined]  # read by role_summary
 
     @torch.no_grad()
     def record(optimizer, *_):
@@ -80,8 +80,9 @@ def role_summary(model: nn.Module, opt: ModularOptimizer) -> dict[str, float]:
         out[f"modman/{role}/sigma_max_max"] = float(tops.max())
         out[f"modman/{role}/condition_max"] = float(conds.max())
         out[f"modman/{role}/fro_norm_mean"] = float(torch.stack([p.detach().double().norm() for p in mats]).mean())
-        if role in getattr(opt, "last_grad_norms", {}):
-            out[f"modman/{role}/grad_norm"] = float(opt.last_grad_norms[role])
+        grad_norms = getattr(opt, "last_grad_norms", {})
+        if role in grad_norms:
+            out[f"modman/{role}/grad_norm"] = float(grad_norms[role])
     diag = [d for d in opt.diagnostics().values() if "msign_calls" in d]
     if diag:
         out["modman/msign_calls_mean"] = sum(d["msign_calls"] for d in diag) / len(diag)

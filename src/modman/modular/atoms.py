@@ -21,6 +21,7 @@ def _generator(seed: int | None) -> torch.Generator | None:
 
 
 class Linear(Atom):
+    manifold: Stiefel
     """``x ↦ x Wᵀ`` with W (out × in) on the Stiefel manifold of radius √(out/in).
 
     Every singular value is √(out/in), so the RMS→RMS operator norm ``‖W‖ = √(in/out)·σ_max(W)`` is 1:
@@ -89,6 +90,7 @@ class Linear(Atom):
 
 
 class Embed(Atom):
+    manifold: Sphere
     """``i ↦ E[i]`` with each row of E (num × dim) on the sphere of radius √dim (RMS norm 1).
 
     Norm: the largest row RMS norm ``max_i ‖E_i‖₂/√dim``, so ``‖ΔE[i]‖_RMS ≤ ‖ΔE‖``; sensitivity 1.

@@ -8,6 +8,8 @@ direction (manifold Muon for Linear, hyperspherical for Embed). Each atom is one
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from ..errors import UserError
@@ -81,7 +83,8 @@ class ModularDescent(torch.optim.Optimizer):
         self.assignment = {name: "modular" for name in self.roles}
         self._owners: dict[int, int] | None = None
         self.local_matrices = 0
-        self.workers, self._streams = workers, {}
+        self.workers = workers
+        self._streams: dict[Any, Any] = {}  # CUDA streams of the concurrent lanes, by device
 
     owner_keeps_state = True  # under share_work only an atom's owner rank keeps its momentum
     replaces_state_tensors = True  # new momentum and multiplier tensors each step (see optim.guard)

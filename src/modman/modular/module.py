@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import nn
 
 from ..errors import UserError
+from ..manifolds.base import Manifold
 
 __all__ = ["Module", "Atom", "Bond", "Compose", "Tuple", "Mul", "Add", "Identity", "rms_norm"]
 
@@ -141,7 +143,9 @@ class Module(nn.Module):
 class Atom(Module):
     """A module with one weight on a manifold; mass 1 (``tare`` rescales it), sensitivity 1."""
 
-    manifold = None
+    manifold: Manifold  # set by each atom's __init__
+    role: str  # the parameter role a network tags it with (``modman.modular.nets``)
+    label: str
 
     def __init__(self, weight: torch.Tensor, mass: float = 1.0):
         super().__init__()
@@ -231,17 +235,20 @@ class Tuple(Module):
             raise TypeError("Tuple needs one or more modman.modular modules")
         self.parts = nn.ModuleList(modules)
 
+    def _modules_in_order(self) -> list[Module]:
+        return cast(list[Module], list(self.parts))
+
     @property
     def mass(self) -> float:
-        return sum(m.mass for m in self.parts)
+        return sum(m.mass for m in self._modules_in_order())
 
     @property
     def sensitivity(self) -> float:
-        return sum(m.sensitivity for m in self.parts)
+        return sum(m.sensitivity for m in self._modules_in_order())
 
     def _coefficients(self, scale: float):
-        m = self.mass
-        return [pair for part in self.parts if part.mass > 0 for pair in part._coefficients(scale * m / part.mass)]
+        m, parts = self.mass, self._modules_in_order()
+        return [pair for part in parts if part.mass > 0 for pair in part._coefficients(scale * m / part.mass)]
 
     def forward(self, x):
         return tuple(part(x) for part in self.parts)

@@ -38,6 +38,7 @@ def MLP(
     for i, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:])):
         layer = Linear(fan_in, fan_out, seed=None if seed is None else seed + i, tol=tol, steps=steps)
         net = layer if net is None else layer @ ReLU() @ net
+    assert net is not None  # widths has two or more entries
     net = _tag(net, "ffn", tuple(f"layer{i}" for i in range(len(widths) - 1)))
     return net if output_scale == 1.0 else output_scale * net
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import torch
+from torch.distributed.tensor import DTensor
 from torch.optim import Optimizer
 
 from ..errors import UserError
@@ -178,7 +179,7 @@ class ManifoldOptimizer(Optimizer):
     # Steps put new tensors into the state instead of writing into the old ones, so an atomic step keeps the
     # old state by reference (no copy). Subclasses must keep to this.
     replaces_state_tensors = True
-    diagnostic_keys = ("step", "msign_calls", "iterations", "residual", "solver")
+    diagnostic_keys: tuple[str, ...] = ("step", "msign_calls", "iterations", "residual", "solver")
 
     def __init__(self, params, defaults: dict, *, skip_nonfinite: bool = False):
         check_hyperparameters(type(self).__name__, defaults)
@@ -275,11 +276,12 @@ class ManifoldOptimizer(Optimizer):
         sharded = [p for _, p, _ in work if is_dtensor(p)]
         gathered: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         if sharded:
-            fulls = gather_to_owners(sharded + [p.grad for p in sharded], [owners[id(p)] for p in sharded] * 2)
-            for p, W, G in zip(sharded, fulls, fulls[len(sharded) :]):
-                if W is not None:
-                    shape = matrix_shape(p) if self.matrix_only else tuple(p.shape)
-                    gathered[id(p)] = (W.reshape(shape), G.reshape(shape))
+            grads = [cast(DTensor, p.grad) for p in sharded]
+            fulls = gather_to_owners(sharded + grads, [owners[id(p)] for p in sharded] * 2)
+            for sp, W_full, G_full in zip(sharded, fulls, fulls[len(sharded) :]):
+                if W_full is not None and G_full is not None:
+                    shape = matrix_shape(sp) if self.matrix_only else tuple(sp.shape)
+                    gathered[id(sp)] = (W_full.reshape(shape), G_full.reshape(shape))
         # Same-shape matrices (blocks, under ``split``) of a group are updated together, so subclasses can batch.
         buckets: dict[tuple, tuple[dict, list, list, list]] = {}
         updated = []
@@ -290,7 +292,7 @@ class ManifoldOptimizer(Optimizer):
                 (W, G), writeback = gathered[id(p)], (lambda: None)
             else:
                 W, writeback = self._as_update_view(p)
-                G = p.grad.reshape(W.shape)
+                G = cast(torch.Tensor, p.grad).reshape(W.shape)
             updated.append((p, writeback))
             for Wb, Gb, state in zip(split_blocks(W, group), split_blocks(G, group), self._block_states(p, group)):
                 key = (id(group), tuple(Wb.shape), Wb.dtype, str(Wb.device))

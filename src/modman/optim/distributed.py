@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import TypeGuard
 
 import torch
 import torch.distributed as dist
@@ -80,7 +81,7 @@ def broadcast_from_owners(params: list[torch.Tensor], owners: dict[int, int]) ->
             p.data.copy_(chunk.view_as(p))
 
 
-def is_dtensor(t) -> bool:
+def is_dtensor(t: object) -> TypeGuard[DTensor]:
     return isinstance(t, DTensor)
 
 
@@ -183,8 +184,9 @@ def scatter_from_owners(fulls: list[torch.Tensor | None], targets: list[DTensor]
         mine = [i for i in idx if owners[i] == rank]
 
         def rows_for(i: int, s: int, local: torch.Tensor = local) -> torch.Tensor:
-            rows = _block(targets[i], size)[0]
-            return _pad_rows(fulls[i].reshape(targets[i].shape)[s * rows : (s + 1) * rows], rows, local)
+            rows, full = _block(targets[i], size)[0], fulls[i]
+            assert full is not None  # this rank owns i
+            return _pad_rows(full.reshape(targets[i].shape)[s * rows : (s + 1) * rows], rows, local)
 
         parts_for = [[rows_for(i, s) for i in mine] for s in range(size)]
         recv_splits = [sum(_block(targets[i], size)[1] for i in idx if owners[i] == r) for r in range(size)]
@@ -196,9 +198,10 @@ def scatter_from_owners(fulls: list[torch.Tensor | None], targets: list[DTensor]
                 shard.copy_(block.view(-1, *targets[i].shape[1:])[: shard.shape[0]])
     for i in slow:
         t = targets[i]
+        full = fulls[i]
         src = (
-            fulls[i].reshape(t.shape).to(t.dtype)
-            if fulls[i] is not None
+            full.reshape(t.shape).to(t.dtype)
+            if full is not None
             else torch.empty(t.shape, dtype=t.dtype, device=t.to_local().device)
         )
         t.to_local().copy_(distribute_tensor(src, t.device_mesh, t.placements, src_data_rank=owners[i]).to_local())

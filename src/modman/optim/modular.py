@@ -193,7 +193,7 @@ class ModularOptimizer(Optimizer):
             )
         if solver not in SOLVER_NAMES:
             raise UserError(f"ModularOptimizer: unknown solver {solver!r}; choose one of {', '.join(SOLVER_NAMES)}")
-        self.optimizers: dict[str, Optimizer] = {
+        self.optimizers: dict[str, Any] = {  # torch.optim.Optimizers; modman's add share_work, diagnostics...
             rule: (
                 _manifold_muon(g, momentum, solver) if rule == "manifold_muon" else _BUILDERS[rule](g, betas, momentum)
             )

@@ -149,8 +149,9 @@ class ManifoldRetraction(Optimizer):
         fulls = dict(zip(map(id, sharded), gather_to_owners(sharded, [owners[id(p)] for p in sharded])))
         groups = self._groups()
         for p in moving:
-            full = fulls[id(p)] if is_dtensor(p) else p
             if owners.get(id(p), rank) == rank:
+                full = fulls[id(p)] if is_dtensor(p) else p
+                assert full is not None  # gathered on its owner
                 if not bool(torch.isfinite(full).all()):
                     continue  # left for the step's check to report and undo (a retraction's SVD would raise)
                 W = full.reshape(matrix_shape(p))

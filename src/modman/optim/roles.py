@@ -105,8 +105,8 @@ def classify_parameters(model: nn.Module) -> dict[str, str]:
             roles[pname] = "norm"
         elif isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
             roles[pname] = "embedding"
-        elif enclosing[owner] is not None:
-            roles[pname] = enclosing[owner]
+        elif (block := enclosing[owner]) is not None:
+            roles[pname] = block
         elif owner == head:
             roles[pname] = "head"
         else:

@@ -395,12 +395,14 @@ class _Anderson:
     (n², memory) temporaries)."""
 
     def __init__(self, memory: int):
-        self.memory, self.count, self.last = memory, 0, None
-        self.dX = self.dF = None
+        self.memory, self.count = memory, 0
+        self.last: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.dX: torch.Tensor | None = None
+        self.dF: torch.Tensor | None = None
 
     def __call__(self, x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
         if self.last is not None:
-            if self.dX is None:
+            if self.dX is None or self.dF is None:
                 self.dX = x.new_empty((self.memory, x.numel()))
                 self.dF = x.new_empty((self.memory, x.numel()))
             j = self.count % self.memory
@@ -411,6 +413,7 @@ class _Anderson:
         k = min(self.count, self.memory)
         if k == 0:
             return x + f
+        assert self.dX is not None and self.dF is not None  # k > 0: a difference was stored
         dX, dF = self.dX[:k], self.dF[:k]
         # Regularised normal equations: tiny (memory x memory), and the same code on every device.
         gram = dF @ dF.mT

@@ -136,8 +136,10 @@ def sso_direction(
     if cold:
         phi, h, lam_out, new_slope, calls = _bracketed(X, theta, lam0, phi, h, msign_fn, tol, max_evals)
     else:
+        assert slope is not None  # not cold
         lam_out, new_slope = lam0, slope.to(dtype)
-        lam_prev, h_prev = None, None
+        lam_prev: torch.Tensor | None = None
+        h_prev = h
         while calls < evals and float(h.abs().max()) > tol:
             if lam_prev is None:
                 step = h / new_slope
