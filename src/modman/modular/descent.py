@@ -15,14 +15,15 @@ import torch
 from ..errors import UserError
 from ..optim.base import check_hyperparameters, check_state_dict, fill_group_defaults, guard_gradients
 from ..optim.concurrent import run_concurrently
-from ..optim.distributed import assign_owners, broadcast_from_owners, is_dtensor, world
+from ..optim.distributed import broadcast_from_owners, is_dtensor, world
 from ..optim.guard import step_atomically
+from ..optim.shell import OptimizerShell
 from .module import Module
 
 __all__ = ["ModularDescent"]
 
 
-class ModularDescent(torch.optim.Optimizer):
+class ModularDescent(OptimizerShell, torch.optim.Optimizer):
     """Momentum + dualize in the modular norm + retraction, one param group per atom.
 
     Args:
@@ -76,31 +77,20 @@ class ModularDescent(torch.optim.Optimizer):
         ]
         super().__init__(groups, {"lr": lr, "momentum": momentum, "tangent": tangent, "warm_start": warm_start})
         self._atoms = [atom for atom, _ in pairs]
-        self.skip_nonfinite, self.nonfinite_skips = skip_nonfinite, 0
+        self._init_shell(skip_nonfinite)
         names = {id(p): n for n, p in net.named_parameters()}
         self._names = [names[id(a.weight)] for a in self._atoms]
         self.roles = {names[id(a.weight)]: g["role"] for a, g in zip(self._atoms, self.param_groups)}
         self.assignment = {name: "modular" for name in self.roles}
-        self._owners: dict[int, int] | None = None
-        self.local_matrices = 0
         self.workers = workers
         self._streams: dict[Any, Any] = {}  # CUDA streams of the concurrent lanes, by device
 
     owner_keeps_state = True  # under share_work only an atom's owner rank keeps its momentum
     replaces_state_tensors = True  # new momentum and multiplier tensors each step (see optim.guard)
 
-    def share_work(self, enabled: bool = True) -> dict[int, int] | None:
-        """Under DDP (a process group of more than one rank): each atom's direction and retraction are computed
-        by one owner rank, which broadcasts the new weight (as ``ModularOptimizer.share_work``)."""
-        size = world()[1]
-        weights = [g["params"][0] for g in self.param_groups]
-        self._owners = assign_owners(weights, size) if enabled and size > 1 else None
-        return self._owners
-
-    @property
-    def local_work(self) -> dict[str, int]:
-        """Atoms updated by this process so far (to check the work is shared)."""
-        return {"matrices": self.local_matrices}
+    def _work_matrices(self) -> list[torch.Tensor]:
+        """Each atom's weight: under DDP one owner rank computes its direction and retraction (``share_work``)."""
+        return [g["params"][0] for g in self.param_groups]
 
     def __setstate__(self, state) -> None:
         super().__setstate__(state)
@@ -138,7 +128,7 @@ class ModularDescent(torch.optim.Optimizer):
 
     def state_dict(self):
         sd = super().state_dict()
-        sd["modman"] = {"nonfinite_skips": self.nonfinite_skips, "optimizer": type(self).__name__}
+        sd["modman"] = self._modman_entry()
         return sd
 
     def validate_state_dict(self, state_dict) -> dict:
@@ -157,7 +147,7 @@ class ModularDescent(torch.optim.Optimizer):
     def load_state_dict(self, state_dict) -> None:
         extra = self.validate_state_dict(state_dict)
         super().load_state_dict({k: v for k, v in state_dict.items() if k != "modman"})
-        self.nonfinite_skips = int(extra.get("nonfinite_skips", 0))
+        self._restore_modman_entry(extra)
 
     def _update(self, atom, group) -> None:
         p = group["params"][0]

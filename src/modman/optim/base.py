@@ -12,23 +12,15 @@ from functools import partial
 from typing import Any, cast
 
 import torch
-from torch.distributed.tensor import DTensor
 from torch.optim import Optimizer
 
 from ..errors import UserError
 from ..msign import METHODS, msign
 from ..rules import SOLVER_NAMES
 from ..rules.muon import ADJUST_LR_FNS
-from .distributed import (
-    broadcast_from_owners,
-    gather_to_owners,
-    is_dtensor,
-    scatter_from_owners,
-    with_sharded_owners,
-    world,
-    write_full,
-)
+from .distributed import is_dtensor, world, write_full
 from .guard import NonFiniteError, guard_gradients, nonfinite_grads, step_atomically
+from .shell import OptimizerShell, gather_owned, return_owned
 
 __all__ = [
     "ManifoldOptimizer",
@@ -162,7 +154,7 @@ def run_closure(closure: Callable[[], Any] | None):
         return closure()
 
 
-class ManifoldOptimizer(Optimizer):
+class ManifoldOptimizer(OptimizerShell, Optimizer):
     """Base class: ``step`` validates every gradient, then calls ``_update`` on each parameter.
 
     Subclasses set ``matrix_only`` and implement ``_update(W, G, state, group)``, which must write the
@@ -183,18 +175,11 @@ class ManifoldOptimizer(Optimizer):
 
     def __init__(self, params, defaults: dict, *, skip_nonfinite: bool = False):
         check_hyperparameters(type(self).__name__, defaults)
-        self.skip_nonfinite = bool(skip_nonfinite)
-        self.nonfinite_skips = 0
-        self._owners: dict[int, int] | None = None  # data-parallel work sharing (share_work)
-        self.local_matrices = self.local_msign_calls = 0
+        self._init_shell(skip_nonfinite)
         super().__init__(params, defaults)
 
-    def share_work(self, owners: dict[int, int] | None) -> None:
-        """Under DDP: update only the parameters this rank owns (``{id(p): rank}``, see
-        ``modman.optim.distributed.assign_owners``) and receive the others from their owners; None turns it off.
-        Only owners keep a parameter's state (checkpoint with ``modman.experiments.checkpoint``, which saves
-        each rank's part). DTensor (FSDP2) parameters get owners on their first step when none were given."""
-        self._owners = owners
+    def _work_matrices(self) -> list[torch.Tensor]:
+        return [p for g in self.param_groups for p in g["params"]]
 
     # ---------------------------------------------------------------- parameter groups
     def add_param_group(self, param_group: dict) -> None:
@@ -266,30 +251,21 @@ class ManifoldOptimizer(Optimizer):
 
     def _step(self, work: list[tuple[dict, torch.Tensor, str]]) -> None:
         """Update every ``(group, param, name)`` in ``work`` (its gradients checked): share, bucket, update."""
-        rank, size = world()
-        owners = with_sharded_owners(
-            self._owners, [p for _, p, _ in work], [p for g in self.param_groups for p in g["params"]], size
-        )
-        self._owners = owners or self._owners
+        rank = world()[0]
+        params = [p for _, p, _ in work]
         # FSDP2: the owner of each sharded parameter gathers it and its gradient (one exchange for all of
-        # them, the same lists on every rank), updates the whole matrix, and scatters the rows back below.
-        sharded = [p for _, p, _ in work if is_dtensor(p)]
-        gathered: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-        if sharded:
-            grads = [cast(DTensor, p.grad) for p in sharded]
-            fulls = gather_to_owners(sharded + grads, [owners[id(p)] for p in sharded] * 2)
-            for sp, W_full, G_full in zip(sharded, fulls, fulls[len(sharded) :]):
-                if W_full is not None and G_full is not None:
-                    shape = matrix_shape(sp) if self.matrix_only else tuple(sp.shape)
-                    gathered[id(sp)] = (W_full.reshape(shape), G_full.reshape(shape))
+        # them, the same lists on every rank), updates the whole matrix, and scatters the rows back after.
+        owners, fulls = gather_owned(self, params, [p for g in self.param_groups for p in g["params"]], True)
         # Same-shape matrices (blocks, under ``split``) of a group are updated together, so subclasses can batch.
         buckets: dict[tuple, tuple[dict, list, list, list]] = {}
         updated = []
         for group, p, _ in work:
             if owners.get(id(p), rank) != rank:
                 continue
-            if id(p) in gathered:
-                (W, G), writeback = gathered[id(p)], (lambda: None)
+            if id(p) in fulls:
+                shape = matrix_shape(p) if self.matrix_only else tuple(p.shape)
+                W_full, G_full = fulls[id(p)]
+                W, G, writeback = W_full.view(shape), cast(torch.Tensor, G_full).reshape(shape), (lambda: None)
             else:
                 W, writeback = self._as_update_view(p)
                 G = cast(torch.Tensor, p.grad).reshape(W.shape)
@@ -309,15 +285,7 @@ class ManifoldOptimizer(Optimizer):
             state["step"] = state.get("step", 0) + 1
             self.local_matrices += 1
             self.local_msign_calls += state.get("msign_calls", 0)
-        if sharded:
-            scatter_from_owners(
-                [gathered[id(p)][0] if id(p) in gathered else None for p in sharded],
-                sharded,
-                [owners[id(p)] for p in sharded],
-            )
-        replicated = [p for _, p, _ in work if id(p) in owners and not is_dtensor(p)]
-        if replicated:
-            broadcast_from_owners(replicated, owners)
+        return_owned(params, owners, fulls)
 
     def _block_states(self, p: torch.Tensor, group: dict) -> list[dict]:
         """The state of each block of ``p``: its own state, or under ``split=k`` the k dicts of
@@ -371,7 +339,7 @@ class ManifoldOptimizer(Optimizer):
 
     def state_dict(self) -> dict[str, Any]:
         sd = super().state_dict()
-        sd["modman"] = {"nonfinite_skips": self.nonfinite_skips, "optimizer": type(self).__name__}
+        sd["modman"] = self._modman_entry()
         return sd
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -391,7 +359,7 @@ class ManifoldOptimizer(Optimizer):
         extra = self.validate_state_dict(state_dict)
         state_dict = {k: v for k, v in state_dict.items() if k != "modman"}
         super().load_state_dict(state_dict)
-        self.nonfinite_skips = int(extra.get("nonfinite_skips", 0))
+        self._restore_modman_entry(extra)
 
 
 def _with_blocks(row: dict[str, Any], blocks: dict | None, keys: tuple[str, ...]) -> dict[str, Any]:

@@ -15,12 +15,12 @@ from ..errors import UserError
 from ..rules import SOLVER_NAMES
 from .base import check_state_dict, guard_gradients, moment_shape, run_closure
 from .constrained import SPEL, Hyperball, SpectralSphere
-from .distributed import assign_owners, world
 from .guard import step_atomically
 from .manifold_muon import ManifoldMuon
 from .muon import Muon
-from .retraction import ManifoldRetraction, SpectralRetraction, StiefelRetraction
+from .retraction import SpectralRetraction, StiefelRetraction
 from .roles import ROLES, classify_parameters, fused_projections, transposed_weights
+from .shell import OptimizerShell
 
 __all__ = [
     "ModularOptimizer",
@@ -100,7 +100,7 @@ def unreached_roles(roles: dict[str, str], experiment: str, shapes: dict[str, to
     return out
 
 
-class ModularOptimizer(Optimizer):
+class ModularOptimizer(OptimizerShell, Optimizer):
     r"""One optimizer per rule, each over the parameters the experiment gives it; steps them all together.
 
     ``EXPERIMENTS[experiment]`` says which rule the attention and FFN matrices follow (AdamW, Muon,
@@ -158,8 +158,7 @@ class ModularOptimizer(Optimizer):
         self.assignment = rule_assignment(self.roles, experiment, {n: p.shape for n, p in named.items()})
         for line in unreached_roles(self.roles, experiment, {n: p.shape for n, p in named.items()}):
             warnings.warn(f"ModularOptimizer: {line}", stacklevel=2)
-        self.skip_nonfinite = bool(skip_nonfinite)
-        self.nonfinite_skips = 0
+        self._init_shell(skip_nonfinite)
 
         # (rule, role, decays, transposed) -> [(name, param)] in model order; a bucket holds only matrices or only
         # vectors, and only weights stored (out, in) or only ones stored (in, out) (HF Conv1D).
@@ -204,7 +203,6 @@ class ModularOptimizer(Optimizer):
         super().__init__([p for p in named.values()], {})
         self.param_groups = [g for opt in self.optimizers.values() for g in opt.param_groups]
         self._names = {id(p): n for n, p in named.items()}
-        self._owners: dict[int, int] | None = None
 
     @staticmethod
     def _check_arguments(named, lr, adamw_lr, role_lr, weight_decay) -> None:
@@ -238,25 +236,22 @@ class ModularOptimizer(Optimizer):
             opt.step()
 
     # ---- data parallel --------------------------------------------------------------------------------
-    def share_work(self, enabled: bool = True) -> dict[int, int] | None:
-        """Under DDP or FSDP2 (a default process group with more than one rank): each rank computes the msign /
-        manifold Muon / retraction work of the matrices it owns only, and receives the others' results.
-        Owners keep their matrices' momentum / multiplier state; checkpoints save each rank's part.
-        AdamW's elementwise steps run on every rank. Returns ``{id(param): owner rank}`` (None when off)."""
-        _, size = world()
-        sharing = [opt for rule, opt in self.optimizers.items() if rule != "adamw"]
-        owners = None
-        if enabled and size > 1:
-            owners = assign_owners([p for opt in sharing for p in _matrices(opt)], size)
-        for opt in sharing:
+    def _sharing(self) -> list[OptimizerShell]:
+        """The sub-optimizers whose matrices are updated by one owner rank (all but AdamW's elementwise steps)."""
+        return [opt for rule, opt in self.optimizers.items() if rule != "adamw"]
+
+    def _work_matrices(self) -> list[torch.Tensor]:
+        return [p for opt in self._sharing() for p in opt._work_matrices()]
+
+    def _set_owners(self, owners: dict[int, int] | None) -> None:
+        """Owners keep their matrices' momentum / multiplier state; AdamW's steps run on every rank."""
+        for opt in self._sharing():
             opt.share_work(owners)
         self._owners = owners
-        return owners
 
     @property
     def local_work(self) -> dict[str, int]:
-        """Matrices updated and msign calls made by this process so far (to check the work is shared)."""
-        opts = [o for o in self.optimizers.values() if hasattr(o, "local_matrices")]
+        opts = self._sharing()
         return {"matrices": sum(o.local_matrices for o in opts), "msign_calls": sum(o.local_msign_calls for o in opts)}
 
     def diagnostics(self) -> dict[str, dict[str, Any]]:
@@ -272,7 +267,7 @@ class ModularOptimizer(Optimizer):
             "experiment": self.experiment,
             "assignment": dict(self.assignment),
             "optimizers": {rule: opt.state_dict() for rule, opt in self.optimizers.items()},
-            "modman": {"nonfinite_skips": self.nonfinite_skips, "optimizer": type(self).__name__},
+            "modman": self._modman_entry(),
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -296,14 +291,7 @@ class ModularOptimizer(Optimizer):
         for rule, opt in self.optimizers.items():
             opt.load_state_dict(saved[rule])
         self.param_groups = [g for opt in self.optimizers.values() for g in opt.param_groups]
-        self.nonfinite_skips = int(state_dict.get("modman", {}).get("nonfinite_skips", 0))
-
-
-def _matrices(opt: Optimizer) -> list[torch.Tensor]:
-    """The matrices whose updates a sub-optimizer computes with msign / a solver (same order on every rank)."""
-    if isinstance(opt, ManifoldRetraction):
-        return list(opt.retracted)
-    return [p for g in opt.param_groups for p in g["params"]]
+        self._restore_modman_entry(state_dict.get("modman", {}))
 
 
 def _adamw(groups, betas, momentum):

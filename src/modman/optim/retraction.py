@@ -22,22 +22,19 @@ from .base import (
 )
 from .distributed import (
     all_ranks_agree,
-    broadcast_from_owners,
     full_tensor,
-    gather_to_owners,
     is_dtensor,
-    scatter_from_owners,
-    with_sharded_owners,
     world,
     write_full,
 )
 from .distributed import local_tensor as _local
 from .guard import step_atomically
+from .shell import OptimizerShell, gather_owned, return_owned
 
 __all__ = ["ManifoldRetraction", "StiefelRetraction", "SpectralRetraction"]
 
 
-class ManifoldRetraction(Optimizer):
+class ManifoldRetraction(OptimizerShell, Optimizer):
     r"""``W ← retract(step_base(W))`` for each retracted matrix; everything else as the base optimizer.
 
     Wraps a built optimizer (e.g. ``torch.optim.AdamW``) and shares its ``param_groups`` and ``state``,
@@ -95,11 +92,8 @@ class ManifoldRetraction(Optimizer):
         self.base_optimizer = base_optimizer
         self.retracted = retracted
         self._names = names
-        self.skip_nonfinite = bool(skip_nonfinite)
-        self.nonfinite_skips = 0
+        self._init_shell(skip_nonfinite)
         self._msign_calls: dict[int, int] = {}
-        self._owners: dict[int, int] | None = None
-        self.local_matrices = self.local_msign_calls = 0
         super().__init__(base_optimizer.param_groups, base_optimizer.defaults)
         # Share the base's groups and state: schedulers and state_dict then act on the base directly.
         self.param_groups = base_optimizer.param_groups
@@ -134,9 +128,7 @@ class ManifoldRetraction(Optimizer):
         targets = [p for p in self.retracted if p.grad is not None and p.numel() > 0]
         idle = {id(p): _local(p).clone() for p in targets if not bool(_local(p.grad).any())}
         self.base_optimizer.step()  # elementwise: every rank runs it (on its shards under FSDP2)
-        rank, size = world()
-        owners = with_sharded_owners(self._owners, targets, self.retracted, size)
-        self._owners = owners or self._owners
+        rank = world()[0]
         # A sharded weight is idle only when it is unchanged on every rank.
         unchanged = [id(p) in idle and torch.equal(idle[id(p)], _local(p)) for p in targets]
         if any(is_dtensor(p) for p in targets):
@@ -145,13 +137,11 @@ class ManifoldRetraction(Optimizer):
         for p, still in zip(targets, unchanged):
             if still:
                 self._msign_calls[id(p)] = 0
-        sharded = [p for p in moving if is_dtensor(p)]  # FSDP2: gathered on their owners in one exchange
-        fulls = dict(zip(map(id, sharded), gather_to_owners(sharded, [owners[id(p)] for p in sharded])))
+        owners, fulls = gather_owned(self, moving, self.retracted, False)  # FSDP2: sharded ones gathered on owners
         groups = self._groups()
         for p in moving:
             if owners.get(id(p), rank) == rank:
-                full = fulls[id(p)] if is_dtensor(p) else p
-                assert full is not None  # gathered on its owner
+                full = fulls[id(p)][0] if is_dtensor(p) else p
                 if not bool(torch.isfinite(full).all()):
                     continue  # left for the step's check to report and undo (a retraction's SVD would raise)
                 W = full.reshape(matrix_shape(p))
@@ -164,15 +154,10 @@ class ManifoldRetraction(Optimizer):
                 self._msign_calls[id(p)] = self.msign_per_retraction * len(blocks)
                 self.local_matrices += 1
                 self.local_msign_calls += self.msign_per_retraction * len(blocks)
-        if sharded:
-            scatter_from_owners([fulls[id(p)] for p in sharded], sharded, [owners[id(p)] for p in sharded])
-        replicated = [p for p in moving if id(p) in owners and not is_dtensor(p)]
-        if replicated:
-            broadcast_from_owners(replicated, owners)
+        return_owned(moving, owners, fulls)
 
-    def share_work(self, owners: dict[int, int] | None) -> None:
-        """Under DDP: retract only the matrices this rank owns and receive the others (see ManifoldOptimizer)."""
-        self._owners = owners
+    def _work_matrices(self) -> list[torch.Tensor]:
+        return list(self.retracted)
 
     def diagnostics(self) -> dict[str, dict[str, Any]]:
         """msign calls of the last step per retracted matrix."""
@@ -180,11 +165,7 @@ class ManifoldRetraction(Optimizer):
 
     def state_dict(self) -> dict[str, Any]:
         sd = self.base_optimizer.state_dict()
-        sd["modman"] = {
-            "nonfinite_skips": self.nonfinite_skips,
-            "optimizer": type(self).__name__,
-            "base": type(self.base_optimizer).__name__,
-        }
+        sd["modman"] = self._modman_entry(base=type(self.base_optimizer).__name__)
         return sd
 
     def validate_state_dict(self, state_dict: dict[str, Any]) -> dict[str, Any]:
@@ -206,7 +187,7 @@ class ManifoldRetraction(Optimizer):
         # The base rebinds its groups and state on load; share the new ones.
         self.param_groups = self.base_optimizer.param_groups
         self.state = self.base_optimizer.state
-        self.nonfinite_skips = int(extra.get("nonfinite_skips", 0))
+        self._restore_modman_entry(extra)
 
 
 class StiefelRetraction(ManifoldRetraction):
