@@ -20,6 +20,7 @@ reports iterations, certificate and time.
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import tempfile
 import time
@@ -30,14 +31,14 @@ import modman.optim.manifold_muon as optim_module
 from modman.cli import main as cli_main
 from modman.manifolds.stiefel import as_tall
 from modman.rules import duality_gap, tangent_residual
-from modman.rules.manifold_muon_solvers import fixed_point, hybrid
+from modman.rules.manifold_muon import Problem, Solution, fixed_point, hybrid
 
 from .common import finish, parser, sync
 
 
-def cold_hybrid(W, G, *, Lambda, **kw):
+def cold_hybrid(problem: Problem) -> Solution:
     """The default solver without the optimizer's warm start: what the warm start saves."""
-    return hybrid(W, G, Lambda=None, **kw)
+    return hybrid(dataclasses.replace(problem, multiplier=None))
 
 
 COLD = "hybrid, cold (the warm-start multiplier dropped)"
@@ -201,9 +202,7 @@ def _rows(source, solvers: dict, solves, device, repeat: int) -> list[dict]:
             for _ in range(repeat):
                 sync(device)
                 t0 = time.perf_counter()
-                A, Lambda, info = solver(
-                    Wt, Gt, Lambda=multiplier, alpha=0.01, steps=rec["steps"], tol=rec["tol"], msign_fn=None
-                )
+                A, Lambda, info = solver(Problem(Wt, Gt, multiplier, steps=rec["steps"], tol=rec["tol"]))
                 sync(device)
                 times.append(1000 * (time.perf_counter() - t0))
             o = out[name]

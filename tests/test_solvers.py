@@ -6,8 +6,10 @@ import torch
 from modman import msign
 from modman.manifolds import Stiefel
 from modman.rules import duality_gap, manifold_muon_direction, tangent_residual
-from modman.rules.manifold_muon import resolve_solver
-from modman.rules.manifold_muon_solvers import _fixed_point_loop, _newton, _well_conditioned, hybrid, reduced_problem
+from modman.rules.manifold_muon import Problem, hybrid, resolve_solver
+from modman.rules.manifold_muon.fixed_point import fixed_point_loop
+from modman.rules.manifold_muon.newton import newton_loop
+from modman.rules.manifold_muon.reduced import reduced_problem, well_conditioned
 
 
 def problem(m, n, seed=0, scale=1.0, dtype=torch.float64):
@@ -218,7 +220,7 @@ def test_hybrid_certifies_aspect_2_where_the_fixed_point_stalls_with_float32_cg(
 
 @pytest.mark.parametrize("shape", [(96, 24), (240, 10), (24, 96), (384, 128), (80, 32)])  # aspect 4, 24, 1/4, 3, 2.5
 @pytest.mark.parametrize("scale", [1e-4, 1.0, 1e4])
-def test_hybrid_goes_straight_to_newton_where_the_complement_gram_is_well_conditioned(shape, scale):
+def test_hybrid_goes_straight_to_newton_where_the_complement_gram_iswell_conditioned(shape, scale):
     """λ_min(C) >= 2e-2/n: Newton at μ = 1e-8/n certifies in a few eigensolves (the fixed point takes ~9)."""
     W, G = problem(*shape, seed=1, scale=scale)
     A, info = manifold_muon_direction(W, G, solver="hybrid", tol=1e-7)
@@ -228,16 +230,15 @@ def test_hybrid_goes_straight_to_newton_where_the_complement_gram_is_well_condit
 
 
 def test_well_conditioned_test_splits_at_aspect_above_2():
-    from modman.rules.manifold_muon_solvers import _well_conditioned, reduced_problem
 
     def conditioned(m, n):
-        return _well_conditioned(reduced_problem(*problem(m, n, seed=0))[1])
+        return well_conditioned(reduced_problem(*problem(m, n, seed=0))[1])
 
     assert conditioned(1024, 256) and conditioned(384, 128)
     assert not conditioned(256, 128) and not conditioned(192, 128)  # aspect 2 and 1.5: C near singular
     W, G = problem(40, 10, seed=4)
     low_rank = G[:, :3] @ torch.randn(3, 10, dtype=torch.float64)
-    assert not _well_conditioned(reduced_problem(W, low_rank)[1])
+    assert not well_conditioned(reduced_problem(W, low_rank)[1])
 
 
 def test_float32_inputs_keep_the_certificate_near_a_singular_m():
@@ -266,13 +267,11 @@ def test_hybrid_on_decaying_spectra_takes_newton_after_a_few_fixed_point_steps(s
     steps, then Newton once it halves the residual) certifies the training tolerance in <= 10 iterations, where
     20 fixed-point steps then smoothing Newton (``direct_steps=0, fixed_point_steps=20``) take 23."""
     W, G = decaying_gradient_problem(256, 64, seed)
-    assert not _well_conditioned(reduced_problem(W, G)[1])
-    A, Lambda, info = hybrid(W, G, Lambda=None, alpha=0.01, steps=30, tol=1e-4, msign_fn=None)
-    assert info["iterations"] <= 10 and "stalled" not in info
+    assert not well_conditioned(reduced_problem(W, G)[1])
+    A, Lambda, info = hybrid(Problem(W, G, steps=30, tol=1e-4))
+    assert info["iterations"] <= 10 and "stalled" not in info  # no private keys in info
     assert tangent_residual(W, A) < 1e-4 and duality_gap(W, G, A, Lambda)["relative_gap"] < 1e-4
-    without = hybrid(
-        W, G, Lambda=None, alpha=0.01, steps=30, tol=1e-4, msign_fn=None, direct_steps=0, fixed_point_steps=20
-    )
+    without = hybrid(Problem(W, G, steps=30, tol=1e-4), direct_steps=0, fixed_point_steps=20)
     assert without[2]["iterations"] > 20
 
 
@@ -283,12 +282,10 @@ def test_hybrid_goes_to_smoothing_newton_where_the_probe_stalls(seed):
     (the default) certifies in <= 20 iterations; 20 fixed-point steps then smoothing Newton take 28+ (the rule
     before 0a52565 resumed the fixed point to 20 after the stall and took as many)."""
     W, G = decaying_gradient_problem(256, 64, seed, power=2.0)
-    A, Lambda, info = hybrid(W, G, Lambda=None, alpha=0.01, steps=30, tol=1e-4, msign_fn=None)
+    A, Lambda, info = hybrid(Problem(W, G, steps=30, tol=1e-4))
     assert info["iterations"] <= 20
     assert tangent_residual(W, A) < 1e-4 and duality_gap(W, G, A, Lambda)["relative_gap"] < 1e-4
-    late = hybrid(
-        W, G, Lambda=None, alpha=0.01, steps=30, tol=1e-4, msign_fn=None, direct_steps=0, fixed_point_steps=20
-    )[2]
+    late = hybrid(Problem(W, G, steps=30, tol=1e-4), direct_steps=0, fixed_point_steps=20)[2]
     assert late["iterations"] >= 28
 
 
@@ -308,10 +305,10 @@ def test_hybrid_runs_a_second_fixed_point_round_where_the_probe_is_skipped(seed)
     1e-2 and the probe finishes — <= 12 iterations, where smoothing Newton after 5 (``fixed_point_steps=5``,
     the rule of 0a52565) takes 19 (21 before its stages ended at residual < tol with a far gap)."""
     W, G = spectrum_problem(512, 128, seed, lambda k: torch.exp(-k / 25) / k)
-    A, Lambda, info = hybrid(W, G, Lambda=None, alpha=0.01, steps=30, tol=1e-4, msign_fn=None)
+    A, Lambda, info = hybrid(Problem(W, G, steps=30, tol=1e-4))
     assert info["iterations"] <= 12
     assert tangent_residual(W, A) < 1e-4 and duality_gap(W, G, A, Lambda)["relative_gap"] < 1e-4
-    after_5 = hybrid(W, G, Lambda=None, alpha=0.01, steps=30, tol=1e-4, msign_fn=None, fixed_point_steps=5)[2]
+    after_5 = hybrid(Problem(W, G, steps=30, tol=1e-4), fixed_point_steps=5)[2]
     assert after_5["iterations"] >= 17
 
 
@@ -335,9 +332,9 @@ def test_smoothing_floor_stops_where_a_larger_mu_certified_a_smaller_gap(monkeyp
     and the certified gap ~4.4e-6 at best. At the floor μ = 1e-8/n the first certified gap (8.2e-6) is above one
     a larger μ already certified, so the solve stops and returns that point after 50 iterations instead of
     running the floor's stage out (60, gaps 6.6e-6..8.8e-6; also 60 when the floor stops only above 10·tol)."""
-    import modman.rules.manifold_muon_solvers as solvers
+    import modman.rules.manifold_muon.reduced as reduced
 
-    monkeypatch.setattr(solvers, "polar_correction", lambda W: None)
+    monkeypatch.setattr(reduced, "polar_correction", lambda W: None)
     W, G = problem(192, 128, seed=1, dtype=torch.float32)
     A, info = manifold_muon_direction(W, G, solver="hybrid", steps=100, tol=1e-6)
     assert info["iterations"] <= 52
@@ -351,7 +348,7 @@ def test_hybrid_leaves_a_slow_fixed_point_after_one_round(seed):
     13. A second round would leave smoothing Newton too few of the 30 iterations (it ends uncertified at the
     cap); going to Newton after the first certifies."""
     W, G = spectrum_problem(512, 128, seed, lambda k: torch.exp(-k / 8))
-    A, Lambda, info = hybrid(W, G, Lambda=None, alpha=0.01, steps=30, tol=1e-4, msign_fn=None)
+    A, Lambda, info = hybrid(Problem(W, G, steps=30, tol=1e-4))
     assert info["iterations"] <= 30 and not info.get("repaired")
     assert tangent_residual(W, A) < 1e-4 and duality_gap(W, G, A, Lambda)["relative_gap"] < 1e-4
 
@@ -360,7 +357,7 @@ def test_hybrid_rejects_bad_phase_lengths():
     W, G = decaying_gradient_problem(64, 16, 0)
     for bad in ({"direct_after": 0}, {"fixed_point_steps": -1}, {"direct_steps": -2}):
         with pytest.raises(ValueError, match=next(iter(bad))):
-            hybrid(W, G, Lambda=None, alpha=0.01, steps=30, tol=1e-4, msign_fn=None, **bad)
+            hybrid(Problem(W, G, steps=30, tol=1e-4), **bad)
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -370,10 +367,10 @@ def test_newton_probe_stalls_far_from_the_optimum_and_runs_near_it(seed):
     W, G = decaying_gradient_problem(256, 64, seed)
     P, C, _ = reduced_problem(W, G)
     X0 = -0.5 * (P + P.mT)
-    far = _newton(P, C, X0, 4, 1e-4, mu0=1e-8, min_progress=0.5)[1]
-    assert far["stalled"] and far["iterations"] == 1
-    near = _newton(P, C, _fixed_point_loop(P, C, X0, 5, 1e-4)[0], 4, 1e-4, mu0=1e-8, min_progress=0.5)[1]
-    assert not near["stalled"] and near["residual"] < 1e-4 and near["gap"] < 1e-4
+    far = newton_loop(P, C, X0, 4, 1e-4, mu0=1e-8, min_progress=0.5)
+    assert far.stalled and far.iterations == 1
+    near = newton_loop(P, C, fixed_point_loop(P, C, X0, 5, 1e-4).X, 4, 1e-4, mu0=1e-8, min_progress=0.5)
+    assert not near.stalled and near.residual < 1e-4 and near.gap < 1e-4
 
 
 def test_fixed_point_resumes_exactly_where_it_stopped():
@@ -381,26 +378,20 @@ def test_fixed_point_resumes_exactly_where_it_stopped():
     W, G = decaying_gradient_problem(256, 64, 0)
     P, C, _ = reduced_problem(W, G)
     X0 = -0.5 * (P + P.mT)
-    whole = _fixed_point_loop(P, C, X0, 20, 1e-12)
-    state = {}
-    _fixed_point_loop(P, C, X0, 5, 1e-12, resume=state)
-    resumed = _fixed_point_loop(P, C, state["X"], 15, 1e-12, resume=state)
-    assert torch.equal(whole[0], resumed[0]) and whole[1]["residual"] == resumed[1]["residual"]
-    fresh = _fixed_point_loop(P, C, _fixed_point_loop(P, C, X0, 5, 1e-12)[0], 15, 1e-12)
-    assert not torch.equal(whole[0], fresh[0])  # restarting from the best iterate, without the history, differs
+    whole = fixed_point_loop(P, C, X0, 20, 1e-12)
+    state: dict = {}
+    fixed_point_loop(P, C, X0, 5, 1e-12, resume=state)
+    resumed = fixed_point_loop(P, C, state["X"], 15, 1e-12, resume=state)
+    assert torch.equal(whole.X, resumed.X) and whole.residual == resumed.residual
+    fresh = fixed_point_loop(P, C, fixed_point_loop(P, C, X0, 5, 1e-12).X, 15, 1e-12)
+    assert not torch.equal(whole.X, fresh.X)  # restarting from the best iterate, without the history, differs
 
 
 @pytest.mark.parametrize("fixed_point_steps,direct_steps", [(0, 4), (0, 0), (5, 0)])
 def test_hybrid_phases_can_be_switched_off(fixed_point_steps, direct_steps):
     W, G = decaying_gradient_problem(256, 64, 0)
     A, Lambda, info = hybrid(
-        W,
-        G,
-        Lambda=None,
-        alpha=0.01,
-        steps=30,
-        tol=1e-4,
-        msign_fn=None,
+        Problem(W, G, steps=30, tol=1e-4),
         fixed_point_steps=fixed_point_steps,
         direct_steps=direct_steps,
     )

@@ -4,9 +4,9 @@ import pytest
 import torch
 from test_solvers import problem
 
-import modman.rules.manifold_muon_solvers as solvers
+import modman.rules.manifold_muon.reduced as reduced
 from modman.rules import duality_gap, manifold_muon_direction, tangent_residual
-from modman.rules.manifold_muon_solvers import polar_correction
+from modman.rules.manifold_muon.reduced import polar_correction
 
 
 def test_polar_correction_gives_the_polar_factor_of_a_float32_stiefel_point():
@@ -40,6 +40,6 @@ def test_float32_aspect_1_5_certifies_like_float64(shape, seed, monkeypatch):
     W64, G64, A64 = W.double(), G.double(), A.double()
     assert duality_gap(W64, G64, A64, info["multiplier"].double())["relative_gap"] < 1e-6
     assert tangent_residual(W64, A64) < 1e-7
-    monkeypatch.setattr(solvers, "polar_correction", lambda W: None)
+    monkeypatch.setattr(reduced, "polar_correction", lambda W: None)
     _, uncorrected = manifold_muon_direction(W, G, solver="hybrid", steps=100, tol=1e-6)
     assert uncorrected["gap"] > 2e-6

@@ -13,7 +13,8 @@ from modman.manifolds import Stiefel
 from modman.optim import ManifoldMuon, ModularOptimizer
 from modman.optim.modular import MANIFOLD_MUON_STEPS
 from modman.rules import duality_gap, manifold_muon_direction, tangent_residual
-from modman.rules.manifold_muon_tracking import lyapunov_cg, tracking
+from modman.rules.manifold_muon import Problem
+from modman.rules.manifold_muon.tracking import lyapunov_cg, tracking
 
 
 def problem(m, n, seed=0, dtype=torch.float64):
@@ -41,7 +42,7 @@ def test_iterations_converge_to_the_certified_optimum_where_the_dual_is_smooth(s
     W, G = problem(*shape)
     gaps = []
     for steps in (1, 3, 30):
-        A, Lam, info = tracking(W, G, Lambda=None, alpha=0.0, steps=steps, tol=0.0, msign_fn=EXACT)
+        A, Lam, info = tracking(Problem(W, G, steps=steps, msign_fn=EXACT))
         gaps.append(duality_gap(W, G, A, Lam)["relative_gap"])
     assert gaps[0] > gaps[1] > gaps[2] and gaps[2] < 1e-5, gaps
 
@@ -61,7 +62,7 @@ def test_the_direction_is_tangent_and_a_warm_start_at_the_optimum_stays_there(sh
 @pytest.mark.parametrize("eta,atol", [(0.01, 1e-10), (0.1, 1e-10), (0.5, 1e-5)])  # series error ~‖E‖⁵, then squared
 def test_retraction_of_a_tangent_non_isometry_is_the_polar_factor_without_msign(eta, atol):
     W, G = problem(64, 16)
-    A, _, info = tracking(W, G, Lambda=None, alpha=0.0, steps=1, tol=0.0, msign_fn=EXACT)
+    A, _, info = tracking(Problem(W, G, steps=1, msign_fn=EXACT))
     new, used_msign = Stiefel().retract_step(W, A, eta)
     exact = msign(W - eta * A, method="exact")
     assert not used_msign and torch.allclose(new, exact, atol=atol)

@@ -58,7 +58,7 @@ def manifold_muon(
 
     ``solver="dual_ascent"`` is the seed's algorithm; the default ``"certified"`` is the closed form for
     square W and otherwise Newton on the reduced dual (straight away where the dual is smooth, after the
-    fixed point where it is not; ``modman.rules.manifold_muon_solvers``): one call has no multiplier of a
+    fixed point where it is not; ``modman.rules.manifold_muon``): one call has no multiplier of a
     previous step to start from, which the optimizers' ``"auto"`` (``tracking`` on non-square W) needs.
     With the seed's solver, ``msign_dtype=torch.bfloat16`` runs the seed's half-precision msign (each
     product rounded once, as torch.optim.Muon does; the default computes msign in float32). With ``eta=0`` and a zero

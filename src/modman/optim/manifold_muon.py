@@ -9,8 +9,7 @@ import torch
 from ..manifolds import Stiefel
 from ..msign import fast_bfloat16, msign, times_power_of_two, unit_scaled
 from ..rules import manifold_muon_direction
-from ..rules.manifold_muon import resolve_solver
-from ..rules.manifold_muon_solvers import closed_form_batch
+from ..rules.manifold_muon import closed_form_batch, resolve_solver
 from .base import ManifoldOptimizer
 from .concurrent import run_concurrently
 

@@ -5,63 +5,50 @@ For W with WᵀW = I (tall; a wide W is solved transposed):
     A* = argmax ⟨G, A⟩  s.t.  ‖A‖_op ≤ 1,  WᵀA + AᵀW = 0,
 
 and by Lagrange duality ``A(Λ) = msign(G + 2WΛ)`` for the symmetric multiplier Λ minimising the dual
-``‖G + 2WΛ‖_*`` (Bernstein, *Modular Manifolds*, Thinking Machines Lab 2025; seed 003 manifold_muon.py).
-Solvers are registered in ``SOLVERS``; each returns the direction and its certificate.
+``‖G + 2WΛ‖_*`` (Bernstein, *Modular Manifolds*, Thinking Machines Lab 2025; the blog's reference code).
+Solvers are registered in ``SOLVERS``: each takes a ``Problem`` and returns a ``Solution``, one per module —
+``closed_form`` (square W), ``dual_ascent`` (the blog's), ``fixed_point`` (Su's, on the reduced n×n problem of
+``reduced``), ``newton`` (smoothing Newton on the same), ``hybrid`` (the default for tall/wide W) and
+``tracking`` (one preconditioned step from the last multiplier).
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
-
 import torch
 
-from ..errors import UserError
-from ..manifolds.stiefel import as_tall
-from ..msign import msign, times_power_of_two, unit_scaled
-from .manifold_muon_solvers import closed_form, feasible_tangent, fixed_point, hybrid, newton
-from .manifold_muon_tracking import tracking
+from ...errors import UserError
+from ...manifolds.stiefel import as_tall
+from ...msign import msign, times_power_of_two, unit_scaled
+from .closed_form import closed_form, closed_form_batch
+from .dual_ascent import dual_ascent
+from .fixed_point import fixed_point
+from .hybrid import hybrid
+from .newton import newton
+from .problem import MsignFn, Problem, Solution, Solver, tangent_residual
+from .reduced import feasible_tangent
+from .tracking import tracking
 
 __all__ = [
     "manifold_muon_direction",
     "dual_ascent",
+    "closed_form",
+    "closed_form_batch",
+    "fixed_point",
+    "newton",
+    "hybrid",
+    "tracking",
     "tangent_residual",
     "duality_gap",
+    "Problem",
+    "Solution",
+    "Solver",
     "SOLVERS",
     "SOLVER_NAMES",
     "resolve_solver",
     "resolve_steps",
 ]
 
-MsignFn = Callable[[torch.Tensor], torch.Tensor]
-
-
-def tangent_residual(W: torch.Tensor, A: torch.Tensor) -> float:
-    """RMS of ``WᵀA + AᵀW`` (tall orientation): how far A is from the tangent space (seed's stop rule)."""
-    H = W.mT @ A + A.mT @ W
-    return float(torch.linalg.vector_norm(H) / math.sqrt(H.numel()))
-
-
-def dual_ascent(W, G, *, Lambda, alpha, steps, tol, msign_fn: MsignFn):
-    """The seed's dual (sub)gradient iteration, step for step, for tall W. Unlike the other solvers it depends
-    on G's scale: the step α is in G's units, as in the seed.
-
-    ``Λ₀ = −¼(WᵀG + GᵀW)``; repeat ``A = msign(G + 2WΛ)``, ``H = WᵀA + AᵀW``, stop when
-    ``RMS(H) < tol``, else ``Λ ← Λ − α(1 − k/steps)H``.
-    Returns ``(A, Λ, info)`` with info keys msign_calls, iterations, residual.
-    """
-    Lambda = -0.25 * (W.T @ G + G.T @ W) if Lambda is None else Lambda.clone()
-    for step in range(steps):
-        A = msign_fn(G + 2 * W @ Lambda)
-        H = W.T @ A + A.T @ W
-        residual = float(torch.norm(H) / math.sqrt(H.numel()))
-        if residual < tol:
-            break
-        Lambda -= alpha * (1 - step / steps) * H
-    return A, Lambda, {"msign_calls": step + 1, "iterations": step + 1, "residual": residual}
-
-
-SOLVERS = {
+SOLVERS: dict[str, Solver] = {
     "dual_ascent": dual_ascent,
     "closed_form": closed_form,
     "fixed_point": fixed_point,
@@ -159,8 +146,9 @@ def manifold_muon_direction(
     G, exponent = unit_scaled(G, return_exponent=True) if name != "dual_ascent" else (G, None)
     if multiplier is not None and exponent is not None:
         multiplier = times_power_of_two(multiplier, -exponent)
-    Gt = G.mT if wide else G
-    A, Lambda, info = SOLVERS[name](Wt, Gt, Lambda=multiplier, alpha=alpha, steps=steps, tol=tol, msign_fn=msign_fn)
+    problem = Problem(Wt, G.mT if wide else G, multiplier, steps, tol, msign_fn, alpha)
+    A, Lambda, info = SOLVERS[name](problem)
+    info = dict(info)
     info["multiplier"] = Lambda if exponent is None else times_power_of_two(Lambda, exponent)
     info["solver"] = name
     return (A.mT if wide else A), info
