@@ -145,7 +145,8 @@ class ModmanTrainer(Trainer):
 
     def create_optimizer(self, model=None):
         if self.optimizer is None:
-            self.optimizer = create_optimizer(
-                self.model if model is None else model, self.experiment, self.args, **self.optimizer_kwargs
-            )
+            target = self.model if model is None else model
+            if target is None:
+                raise UserError("ModmanTrainer: no model to build the optimizer for; pass model= to the trainer")
+            self.optimizer = create_optimizer(target, self.experiment, self.args, **self.optimizer_kwargs)
         return self.optimizer
