@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from modman.experiments.runlog import write_json_atomic
+from modman.experiments.common.files import write_json_atomic
 from modman.msign import fast_bfloat16
 
 

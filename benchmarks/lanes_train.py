@@ -16,7 +16,8 @@ import tempfile
 import time
 from unittest import mock
 
-from modman.experiments.train import TrainConfig, train
+from modman.experiments.llm.config import TrainConfig
+from modman.experiments.llm.train import train
 from modman.modular import ModularDescent
 from modman.optim import ManifoldMuon
 

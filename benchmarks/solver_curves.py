@@ -15,7 +15,7 @@ import json
 import statistics
 from pathlib import Path
 
-from modman.experiments.runlog import write_json_atomic
+from modman.experiments.common.files import write_json_atomic
 
 
 def load(folder: Path) -> dict[str, list[dict]]:

@@ -15,7 +15,8 @@ from __future__ import annotations
 import statistics
 import tempfile
 
-from modman.experiments.train import TrainConfig, train
+from modman.experiments.llm.config import TrainConfig
+from modman.experiments.llm.train import train
 from modman.rules.manifold_muon import SOLVER_NAMES
 
 from .common import finish, parser

@@ -9,10 +9,18 @@ from pathlib import Path
 import pytest
 
 from modman.cli import main
-from modman.experiments.analysis import Stat, best_groups, compare, group_runs, load_runs, loss_spike, norm_growth
-from modman.experiments.hypotheses import INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED, judge_all
 from modman.experiments.report import analyze
-from modman.experiments.report_figures import FIGURES
+from modman.experiments.report.analysis import (
+    Stat,
+    best_groups,
+    compare,
+    group_runs,
+    load_runs,
+    loss_spike,
+    norm_growth,
+)
+from modman.experiments.report.figures import FIGURES
+from modman.experiments.report.hypotheses import INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED, judge_all
 from modman.optim import EXPERIMENTS
 
 MATRICES = {

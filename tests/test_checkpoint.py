@@ -7,7 +7,13 @@ import json
 import pytest
 import torch
 
-from modman.experiments.checkpoint import LEGACY_NAME, POINTER_NAME, checkpoint_path, load_checkpoint, save_checkpoint
+from modman.experiments.common.checkpoint import (
+    LEGACY_NAME,
+    POINTER_NAME,
+    checkpoint_path,
+    load_checkpoint,
+    save_checkpoint,
+)
 
 
 def state(step: int) -> dict:

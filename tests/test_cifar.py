@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from modman.cli import main
-from modman.experiments.cifar import CifarConfig, load_cifar10, run_cifar
+from modman.experiments.cifar.cifar import CifarConfig, load_cifar10, run_cifar
 
 
 def write_fake_cifar(root, n_train=200, n_test=100, seed=0):
@@ -162,7 +162,7 @@ def _archive(tmp_path):
 def test_download_checks_the_md5_before_unpacking(tmp_path):
     import hashlib
 
-    from modman.experiments.cifar import download_cifar10
+    from modman.experiments.cifar.cifar import download_cifar10
 
     archive = _archive(tmp_path)
     with pytest.raises(ValueError, match="has MD5 .* expected 0+; it was not unpacked"):

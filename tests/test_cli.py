@@ -29,7 +29,7 @@ def test_demo_prints_a_row_per_optimizer_and_writes_json(tmp_path, capsys):
     out = tmp_path / "res" / "demo.json"
     assert main(TINY + ["--json", str(out)]) == 0
     table = capsys.readouterr().out
-    from modman.experiments.demo import RECIPES
+    from modman.experiments.llm.demo import RECIPES
 
     for name in RECIPES:
         assert name in table
@@ -194,7 +194,7 @@ def test_roles_command_prints_the_table(capsys):
 
 
 def test_a_bug_shows_its_traceback_and_debug_shows_every_one(monkeypatch, capsys):
-    import modman.experiments.demo as demo
+    import modman.experiments.llm.demo as demo
 
     def broken(*args, **kwargs):
         raise ValueError("an internal inconsistency")  # not a UserError: a bug, not the user's mistake

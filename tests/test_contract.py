@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modman.experiments.model import PRESETS, Transformer
+from modman.experiments.llm.model import PRESETS, Transformer
 from modman.modular import MLP, ModularDescent
 from modman.optim import (
     SPEL,

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from modman.experiments.data import SHAKESPEARE_SHA256, DataError, load_text_bytes, sha256, split_tokens
+from modman.experiments.common.data import SHAKESPEARE_SHA256, DataError, load_text_bytes, sha256, split_tokens
 
 
 def test_embedded_corpus_is_the_documented_text():

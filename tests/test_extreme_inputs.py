@@ -178,7 +178,7 @@ def test_wrappers_stay_finite_and_on_their_manifold_at_any_gradient_scale(name, 
 
 @pytest.mark.parametrize("decade", [-30, 20, 30])
 def test_modular_descent_and_modular_optimizer_take_any_finite_gradient(decade):
-    from modman.experiments.model import PRESETS, Transformer
+    from modman.experiments.llm.model import PRESETS, Transformer
 
     net = MLP((12, 24, 5), seed=0)
     opt = ModularDescent(net, lr=0.2)

@@ -129,7 +129,7 @@ def test_unknown_experiment_is_refused():
 def test_modman_train_on_a_hugging_face_architecture_resumes_bit_for_bit(tmp_path, model):
     from test_train import _final_state, cfg
 
-    from modman.experiments.train import train
+    from modman.experiments.llm.train import train
 
     settings = dict(exp="muon_all", model=model)
     train(cfg(tmp_path / "straight", **settings))
@@ -146,10 +146,11 @@ def test_modman_train_on_a_hugging_face_architecture_resumes_bit_for_bit(tmp_pat
 def test_fsdp2_on_a_hugging_face_model_matches_one_process_and_resumes_alone(tmp_path, model, exp):
     from test_parallel import DRIVER, TINY64, flags, torchrun, weights
 
-    from modman.experiments.checkpoint import load_checkpoint
-    from modman.experiments.model import PRESETS
-    from modman.experiments.parallel import shard_units
-    from modman.experiments.train import TrainConfig, train
+    from modman.experiments.common.checkpoint import load_checkpoint
+    from modman.experiments.common.parallel import shard_units
+    from modman.experiments.llm.config import TrainConfig
+    from modman.experiments.llm.model import PRESETS
+    from modman.experiments.llm.train import train
     from modman.integrations.hf_models import build_hf_model
 
     assert len(shard_units(build_hf_model(model, PRESETS["tiny"]))) == PRESETS["tiny"].n_layers
@@ -171,7 +172,7 @@ def test_fsdp2_on_a_hugging_face_model_matches_one_process_and_resumes_alone(tmp
 
 
 def test_bad_model_names_and_combinations_are_refused():
-    from modman.experiments.train import TrainConfig
+    from modman.experiments.llm.config import TrainConfig
 
     with pytest.raises(ValueError, match="unknown model 'hf:bert'.*hf:llama"):
         TrainConfig(model="hf:bert")
@@ -193,7 +194,7 @@ def test_modman_roles_shows_a_hugging_face_model(capsys):
 def test_hf_model_without_transformers_names_the_extra(monkeypatch):
     import sys
 
-    from modman.experiments.model import PRESETS
+    from modman.experiments.llm.model import PRESETS
     from modman.integrations.hf_models import build_hf_model
 
     monkeypatch.setitem(sys.modules, "transformers", None)

@@ -9,7 +9,7 @@ import torch
 from test_cifar import write_fake_cifar
 
 from modman.cli import main
-from modman.experiments.lr_transfer import TransferConfig, best_lrs, prepare_inputs
+from modman.experiments.cifar.lr_transfer import TransferConfig, best_lrs, prepare_inputs
 
 
 def test_inputs_are_pooled_and_unit_rms():

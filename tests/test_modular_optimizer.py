@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from modman.experiments.model import PRESETS, Transformer
+from modman.experiments.llm.model import PRESETS, Transformer
 from modman.manifolds import SpectralBall, Stiefel
 from modman.manifolds import SpectralSphere as SphereSet
 from modman.optim import (

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from modman.experiments.checkpoint import load_checkpoint
-from modman.experiments.train import TrainConfig, train
+from modman.experiments.common.checkpoint import load_checkpoint
+from modman.experiments.llm.config import TrainConfig
+from modman.experiments.llm.train import train
 from modman.optim.distributed import assign_owners
 
 TINY64 = dict(
@@ -97,7 +98,8 @@ def test_two_processes_match_one_and_share_the_msign_work(tmp_path, exp, mode):
 
 DRIVER = """
 import json, sys
-from modman.experiments.train import TrainConfig, train
+from modman.experiments.llm.config import TrainConfig
+from modman.experiments.llm.train import train
 cfg = json.loads(sys.argv[1])
 resume = cfg.pop("resume", False)
 train(TrainConfig(**cfg), resume=resume, stop_after=int(sys.argv[2]) or None)

@@ -2,7 +2,7 @@
 
 from torch import nn
 
-from modman.experiments.model import PRESETS, Transformer
+from modman.experiments.llm.model import PRESETS, Transformer
 from modman.optim import EXPERIMENTS, ModularOptimizer, classify_parameters, roles_table
 
 

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from modman.cli import main
-from modman.experiments.sweep import LrSetting, parse_list, parse_lrs, run_sweep, sweep_configs
-from modman.experiments.train import TrainConfig, train
+from modman.experiments.llm.config import TrainConfig
+from modman.experiments.llm.sweep import LrSetting, parse_list, parse_lrs, run_sweep, sweep_configs
+from modman.experiments.llm.train import train
 from modman.optim.modular import DEFAULT_LR
 
 TINY = dict(
@@ -130,7 +131,7 @@ def test_sweep_does_not_rerun_a_diverged_run_and_refuses_other_settings(tmp_path
         "config": __import__("dataclasses").asdict(cfg),
     }
     (cfg.run_dir / "summary.json").write_text(json.dumps(summary))
-    monkeypatch.setattr("modman.experiments.sweep.train", lambda *a, **k: pytest.fail("a diverged run was re-run"))
+    monkeypatch.setattr("modman.experiments.llm.sweep.train", lambda *a, **k: pytest.fail("a diverged run was re-run"))
     lines = []
     assert run_sweep([cfg], log=lines.append)[0]["status"] == "diverged"
     assert "diverged before, skipped" in lines[0]

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from modman import msign
-from modman.experiments.model import PRESETS, Transformer
-from modman.experiments.train import TrainConfig
+from modman.experiments.llm.config import TrainConfig
+from modman.experiments.llm.model import PRESETS, Transformer
 from modman.manifolds import Stiefel
 from modman.optim import ManifoldMuon, ModularOptimizer
 from modman.optim.modular import MANIFOLD_MUON_STEPS

@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from modman.experiments.checkpoint import load_checkpoint
-from modman.experiments.train import TrainConfig, TrainingDiverged, batch_at, lr_factor, train
+from modman.experiments.common.checkpoint import load_checkpoint
+from modman.experiments.llm.build import lr_factor
+from modman.experiments.llm.config import TrainConfig
+from modman.experiments.llm.train import TrainingDiverged, batch_at, train
 from modman.optim import EXPERIMENTS
 from modman.optim.modular import DEFAULT_LR
 
@@ -114,7 +116,7 @@ def test_output_files_hold_the_documented_keys(tmp_path):
 
 
 def _model_params(summary):
-    from modman.experiments.model import PRESETS, Transformer
+    from modman.experiments.llm.model import PRESETS, Transformer
 
     return Transformer(PRESETS[summary["config"]["preset"]]).named_parameters()
 
@@ -188,7 +190,7 @@ def test_resume_after_sigkill_reaches_the_same_final_state(tmp_path):
 
 
 def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
-    import modman.experiments.train as train_module
+    import modman.experiments.llm.train as train_module
 
     real = train_module.F.cross_entropy
     calls = {"n": 0}

@@ -15,11 +15,13 @@ import pytest
 import torch
 from test_train import cli_command
 
-import modman.experiments.checkpoint as checkpoint_module
-import modman.experiments.train as train_module
+import modman.experiments.common.checkpoint as checkpoint_module
+import modman.experiments.llm.train as train_module
 from modman.cli import main
-from modman.experiments.checkpoint import load_checkpoint, save_checkpoint
-from modman.experiments.train import TRAIN_EXPERIMENTS, TrainConfig, TrainingDiverged, train
+from modman.experiments.common.checkpoint import load_checkpoint, save_checkpoint
+from modman.experiments.llm.config import TrainConfig
+from modman.experiments.llm.recipes import TRAIN_EXPERIMENTS
+from modman.experiments.llm.train import TrainingDiverged, train
 
 TINY = dict(
     preset="tiny",
@@ -90,7 +92,7 @@ def test_nan_gradients_before_the_loss_are_a_divergence_at_the_named_step(tmp_pa
 
 @pytest.mark.slow
 def test_train_all_goes_on_after_a_divergence_and_exits_3(tmp_path, monkeypatch, capsys):
-    import modman.experiments.runner as runner
+    import modman.experiments.llm.runner as runner
 
     real_loss, real_train = train_module.F.cross_entropy, runner.train
     running = {"exp": None, "steps": 0}

@@ -42,7 +42,7 @@ def _list_of(kind):
 
 def _lr_grids(text: str) -> dict[str, list[float]]:
     """``"adam=1e-3:3e-3,manifold_muon=0.1"`` → ``{"adam": [0.001, 0.003], "manifold_muon": [0.1]}`` (CIFAR rules)."""
-    from .experiments.cifar import UPDATES
+    from .experiments.cifar.cifar import UPDATES
 
     out = {}
     for item in filter(None, text.split(",")):
@@ -93,7 +93,7 @@ def add_dataclass_arguments(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .experiments.demo import DemoConfig
+    from .experiments.llm.demo import DemoConfig
 
     parser = argparse.ArgumentParser(prog="modman", description="Modular manifolds for PyTorch.")
     parser.add_argument(
@@ -110,8 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_dataclass_arguments(demo, DemoConfig)
     demo.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
-    from .experiments.train import TRAIN_EXPERIMENTS as EXPERIMENTS
-    from .experiments.train import TrainConfig
+    from .experiments.llm.config import TrainConfig
+    from .experiments.llm.recipes import TRAIN_EXPERIMENTS as EXPERIMENTS
 
     train = sub.add_parser(
         "train",
@@ -128,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume", action="store_true", help="continue OUT/EXP from its last checkpoint (finished runs are skipped)"
     )
     train.add_argument("--config", metavar="FILE", help="a JSON or TOML file of settings; flags override it")
-    from .experiments.cifar import CifarConfig
+    from .experiments.cifar.cifar import CifarConfig
 
     cifar = sub.add_parser(
         "cifar",
@@ -188,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument(
         "--html", action="store_true", help="also write DIR/report/report.html, one self-contained page"
     )
-    from .experiments.lr_transfer import TransferConfig
+    from .experiments.cifar.lr_transfer import TransferConfig
 
     transfer = sub.add_parser(
         "lr-transfer",
@@ -254,8 +254,8 @@ def _run_bench(args: argparse.Namespace) -> int:
 def _run_demo(args: argparse.Namespace) -> int:
     import torch
 
-    from .experiments.demo import DemoConfig, format_table, run_demo
-    from .experiments.runlog import write_json_atomic
+    from .experiments.common.files import write_json_atomic
+    from .experiments.llm.demo import DemoConfig, format_table, run_demo
 
     fields = {f.name for f in dataclasses.fields(DemoConfig)}
     cfg = DemoConfig(**{k: v for k, v in vars(args).items() if k in fields})
@@ -275,8 +275,8 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from .experiments.runner import format_summaries, load_config_file, run_experiments
-    from .experiments.train import TrainConfig
+    from .experiments.llm.config import TrainConfig
+    from .experiments.llm.runner import format_summaries, load_config_file, run_experiments
 
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     settings = load_config_file(args.config) if args.config else {}
@@ -290,8 +290,8 @@ def _run_train(args: argparse.Namespace) -> int:
 
 
 def _run_cifar(args: argparse.Namespace) -> int:
-    from .experiments.cifar import CifarConfig, result_name, run_cifar
-    from .experiments.runlog import write_json_atomic
+    from .experiments.cifar.cifar import CifarConfig, result_name, run_cifar
+    from .experiments.common.files import write_json_atomic
 
     cfg = CifarConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(CifarConfig)})
     if args.sweep:
@@ -306,8 +306,8 @@ def _run_cifar(args: argparse.Namespace) -> int:
 
 
 def _run_cifar_sweep(cfg, args: argparse.Namespace) -> int:
-    from .experiments.cifar_sweep import DEFAULT_LRS, best_by_rule, format_best, plot_sweep, run_sweep
-    from .experiments.runlog import write_json_atomic
+    from .experiments.cifar.sweep import DEFAULT_LRS, best_by_rule, format_best, plot_sweep, run_sweep
+    from .experiments.common.files import write_json_atomic
 
     seeds, lrs = args.seeds, {**DEFAULT_LRS, **args.lrs}
     results = run_sweep(cfg, seeds, lrs, log=lambda line: print(line, file=sys.stderr, flush=True))
@@ -319,9 +319,9 @@ def _run_cifar_sweep(cfg, args: argparse.Namespace) -> int:
 
 
 def _run_sweep(args: argparse.Namespace) -> int:
-    from .experiments.runner import format_summaries, load_config_file
-    from .experiments.sweep import parse_list, parse_lrs, run_sweep, sweep_configs
-    from .experiments.train import TrainConfig
+    from .experiments.llm.config import TrainConfig
+    from .experiments.llm.runner import format_summaries, load_config_file
+    from .experiments.llm.sweep import parse_list, parse_lrs, run_sweep, sweep_configs
 
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     settings = load_config_file(args.config) if args.config else {}
@@ -359,8 +359,8 @@ def _run_analyze(args: argparse.Namespace) -> int:
 
 
 def _run_lr_transfer(args: argparse.Namespace) -> int:
-    from .experiments.lr_transfer import TransferConfig, best_lrs, format_transfer, plot_transfer, run_transfer
-    from .experiments.runlog import write_json_atomic
+    from .experiments.cifar.lr_transfer import TransferConfig, best_lrs, format_transfer, plot_transfer, run_transfer
+    from .experiments.common.files import write_json_atomic
 
     cfg = TransferConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TransferConfig)})
     results = run_transfer(cfg, log=lambda line: print(line, file=sys.stderr, flush=True))
@@ -374,7 +374,7 @@ def _run_lr_transfer(args: argparse.Namespace) -> int:
 def _run_roles(args: argparse.Namespace) -> int:
     import warnings
 
-    from .experiments.roles_report import roles_report
+    from .experiments.llm.roles_report import roles_report
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the report prints the unreached-role warnings itself

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError
-from ..experiments.model import ModelConfig
+from ..experiments.llm.model import ModelConfig
 
 __all__ = ["HF_MODELS", "HFCausalLM", "build_hf_model"]
 

@@ -144,8 +144,8 @@ class Atom(Module):
     """A module with one weight on a manifold; mass 1 (``tare`` rescales it), sensitivity 1."""
 
     manifold: Manifold  # set by each atom's __init__
-    role: str  # the parameter role a network tags it with (``modman.modular.nets``)
-    label: str
+    role: str  # a parameter role a caller may give it (``ModularDescent`` tags its param group with it)
+    label: str  # a readable name (``modman.modular.nets``: ``block0.attention.q``)
 
     def __init__(self, weight: torch.Tensor, mass: float = 1.0):
         super().__init__()

@@ -10,13 +10,10 @@ from .module import Module, Tuple
 __all__ = ["MLP", "GPT"]
 
 
-def _tag(module: Module, role: str, labels: tuple[str, ...] = ()) -> Module:
-    """Mark every atom of ``module`` with a parameter role (read by the experiment framework's logs) and, when
-    given, a readable label (``block0.attention.q``) in ``parameters()`` order."""
-    for i, (atom, _) in enumerate(module.budgets()):
-        atom.role = role
-        if labels:
-            atom.label = labels[i]
+def _label(module: Module, labels: tuple[str, ...]) -> Module:
+    """Give every atom of ``module`` a readable label (``block0.attention.q``), in ``parameters()`` order."""
+    for (atom, _), label in zip(module.budgets(), labels, strict=True):
+        atom.label = label
     return module
 
 
@@ -39,7 +36,7 @@ def MLP(
         layer = Linear(fan_in, fan_out, seed=None if seed is None else seed + i, tol=tol, steps=steps)
         net = layer if net is None else layer @ ReLU() @ net
     assert net is not None  # widths has two or more entries
-    net = _tag(net, "ffn", tuple(f"layer{i}" for i in range(len(widths) - 1)))
+    net = _label(net, tuple(f"layer{i}" for i in range(len(widths) - 1)))
     return net if output_scale == 1.0 else output_scale * net
 
 
@@ -83,20 +80,17 @@ def GPT(
         return Linear(i, o, seed=None if seed is None else seed + next(count), tol=tol, steps=steps)
 
     def block(i: int) -> Module:
-        attn = _tag(
+        attn = _label(
             lin(dim, dim) @ Attention(num_heads) @ Tuple(lin(dim, dim), lin(dim, dim), lin(dim, dim)),
-            "attention",
             tuple(f"block{i}.attention.{n}" for n in "qkvo"),
         )
-        mlp = _tag(
-            lin(ffn_mult * dim, dim) @ GELU() @ lin(dim, ffn_mult * dim),
-            "ffn",
-            (f"block{i}.ffn.up", f"block{i}.ffn.down"),
+        mlp = _label(
+            lin(ffn_mult * dim, dim) @ GELU() @ lin(dim, ffn_mult * dim), (f"block{i}.ffn.up", f"block{i}.ffn.down")
         )
         return residual(mlp, alpha) @ residual(attn, alpha)
 
     body = block(0)
     for i in range(1, num_blocks):
         body = block(i) @ body
-    embed = _tag(Embed(vocab_size, dim, seed=None if seed is None else seed + next(count)), "embedding", ("embed",))
-    return output_scale * _tag(lin(dim, vocab_size), "head", ("head",)) @ body @ embed
+    embed = _label(Embed(vocab_size, dim, seed=None if seed is None else seed + next(count)), ("embed",))
+    return output_scale * _label(lin(dim, vocab_size), ("head",)) @ body @ embed

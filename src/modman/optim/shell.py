@@ -51,7 +51,7 @@ class OptimizerShell:
 
         ``"auto"`` (default): owners assigned over ``_work_matrices()`` by ``assign_owners`` when the default
         process group has more than one rank (off in one process); ``{id(param): rank}``: these owners; None:
-        off. Only owners keep a matrix's state (checkpoint with ``modman.experiments.checkpoint``, which saves
+        off. Only owners keep a matrix's state (checkpoint with ``modman.experiments.common.checkpoint``, which saves
         each rank's part). DTensor (FSDP2) parameters get owners on their first step when none were given.
         Returns the owners in effect."""
         if isinstance(owners, str):

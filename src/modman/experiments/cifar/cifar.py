@@ -14,10 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import UserError
-from ..optim import HypersphericalDescent, ManifoldMuon
-from .data import DataError
-from .train import resolve_device
+from ...errors import UserError
+from ...optim import HypersphericalDescent, ManifoldMuon
+from ..common.data import DataError
+from ..common.environment import resolve_device
 
 __all__ = ["CifarConfig", "CifarMLP", "UPDATES", "download_cifar10", "load_cifar10", "run_cifar", "result_name"]
 

@@ -12,7 +12,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError
+from ...errors import UserError
+from ..common.files import write_text_atomic
+from ..llm.recipes import TRAIN_EXPERIMENTS
 from .analysis import (
     Group,
     best_groups,
@@ -23,10 +25,8 @@ from .analysis import (
     relative_speed,
     worst_condition,
 )
+from .figures import write_figures
 from .hypotheses import LOSS_TOL, judge_all
-from .report_figures import write_figures
-from .runlog import write_text_atomic
-from .train import TRAIN_EXPERIMENTS
 
 __all__ = ["analyze", "build_blocks", "render_markdown", "render_html"]
 

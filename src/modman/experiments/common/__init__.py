@@ -1,0 +1,1 @@
+"""What every experiment uses: files written atomically, checkpoints, data, the device and processes, config checks."""

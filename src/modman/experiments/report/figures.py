@@ -1,0 +1,276 @@
+"""The figures of ``modman analyze`` (matplotlib, Agg backend): one PNG per question, experiments in fixed colours.
+
+Each function takes the best group of every experiment (``analysis.best_groups``) and writes one file;
+curves are the mean over a group's seeds with a band from the lowest to the highest seed.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from ..llm.recipes import TRAIN_EXPERIMENTS
+from .analysis import MATRIX_ROLES, Group, final_spectra, train_curve, val_curve
+
+__all__ = ["FIGURES", "write_figures"]
+
+ROLE_PANELS = ("attention", "ffn", "embedding", "head")
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _color(exp: str):
+    import matplotlib
+
+    names = list(TRAIN_EXPERIMENTS)
+    index = names.index(exp) if exp in names else len(names) + hash(exp) % 10
+    return matplotlib.colormaps["tab10"](index % 10)
+
+
+def _mean_band(curves: list[list[tuple[float, float]]]):
+    """Mean, min and max over seeds at the x values every curve shares."""
+    common = sorted(set.intersection(*(set(x for x, _ in c) for c in curves))) if curves else []
+    if not common:
+        return np.array([]), np.array([]), np.array([]), np.array([])
+    ys = np.array([[dict(c)[x] for x in common] for c in curves], dtype=float)
+    return np.array(common, dtype=float), ys.mean(0), ys.min(0), ys.max(0)
+
+
+def _plot_band(ax, curves, exp, label=None, **kw):
+    x, mean, lo, hi = _mean_band(curves)
+    if len(x):
+        ax.plot(x, mean, color=_color(exp), label=label or exp, **kw)
+        if len(curves) > 1:
+            ax.fill_between(x, lo, hi, color=_color(exp), alpha=0.2, linewidth=0)
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    tmp = path.with_name(path.name + ".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    _plt().close(fig)
+    tmp.replace(path)
+    return path
+
+
+def _seconds_at(run, steps):
+    curve = train_curve(run)
+    xs = [0] + [s for s, _, _ in curve]
+    ts = [0.0] + [t for _, _, t in curve]
+    return np.interp(steps, xs, ts)
+
+
+def loss_curves(best: dict[str, Group], path: Path, against: str) -> Path:
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for exp, g in best.items():
+        train: list[list[tuple[float, float]]]
+        if against == "step":
+            train = [[(s, loss) for s, loss, _ in train_curve(r)] for r in g.runs]
+            val = [val_curve(r) for r in g.runs]
+        else:  # wall time differs per seed: plot each seed, no band
+            train = [[(t, loss) for _, loss, t in train_curve(r)] for r in g.runs[:1]]
+            val = [
+                list(zip(_seconds_at(r, [s for s, _ in val_curve(r)]), [v for _, v in val_curve(r)]))
+                for r in g.runs[:1]
+            ]
+        _plot_band(axes[0], train, exp)
+        _plot_band(axes[1], val, exp, marker="o", markersize=3)
+    for ax, what in zip(axes, ("train loss", "validation loss")):
+        ax.set_xlabel("step" if against == "step" else "training seconds (first seed)")
+        ax.set_ylabel(what)
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=8)
+    fig.suptitle(f"Loss against {'step' if against == 'step' else 'wall time'} (best setting of each experiment)")
+    return _save(fig, path)
+
+
+def _panel_grid(n: int, width: float = 4.0, height: float = 3.2):
+    plt = _plt()
+    cols = min(3, max(1, n))
+    rows = max(1, math.ceil(n / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    return fig, list(axes.flat)
+
+
+def spectra_final(best: dict[str, Group], path: Path) -> Path:
+    fig, axes = _panel_grid(len(best), 4.5)
+    for ax, (exp, g) in zip(axes, best.items()):
+        recs = final_spectra(g.runs[0])
+        for i, s in enumerate(recs):
+            c = _color(exp) if s.get("role") in MATRIX_ROLES else "grey"
+            ax.vlines(i, s["sv_min"], s["sv_max"], color=c, linewidth=1)
+            ax.vlines(i, s["sv_q25"], s["sv_q75"], color=c, linewidth=4)
+            ax.plot(i, s["sv_median"], "k_", markersize=6)
+        ax.set_yscale("log")
+        ax.set_title(f"{exp} (step {recs[0]['step'] if recs else '-'})", fontsize=9)
+        ax.set_xlabel("matrix (grey: embedding / head)", fontsize=8)
+        ax.set_ylabel("singular values", fontsize=8)
+        ax.grid(alpha=0.3, axis="y")
+    fig.suptitle("Singular values of every matrix at the end: min–max line, q25–q75 bar, median tick (first seed)")
+    return _save(fig, path)
+
+
+def _by_step(run, roles, key, reduce):
+    steps: dict[int, list[float]] = {}
+    for s in run.spectra:
+        if s.get("role") in roles:
+            steps.setdefault(s["step"], []).append(s[key])
+    return [(st, reduce(v)) for st, v in sorted(steps.items())]
+
+
+def spectra_evolution(best: dict[str, Group], path: Path) -> Path:
+    fig, axes = _panel_grid(len(best), 4.5)
+    for ax, (exp, g) in zip(axes, best.items()):
+        for key, reduce, style, label in (
+            ("sv_max", max, "-", "largest σ"),
+            ("sv_median", np.median, "--", "median σ"),
+            ("sv_min", min, ":", "smallest σ"),
+        ):
+            _plot_band(ax, [_by_step(r, MATRIX_ROLES, key, reduce) for r in g.runs], exp, label=label, linestyle=style)
+        ax.set_yscale("log")
+        ax.set_title(exp, fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    fig.suptitle("Singular values of the attention and FFN matrices during training")
+    return _save(fig, path)
+
+
+def fro_norms(best: dict[str, Group], path: Path) -> Path:
+    fig, axes = _panel_grid(len(ROLE_PANELS), 4.5)
+    for ax, role in zip(axes, ROLE_PANELS):
+        for exp, g in best.items():
+            curves = [_by_step(r, (role,), "fro_norm", lambda v: math.sqrt(sum(x * x for x in v))) for r in g.runs]
+            _plot_band(ax, curves, exp)
+        ax.set_title(f"{role}: Frobenius norm of all its matrices", fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    return _save(fig, path)
+
+
+def grad_norms(best: dict[str, Group], path: Path) -> Path:
+    fig, axes = _panel_grid(len(ROLE_PANELS), 4.5)
+    for ax, role in zip(axes, ROLE_PANELS):
+        for exp, g in best.items():
+            curves = [
+                [(m["step"], m["grad_norm"][role]) for m in r.metrics if role in (m.get("grad_norm") or {})]
+                for r in g.runs
+            ]
+            _plot_band(ax, curves, exp)
+        ax.set_title(f"{role}: gradient norm", fontsize=9)
+        ax.set_yscale("log")
+        ax.set_xlabel("step", fontsize=8)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    return _save(fig, path)
+
+
+def condition_numbers(best: dict[str, Group], path: Path) -> Path:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for exp, g in best.items():
+        _plot_band(ax, [_by_step(r, MATRIX_ROLES, "condition_number", max) for r in g.runs], exp)
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("largest condition number (attention / FFN)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def tokens_per_sec(best: dict[str, Group], path: Path) -> Path:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(8, 4))
+    exps = list(best)
+    stats = [best[e].tokens_per_sec for e in exps]
+    ax.bar(range(len(exps)), [s.mean for s in stats], yerr=[s.sd for s in stats], color=[_color(e) for e in exps])
+    ax.set_xticks(range(len(exps)), exps, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("training tokens / s")
+    ax.grid(alpha=0.3, axis="y")
+    return _save(fig, path)
+
+
+def peak_lr(group: Group) -> float:
+    """The largest scheduled lr of the attention matrices in the group's first run (the lr it was swept at)."""
+    lrs = [m["lr"]["attention"] for m in group.runs[0].metrics if "attention" in (m.get("lr") or {})]
+    return max(lrs) if lrs else math.nan
+
+
+def lr_sweep(groups: list[Group], path: Path) -> Path:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for exp in dict.fromkeys(g.exp for g in groups):
+        by_wd: dict = {}
+        for g in groups:
+            if g.exp == exp:
+                by_wd.setdefault(g.settings.get("weight_decay"), []).append(g)
+        for i, (wd, gs) in enumerate(sorted(by_wd.items(), key=lambda kv: str(kv[0]))):
+            pts = sorted((peak_lr(g), g.val_loss) for g in gs if math.isfinite(g.val_loss.mean))
+            if pts:
+                ax.errorbar(
+                    [p[0] for p in pts],
+                    [p[1].mean for p in pts],
+                    yerr=[p[1].sd for p in pts],
+                    capsize=3,
+                    color=_color(exp),
+                    marker="o",
+                    linestyle=("-", "--", ":", "-.")[i % 4],
+                    label=exp if len(by_wd) == 1 else f"{exp}, wd {wd}",
+                )
+    ax.set_xscale("log")
+    from matplotlib.ticker import NullFormatter
+
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("peak lr of the attention matrices")
+    ax.set_ylabel("final val loss (mean ± sd over seeds)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+FIGURES = {
+    "loss_vs_step.png": ("Train and validation loss against step.", lambda b, g, p: loss_curves(b, p, "step")),
+    "loss_vs_time.png": ("Train and validation loss against training time.", lambda b, g, p: loss_curves(b, p, "time")),
+    "spectra_final.png": ("Per-matrix singular values at the end.", lambda b, g, p: spectra_final(b, p)),
+    "spectra_evolution.png": (
+        "Singular values of the attention/FFN matrices during training.",
+        lambda b, g, p: spectra_evolution(b, p),
+    ),
+    "fro_norm.png": ("Frobenius norm per role against step.", lambda b, g, p: fro_norms(b, p)),
+    "grad_norm.png": ("Gradient norm per role against step.", lambda b, g, p: grad_norms(b, p)),
+    "condition_number.png": (
+        "Largest condition number of the attention/FFN matrices.",
+        lambda b, g, p: condition_numbers(b, p),
+    ),
+    "tokens_per_sec.png": ("Training throughput per experiment.", lambda b, g, p: tokens_per_sec(b, p)),
+    "lr_sweep.png": (
+        "Final validation loss against learning rate (every setting in the folder).",
+        lambda b, g, p: lr_sweep(g, p),
+    ),
+}
+
+
+def write_figures(best: dict[str, Group], groups: list[Group], out: Path) -> dict[str, str]:
+    """Write every figure into ``out``; returns {file name: caption}. ``lr_sweep.png`` only when lrs vary."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = {}
+    several_lrs = any(sum(h.exp == g.exp for h in groups) > 1 for g in groups)
+    for name, (caption, draw) in FIGURES.items():
+        if name == "lr_sweep.png" and not several_lrs:
+            continue
+        draw(best, groups, out / name)
+        written[name] = caption
+    return written
