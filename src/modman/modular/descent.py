@@ -13,11 +13,12 @@ from typing import Any
 import torch
 
 from ..errors import UserError
-from ..optim.base import check_hyperparameters, check_state_dict, fill_group_defaults, guard_gradients
 from ..optim.concurrent import run_concurrently
 from ..optim.distributed import broadcast_from_owners, is_dtensor, world
-from ..optim.guard import step_atomically
+from ..optim.guard import guard_gradients, step_atomically
+from ..optim.hyperparameters import check_hyperparameters, fill_group_defaults
 from ..optim.shell import OptimizerShell
+from ..optim.state import check_state_dict
 from .module import Module
 
 __all__ = ["ModularDescent"]

@@ -6,7 +6,6 @@ the math lives in ``modman.rules`` and ``modman.manifolds``.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from functools import partial
 from typing import Any, cast
@@ -15,12 +14,12 @@ import torch
 from torch.optim import Optimizer
 
 from ..errors import UserError
-from ..msign import METHODS, msign
-from ..rules import SOLVER_NAMES
-from ..rules.muon import ADJUST_LR_FNS
+from ..msign import msign
 from .distributed import is_dtensor, world, write_full
 from .guard import NonFiniteError, guard_gradients, nonfinite_grads, step_atomically
+from .hyperparameters import check_hyperparameters, fill_group_defaults
 from .shell import OptimizerShell, gather_owned, return_owned
+from .state import check_state_dict, moment_shape, param_name
 
 __all__ = [
     "ManifoldOptimizer",
@@ -37,75 +36,6 @@ __all__ = [
     "split_blocks",
     "check_split",
 ]
-
-
-def _finite_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-# name -> (predicate, what a valid value is). Checked for every param group that has the key.
-_HYPERPARAMETER_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "lr": (lambda v: _finite_number(v) and v >= 0, "a finite number >= 0"),
-    "momentum": (lambda v: _finite_number(v) and 0 <= v < 1, "a number in [0, 1)"),
-    "weight_decay": (lambda v: _finite_number(v) and v >= 0, "a finite number >= 0"),
-    "nesterov": (lambda v: isinstance(v, bool), "True or False"),
-    "radius": (lambda v: _finite_number(v) and v > 0, "a finite number > 0"),
-    "norm": (lambda v: v is None or (_finite_number(v) and v > 0), "None or a finite number > 0"),
-    "alpha": (lambda v: _finite_number(v) and v >= 0, "a finite number >= 0"),
-    "steps": (
-        lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 1),
-        "None or an int >= 1",
-    ),
-    "tol": (lambda v: _finite_number(v) and v >= 0, "a finite number >= 0"),
-    "solver": (lambda v: v in SOLVER_NAMES, f"one of {list(SOLVER_NAMES)}"),
-    "warm_start": (lambda v: isinstance(v, bool), "True or False"),
-    "tangent": (lambda v: isinstance(v, bool), "True or False"),
-    "transposed": (lambda v: isinstance(v, bool), "True or False"),
-    "split": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "an int >= 1"),
-    "lanczos_steps": (
-        lambda v: v is None or v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= 1),
-        "'auto', None (exact) or an int >= 1",
-    ),
-    "sso_evals": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "an int >= 1"),
-    "retraction": (lambda v: v in ("auto", "msign"), "'auto' or 'msign'"),
-    "msign_method": (lambda v: v in METHODS, f"one of {list(METHODS)}"),
-    "msign_steps": (
-        lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 0),
-        "None or an int >= 0",
-    ),
-    "msign_dtype": (
-        lambda v: v is None or v == "auto" or v in (torch.float32, torch.float64, torch.bfloat16, torch.float16),
-        "None, 'auto' or a torch floating dtype",
-    ),
-    "workers": (
-        lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 1),
-        "None or an int >= 1",
-    ),
-    "adjust_lr_fn": (lambda v: v in ADJUST_LR_FNS, f"one of {list(ADJUST_LR_FNS)}"),
-}
-
-
-def check_hyperparameters(owner: str, group: dict) -> None:
-    """Raise ValueError naming the first hyperparameter of ``group`` that is out of range."""
-    for key, (valid, requirement) in _HYPERPARAMETER_RULES.items():
-        if key in group and not valid(group[key]):
-            raise UserError(f"{owner}: invalid {key}={group[key]!r}; it must be {requirement}")
-
-
-def fill_group_defaults(opt: Optimizer) -> None:
-    """Give every param group the hyperparameters it lacks from ``opt.defaults``: a state dict saved before a
-    hyperparameter existed (torch's ``load_state_dict`` takes the saved groups as they are) then loads and steps."""
-    for group in opt.param_groups:
-        for key, value in opt.defaults.items():
-            group.setdefault(key, value)
-
-
-def param_name(group: dict, index: int, group_index: int) -> str:
-    """The parameter's name when the optimizer got named parameters, else its position."""
-    names = group.get("param_names")
-    if names is not None and index < len(names):
-        return repr(names[index])
-    return f"param_groups[{group_index}]['params'][{index}]"
 
 
 def matrix_shape(p: torch.Tensor) -> tuple[int, int]:
@@ -373,64 +303,3 @@ def _with_blocks(row: dict[str, Any], blocks: dict | None, keys: tuple[str, ...]
             continue
         row[key] = "+".join(dict.fromkeys(map(str, values))) if key == "solver" else max(values)
     return row
-
-
-# Per-coordinate state tensors of torch.optim's optimizers: each has its parameter's shape.
-TORCH_MOMENTS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq", "momentum_buffer", "square_avg", "acc_delta", "sum")
-
-
-def moment_shape(p: torch.Tensor, key: str) -> tuple[int, ...] | None:
-    """The shape of a torch.optim per-coordinate state tensor (None for other keys)."""
-    return tuple(p.shape) if key in TORCH_MOMENTS else None
-
-
-def check_state_dict(
-    opt: Optimizer,
-    state_dict: dict[str, Any],
-    expected: Callable[[torch.Tensor, str], tuple[int, ...] | None],
-    *,
-    modman: bool = True,
-) -> dict[str, Any]:
-    """Refuse, before anything changes, a state dict that another kind of optimizer saved or that was saved for
-    other parameters (counts or shapes); returns its ``"modman"`` entry. ``expected(p, key)`` is the shape of a
-    state tensor (None: any). ``modman=False``: a torch.optim state dict (no ``"modman"`` entry to check)."""
-    owner = f"{type(opt).__name__}.load_state_dict"
-    if not isinstance(state_dict, dict) or "param_groups" not in state_dict or "state" not in state_dict:
-        got = (
-            f"a dict with keys {sorted(map(str, state_dict))[:6]}"
-            if isinstance(state_dict, dict)
-            else type(state_dict).__name__
-        )
-        raise UserError(
-            f"{owner}: expected a dict from an optimizer's state_dict() (with 'state' and 'param_groups'); got {got}"
-        )
-    extra = state_dict.get("modman", {} if not modman else None)
-    if not isinstance(extra, dict):
-        raise UserError(
-            f"{owner}: this state dict was not saved by a modman optimizer (it has no 'modman' "
-            "entry); load it into the kind of optimizer that saved it"
-        )
-    saved_type = extra.get("optimizer")  # absent in state dicts of earlier versions
-    if saved_type is not None and saved_type != type(opt).__name__:
-        raise UserError(
-            f"{owner}: this state dict was saved by {saved_type}, not {type(opt).__name__}; build a "
-            f"{saved_type} to load it, or start this optimizer fresh"
-        )
-    ids = [i for g in state_dict["param_groups"] for i in g["params"]]
-    params = [(param_name(g, i, gi), p) for gi, g in enumerate(opt.param_groups) for i, p in enumerate(g["params"])]
-    if len(ids) != len(params) or len(state_dict["param_groups"]) != len(opt.param_groups):
-        raise UserError(
-            f"{owner}: the state dict has {len(ids)} parameters in {len(state_dict['param_groups'])} "
-            f"groups, this optimizer {len(params)} in {len(opt.param_groups)}; build the optimizer over "
-            "the same parameters and groups as the one that saved it"
-        )
-    for i, (name, p) in zip(ids, params):
-        for key, value in state_dict["state"].get(i, {}).items():
-            want = expected(p, key) if isinstance(value, torch.Tensor) and value.ndim > 0 else None
-            if want is not None and tuple(value.shape) != tuple(want):
-                raise UserError(
-                    f"{owner}: the saved {key!r} of {name} has shape {tuple(value.shape)}, but this "
-                    f"parameter needs {tuple(want)} (its shape is {tuple(p.shape)}); the state dict "
-                    "was saved for another model"
-                )
-    return extra

@@ -13,7 +13,7 @@ from torch.optim import Optimizer
 
 from ..errors import UserError
 from ..rules import SOLVER_NAMES
-from .base import check_state_dict, guard_gradients, moment_shape, run_closure
+from .base import guard_gradients, run_closure
 from .constrained import SPEL, Hyperball, SpectralSphere
 from .guard import step_atomically
 from .manifold_muon import ManifoldMuon
@@ -21,6 +21,7 @@ from .muon import Muon
 from .retraction import SpectralRetraction, StiefelRetraction
 from .roles import ROLES, classify_parameters, fused_projections, transposed_weights
 from .shell import OptimizerShell
+from .state import check_state_dict, moment_shape
 
 __all__ = [
     "ModularOptimizer",

@@ -10,16 +10,7 @@ from torch.optim import Optimizer
 
 from ..errors import UserError
 from ..manifolds import Manifold, SpectralBall, Stiefel
-from .base import (
-    check_split,
-    check_state_dict,
-    guard_gradients,
-    matrix_shape,
-    moment_shape,
-    param_name,
-    run_closure,
-    split_blocks,
-)
+from .base import check_split, guard_gradients, matrix_shape, run_closure, split_blocks
 from .distributed import (
     all_ranks_agree,
     full_tensor,
@@ -30,6 +21,7 @@ from .distributed import (
 from .distributed import local_tensor as _local
 from .guard import step_atomically
 from .shell import OptimizerShell, gather_owned, return_owned
+from .state import check_state_dict, moment_shape, param_name
 
 __all__ = ["ManifoldRetraction", "StiefelRetraction", "SpectralRetraction"]
 

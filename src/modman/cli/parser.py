@@ -1,17 +1,24 @@
-"""The ``modman`` command line: argument parsing and dispatch only."""
+"""The ``modman`` argument parser: one builder per command, typed options (lists, ``k=v`` tables, grids)."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
-import sys
 import typing
-from pathlib import Path
 
-from .errors import UserError
+__all__ = ["build_parser", "add_dataclass_arguments", "BENCHMARKS"]
 
-__all__ = ["main", "build_parser", "add_dataclass_arguments"]
+
+BENCHMARKS = (
+    "msign_accuracy",
+    "solvers",
+    "optimizer_step",
+    "real_gradients",
+    "lanes_train",
+    "train_speed",
+    "stiefel_drift",
+    "constrained_step",
+)
 
 
 def _parse_dict(text: str) -> dict[str, float]:
@@ -42,7 +49,7 @@ def _list_of(kind):
 
 def _lr_grids(text: str) -> dict[str, list[float]]:
     """``"adam=1e-3:3e-3,manifold_muon=0.1"`` → ``{"adam": [0.001, 0.003], "manifold_muon": [0.1]}`` (CIFAR rules)."""
-    from .experiments.cifar.cifar import UPDATES
+    from ..experiments.cifar.cifar import UPDATES
 
     out = {}
     for item in filter(None, text.split(",")):
@@ -93,8 +100,6 @@ def add_dataclass_arguments(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .experiments.llm.demo import DemoConfig
-
     parser = argparse.ArgumentParser(prog="modman", description="Modular manifolds for PyTorch.")
     parser.add_argument(
         "--debug",
@@ -102,6 +107,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="show the traceback of every error (by default a mistake in the options, files or state is one line)",
     )
     sub = parser.add_subparsers(dest="command")
+    _add_demo(sub)
+    _add_train(sub)
+    _add_cifar(sub)
+    _add_sweep(sub)
+    _add_analyze(sub)
+    _add_lr_transfer(sub)
+    _add_roles(sub)
+    _add_bench(sub)
+    return parser
+
+
+def _add_demo(sub) -> None:
+    from ..experiments.llm.demo import DemoConfig
+
     demo = sub.add_parser(
         "demo",
         help="train a small byte-level model on the embedded corpus with each optimizer",
@@ -110,12 +129,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_dataclass_arguments(demo, DemoConfig)
     demo.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
-    from .experiments.llm.config import TrainConfig
-    from .experiments.llm.recipes import TRAIN_EXPERIMENTS as EXPERIMENTS
+
+
+def _add_train(sub) -> None:
+    from ..experiments.llm.config import TrainConfig
+    from ..experiments.llm.recipes import TRAIN_EXPERIMENTS as EXPERIMENTS
 
     train = sub.add_parser(
         "train",
-        help="train the LLaMA-style decoder with one of seed 002's experiments",
+        help="train the LLaMA-style decoder with one of the LLM experiment plan's experiments",
         description="Train the byte-level LLaMA-style decoder on the embedded Shakespeare text "
         "(or --data) with one experiment's per-role optimizers; writes "
         "OUT/EXP/{metrics.jsonl,spectra.jsonl,summary.json,checkpoint-STEP/,"
@@ -128,13 +150,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume", action="store_true", help="continue OUT/EXP from its last checkpoint (finished runs are skipped)"
     )
     train.add_argument("--config", metavar="FILE", help="a JSON or TOML file of settings; flags override it")
-    from .experiments.cifar.cifar import CifarConfig
+
+
+def _add_cifar(sub) -> None:
+    from ..experiments.cifar.cifar import CifarConfig
 
     cifar = sub.add_parser(
         "cifar",
-        help="seed 003's CIFAR-10 MLP with manifold Muon, hyperspherical descent or AdamW",
+        help="the modular manifolds blog's CIFAR-10 MLP with manifold Muon, hyperspherical descent or AdamW",
         description="Train the bias-free MLP 3072-128-64-10 on CIFAR-10 (DATA_DIR/cifar-10-batches-py) "
-        "and write OUT/update-U-lr-LR-wd-WD-seed-S.json with the seed's fields.",
+        "and write OUT/update-U-lr-LR-wd-WD-seed-S.json with the blog's result fields.",
     )
     add_dataclass_arguments(cifar, CifarConfig)
     cifar.add_argument(
@@ -153,6 +178,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="RULE=LR:LR:...,...",
         help="lr grids of the sweep, e.g. adam=1e-3:3e-3,manifold_muon=0.1 (default: a 5-point grid per rule)",
     )
+
+
+def _add_sweep(sub) -> None:
+    from ..experiments.llm.config import TrainConfig
+    from ..experiments.llm.recipes import TRAIN_EXPERIMENTS as EXPERIMENTS
+
     sweep = sub.add_parser(
         "sweep",
         help="train experiments x lrs x weight decays x seeds (resumable)",
@@ -178,9 +209,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_dataclass_arguments(
         sweep, TrainConfig, suppress_defaults=True, exclude=("exp", "name", "lr", "lr_scale", "weight_decay", "seed")
     )
+
+
+def _add_analyze(sub) -> None:
     analyze = sub.add_parser(
         "analyze",
-        help="report on a folder of runs: figures and seed 002's hypotheses H1-H5",
+        help="report on a folder of runs: figures and the LLM experiment plan's hypotheses H1-H5",
         description="Read every run under DIR (metrics.jsonl, spectra.jsonl, summary.json) and "
         "write DIR/report/report.md with PNG figures (and report.html with --html).",
     )
@@ -188,7 +222,10 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument(
         "--html", action="store_true", help="also write DIR/report/report.html, one self-contained page"
     )
-    from .experiments.cifar.lr_transfer import TransferConfig
+
+
+def _add_lr_transfer(sub) -> None:
+    from ..experiments.cifar.lr_transfer import TransferConfig
 
     transfer = sub.add_parser(
         "lr-transfer",
@@ -198,12 +235,18 @@ def build_parser() -> argparse.ArgumentParser:
         "with AdamW; writes OUT/*.json, OUT/transfer.png, OUT/transfer.json.",
     )
     add_dataclass_arguments(transfer, TransferConfig)
+
+
+def _add_roles(sub) -> None:
     roles = sub.add_parser("roles", help="print each parameter's role and the rule an experiment gives it")
     roles.add_argument("--preset", default="small", help="model preset (default: small)")
     roles.add_argument("--exp", default="baseline", help="experiment whose rules to show (default: baseline)")
     roles.add_argument(
         "--model", default="modman", help="modman, or hf:gpt2|hf:llama|hf:qwen2|hf:qwen3|hf:mistral (default: modman)"
     )
+
+
+def _add_bench(sub) -> None:
     bench = sub.add_parser(
         "bench",
         help="run a benchmark from a source checkout (python -m benchmarks.NAME)",
@@ -212,199 +255,3 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("name", choices=BENCHMARKS + ("all",))
     bench.add_argument("options", nargs=argparse.REMAINDER)
-    return parser
-
-
-BENCHMARKS = (
-    "msign_accuracy",
-    "solvers",
-    "optimizer_step",
-    "real_gradients",
-    "lanes_train",
-    "train_speed",
-    "stiefel_drift",
-    "constrained_step",
-)
-
-
-def _run_bench(args: argparse.Namespace) -> int:
-    import importlib.util
-
-    folder = Path.cwd() / "benchmarks"
-    if not (folder / "__init__.py").is_file():
-        raise UserError(
-            f"no benchmarks/ folder in {Path.cwd()}: the benchmarks ship with modman's source, not "
-            "with the installed package; cd into a source checkout (the folder holding pyproject.toml "
-            "and benchmarks/) and run 'modman bench NAME' or 'python -m benchmarks.NAME' there"
-        )
-    if "benchmarks" not in sys.modules:  # the checkout's benchmarks package, without putting the cwd on sys.path
-        spec = importlib.util.spec_from_file_location(
-            "benchmarks", folder / "__init__.py", submodule_search_locations=[str(folder)]
-        )
-        if spec is None or spec.loader is None:
-            raise UserError(f"{folder / '__init__.py'} cannot be loaded as the benchmarks package")
-        sys.modules["benchmarks"] = module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    for name in BENCHMARKS if args.name == "all" else (args.name,):
-        print(f"== benchmarks.{name}", flush=True)
-        importlib.import_module(f"benchmarks.{name}").main(args.options)
-    return 0
-
-
-def _run_demo(args: argparse.Namespace) -> int:
-    import torch
-
-    from .experiments.common.files import write_json_atomic
-    from .experiments.llm.demo import DemoConfig, format_table, run_demo
-
-    fields = {f.name for f in dataclasses.fields(DemoConfig)}
-    cfg = DemoConfig(**{k: v for k, v in vars(args).items() if k in fields})
-    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {cfg.device}: CUDA is not available on this machine; use --device cpu")
-    print(
-        f"modman demo: {cfg.steps} steps, batch {cfg.batch_size}, hidden {cfg.hidden}, device {cfg.device}",
-        file=sys.stderr,
-    )
-    results = run_demo(
-        cfg, progress=lambda r: print(f"  {r['optimizer']}: val loss {r['val_loss']:.3f}", file=sys.stderr, flush=True)
-    )
-    print(format_table(results))
-    if args.json:
-        write_json_atomic(args.json, {"config": dataclasses.asdict(cfg), "results": results})
-    return 0
-
-
-def _run_train(args: argparse.Namespace) -> int:
-    from .experiments.llm.config import TrainConfig
-    from .experiments.llm.runner import format_summaries, load_config_file, run_experiments
-
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    settings = load_config_file(args.config) if args.config else {}
-    settings.update({k: v for k, v in vars(args).items() if k in fields})
-    if args.all and "exp" in vars(args):  # a flag given on the command line (a --config file's exp yields to --all)
-        raise UserError("give either --exp NAME or --all, not both")
-    summaries, failed = run_experiments(settings, run_all=args.all, resume=args.resume)
-    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 speaks for all
-        print(format_summaries(summaries))
-    return 3 if failed else 0
-
-
-def _run_cifar(args: argparse.Namespace) -> int:
-    from .experiments.cifar.cifar import CifarConfig, result_name, run_cifar
-    from .experiments.common.files import write_json_atomic
-
-    cfg = CifarConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(CifarConfig)})
-    if args.sweep:
-        return _run_cifar_sweep(cfg, args)
-    result = run_cifar(
-        cfg, progress=lambda e, loss, t: print(f"epoch {e}: loss {loss:.4f}, {t:.1f} s", file=sys.stderr, flush=True)
-    )
-    path = Path(cfg.out) / result_name(cfg)
-    write_json_atomic(path, result)
-    print(f"{cfg.update} lr {cfg.lr}: test {result['test_acc']:.2f} %, train {result['train_acc']:.2f} % -> {path}")
-    return 0
-
-
-def _run_cifar_sweep(cfg, args: argparse.Namespace) -> int:
-    from .experiments.cifar.sweep import DEFAULT_LRS, best_by_rule, format_best, plot_sweep, run_sweep
-    from .experiments.common.files import write_json_atomic
-
-    seeds, lrs = args.seeds, {**DEFAULT_LRS, **args.lrs}
-    results = run_sweep(cfg, seeds, lrs, log=lambda line: print(line, file=sys.stderr, flush=True))
-    best = best_by_rule(results)
-    plot_sweep(results, Path(cfg.out) / "sweep.png")
-    write_json_atomic(Path(cfg.out) / "sweep.json", {"seeds": seeds, "lrs": lrs, "best": best})
-    print(format_best(best))
-    return 0
-
-
-def _run_sweep(args: argparse.Namespace) -> int:
-    from .experiments.llm.config import TrainConfig
-    from .experiments.llm.runner import format_summaries, load_config_file
-    from .experiments.llm.sweep import parse_list, parse_lrs, run_sweep, sweep_configs
-
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    settings = load_config_file(args.config) if args.config else {}
-    settings.update({k: v for k, v in vars(args).items() if k in fields and k != "exp"})
-    exps = [e.strip() for e in args.exp.split(",") if e.strip()]
-    configs = sweep_configs(
-        settings,
-        exps,
-        parse_lrs(args.lrs),
-        parse_list(args.weight_decays, float, "--weight-decays"),
-        parse_list(args.seeds, int, "--seeds"),
-    )
-    summaries = run_sweep(configs)
-    print(format_summaries(summaries))
-    if args.analyze:
-        return _report(configs[0].out)
-    print(f"next: modman analyze {configs[0].out}", file=sys.stderr)
-    return 0
-
-
-def _report(folder: str, html_page: bool = False) -> int:
-    from .experiments.report import analyze
-
-    result = analyze(folder, html_page=html_page)
-    for line in result["skipped"]:
-        print(f"modman analyze: {line}", file=sys.stderr)
-    verdicts = ", ".join(f"{k} {v}" for k, v in result["verdicts"].items())
-    print(f"{result['runs']} runs -> {result['report']}" + (f" and {result['html']}" if result["html"] else ""))
-    print(verdicts)
-    return 0
-
-
-def _run_analyze(args: argparse.Namespace) -> int:
-    return _report(args.dir, args.html)
-
-
-def _run_lr_transfer(args: argparse.Namespace) -> int:
-    from .experiments.cifar.lr_transfer import TransferConfig, best_lrs, format_transfer, plot_transfer, run_transfer
-    from .experiments.common.files import write_json_atomic
-
-    cfg = TransferConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TransferConfig)})
-    results = run_transfer(cfg, log=lambda line: print(line, file=sys.stderr, flush=True))
-    summary = best_lrs(results)
-    plot_transfer(results, Path(cfg.out) / "transfer.png")
-    write_json_atomic(Path(cfg.out) / "transfer.json", {"config": dataclasses.asdict(cfg), "summary": summary})
-    print(format_transfer(summary))
-    return 0
-
-
-def _run_roles(args: argparse.Namespace) -> int:
-    import warnings
-
-    from .experiments.llm.roles_report import roles_report
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the report prints the unreached-role warnings itself
-        print(roles_report(args.exp, args.preset, args.model))
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return 0
-    run = {
-        "demo": _run_demo,
-        "bench": _run_bench,
-        "train": _run_train,
-        "roles": _run_roles,
-        "cifar": _run_cifar,
-        "sweep": _run_sweep,
-        "analyze": _run_analyze,
-        "lr-transfer": _run_lr_transfer,
-    }[args.command]
-    try:
-        return run(args)
-    except (UserError, OSError) as e:  # a mistake the user can fix: one line (a bug shows its traceback)
-        if args.debug:
-            raise
-        print(f"modman {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt as e:
-        print(f"modman {args.command}: {e or 'interrupted'}", file=sys.stderr)
-        return 130

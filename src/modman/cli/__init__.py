@@ -1,0 +1,48 @@
+"""The ``modman`` command line: argument parsing (``parser``) and dispatch to the commands (``commands``)."""
+
+from __future__ import annotations
+
+import sys
+
+from ..errors import UserError
+from .commands import (
+    _run_analyze,
+    _run_bench,
+    _run_cifar,
+    _run_demo,
+    _run_lr_transfer,
+    _run_roles,
+    _run_sweep,
+    _run_train,
+)
+from .parser import add_dataclass_arguments, build_parser
+
+__all__ = ["main", "build_parser", "add_dataclass_arguments"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    run = {
+        "demo": _run_demo,
+        "bench": _run_bench,
+        "train": _run_train,
+        "roles": _run_roles,
+        "cifar": _run_cifar,
+        "sweep": _run_sweep,
+        "analyze": _run_analyze,
+        "lr-transfer": _run_lr_transfer,
+    }[args.command]
+    try:
+        return run(args)
+    except (UserError, OSError) as e:  # a mistake the user can fix: one line (a bug shows its traceback)
+        if args.debug:
+            raise
+        print(f"modman {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as e:
+        print(f"modman {args.command}: {e or 'interrupted'}", file=sys.stderr)
+        return 130

@@ -1,0 +1,167 @@
+"""What each ``modman`` command runs: read its parsed options, call the experiment layer, print the result."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+from pathlib import Path
+
+from ..errors import UserError
+from .parser import BENCHMARKS
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    import importlib.util
+
+    folder = Path.cwd() / "benchmarks"
+    if not (folder / "__init__.py").is_file():
+        raise UserError(
+            f"no benchmarks/ folder in {Path.cwd()}: the benchmarks ship with modman's source, not "
+            "with the installed package; cd into a source checkout (the folder holding pyproject.toml "
+            "and benchmarks/) and run 'modman bench NAME' or 'python -m benchmarks.NAME' there"
+        )
+    if "benchmarks" not in sys.modules:  # the checkout's benchmarks package, without putting the cwd on sys.path
+        spec = importlib.util.spec_from_file_location(
+            "benchmarks", folder / "__init__.py", submodule_search_locations=[str(folder)]
+        )
+        if spec is None or spec.loader is None:
+            raise UserError(f"{folder / '__init__.py'} cannot be loaded as the benchmarks package")
+        sys.modules["benchmarks"] = module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    for name in BENCHMARKS if args.name == "all" else (args.name,):
+        print(f"== benchmarks.{name}", flush=True)
+        importlib.import_module(f"benchmarks.{name}").main(args.options)
+    return 0
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..experiments.common.files import write_json_atomic
+    from ..experiments.llm.demo import DemoConfig, format_table, run_demo
+
+    fields = {f.name for f in dataclasses.fields(DemoConfig)}
+    cfg = DemoConfig(**{k: v for k, v in vars(args).items() if k in fields})
+    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {cfg.device}: CUDA is not available on this machine; use --device cpu")
+    print(
+        f"modman demo: {cfg.steps} steps, batch {cfg.batch_size}, hidden {cfg.hidden}, device {cfg.device}",
+        file=sys.stderr,
+    )
+    results = run_demo(
+        cfg, progress=lambda r: print(f"  {r['optimizer']}: val loss {r['val_loss']:.3f}", file=sys.stderr, flush=True)
+    )
+    print(format_table(results))
+    if args.json:
+        write_json_atomic(args.json, {"config": dataclasses.asdict(cfg), "results": results})
+    return 0
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from ..experiments.llm.config import TrainConfig
+    from ..experiments.llm.runner import format_summaries, load_config_file, run_experiments
+
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    settings = load_config_file(args.config) if args.config else {}
+    settings.update({k: v for k, v in vars(args).items() if k in fields})
+    if args.all and "exp" in vars(args):  # a flag given on the command line (a --config file's exp yields to --all)
+        raise UserError("give either --exp NAME or --all, not both")
+    summaries, failed = run_experiments(settings, run_all=args.all, resume=args.resume)
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 speaks for all
+        print(format_summaries(summaries))
+    return 3 if failed else 0
+
+
+def _run_cifar(args: argparse.Namespace) -> int:
+    from ..experiments.cifar.cifar import CifarConfig, result_name, run_cifar
+    from ..experiments.common.files import write_json_atomic
+
+    cfg = CifarConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(CifarConfig)})
+    if args.sweep:
+        return _run_cifar_sweep(cfg, args)
+    result = run_cifar(
+        cfg, progress=lambda e, loss, t: print(f"epoch {e}: loss {loss:.4f}, {t:.1f} s", file=sys.stderr, flush=True)
+    )
+    path = Path(cfg.out) / result_name(cfg)
+    write_json_atomic(path, result)
+    print(f"{cfg.update} lr {cfg.lr}: test {result['test_acc']:.2f} %, train {result['train_acc']:.2f} % -> {path}")
+    return 0
+
+
+def _run_cifar_sweep(cfg, args: argparse.Namespace) -> int:
+    from ..experiments.cifar.sweep import DEFAULT_LRS, best_by_rule, format_best, plot_sweep, run_sweep
+    from ..experiments.common.files import write_json_atomic
+
+    seeds, lrs = args.seeds, {**DEFAULT_LRS, **args.lrs}
+    results = run_sweep(cfg, seeds, lrs, log=lambda line: print(line, file=sys.stderr, flush=True))
+    best = best_by_rule(results)
+    plot_sweep(results, Path(cfg.out) / "sweep.png")
+    write_json_atomic(Path(cfg.out) / "sweep.json", {"seeds": seeds, "lrs": lrs, "best": best})
+    print(format_best(best))
+    return 0
+
+
+def _run_sweep(args: argparse.Namespace) -> int:
+    from ..experiments.llm.config import TrainConfig
+    from ..experiments.llm.runner import format_summaries, load_config_file
+    from ..experiments.llm.sweep import parse_list, parse_lrs, run_sweep, sweep_configs
+
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    settings = load_config_file(args.config) if args.config else {}
+    settings.update({k: v for k, v in vars(args).items() if k in fields and k != "exp"})
+    exps = [e.strip() for e in args.exp.split(",") if e.strip()]
+    configs = sweep_configs(
+        settings,
+        exps,
+        parse_lrs(args.lrs),
+        parse_list(args.weight_decays, float, "--weight-decays"),
+        parse_list(args.seeds, int, "--seeds"),
+    )
+    summaries = run_sweep(configs)
+    print(format_summaries(summaries))
+    if args.analyze:
+        return _report(configs[0].out)
+    print(f"next: modman analyze {configs[0].out}", file=sys.stderr)
+    return 0
+
+
+def _report(folder: str, html_page: bool = False) -> int:
+    from ..experiments.report import analyze
+
+    result = analyze(folder, html_page=html_page)
+    for line in result["skipped"]:
+        print(f"modman analyze: {line}", file=sys.stderr)
+    verdicts = ", ".join(f"{k} {v}" for k, v in result["verdicts"].items())
+    print(f"{result['runs']} runs -> {result['report']}" + (f" and {result['html']}" if result["html"] else ""))
+    print(verdicts)
+    return 0
+
+
+def _run_analyze(args: argparse.Namespace) -> int:
+    return _report(args.dir, args.html)
+
+
+def _run_lr_transfer(args: argparse.Namespace) -> int:
+    from ..experiments.cifar.lr_transfer import TransferConfig, best_lrs, format_transfer, plot_transfer, run_transfer
+    from ..experiments.common.files import write_json_atomic
+
+    cfg = TransferConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TransferConfig)})
+    results = run_transfer(cfg, log=lambda line: print(line, file=sys.stderr, flush=True))
+    summary = best_lrs(results)
+    plot_transfer(results, Path(cfg.out) / "transfer.png")
+    write_json_atomic(Path(cfg.out) / "transfer.json", {"config": dataclasses.asdict(cfg), "summary": summary})
+    print(format_transfer(summary))
+    return 0
+
+
+def _run_roles(args: argparse.Namespace) -> int:
+    import warnings
+
+    from ..experiments.llm.roles_report import roles_report
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the report prints the unreached-role warnings itself
+        print(roles_report(args.exp, args.preset, args.model))
+    return 0
