@@ -175,134 +175,152 @@ def train(
 
 
 def _run(cfg: TrainConfig, par: Parallel, resume: bool, data, stop_after, on_step) -> dict[str, Any]:
-    train_tokens, val_tokens, data_sha, seq_len = data
-    device, run_dir = par.device, cfg.run_dir
-    model, opt, sched = build_run(cfg, device, par.shard)
-    if par.world > 1:
-        opt.share_work()  # each matrix's update computed by one owner rank
-    logger = RunLogger(run_dir, cfg, opt, device, enabled=par.main)
-    start, window = 0, _new_window()
-    progress: dict[str, Any] = {"train_seconds": 0.0, "wall": 0.0, "last_train": None, "last_val": None}
-    if resume:  # each process reads its shards and the state of the matrices it owns
-        if par.main:
-            remove_stale_temporaries(run_dir)  # left by a kill during an atomic write
-        saved = load_checkpoint(run_dir, model=model, optimizer=opt)
+    run = _Run(cfg, par, data)
+    if resume:
+        run.restore()
+    return run.loop(stop_after, on_step)
+
+
+class _Run:
+    """One process's part of a run: the model, optimizer, schedule and logs, and what a checkpoint keeps."""
+
+    def __init__(self, cfg: TrainConfig, par: Parallel, data) -> None:
+        self.cfg, self.par = cfg, par
+        self.train_tokens, val_tokens, self.data_sha, self.seq_len = data
+        self.device, self.run_dir = par.device, cfg.run_dir
+        self.model, self.opt, self.sched = build_run(cfg, self.device, par.shard)
+        if par.world > 1:
+            self.opt.share_work()  # each matrix's update computed by one owner rank
+        self.logger = RunLogger(self.run_dir, cfg, self.opt, self.device, enabled=par.main)
+        self.start, self.window = 0, _new_window()
+        self.progress: dict[str, Any] = {"train_seconds": 0.0, "wall": 0.0, "last_train": None, "last_val": None}
+        self.evals = eval_batches(val_tokens, cfg, self.seq_len)
+        self.began = time.perf_counter()
+
+    def restore(self) -> None:
+        """Continue from the last checkpoint: each process reads its shards and the state of the matrices it owns."""
+        if self.par.main:
+            remove_stale_temporaries(self.run_dir)  # left by a kill during an atomic write
+        saved = load_checkpoint(self.run_dir, model=self.model, optimizer=self.opt)
         assert saved is not None  # train() resumes only a run with a checkpoint
-        model.load_state_dict(saved["model"])
-        opt.load_state_dict(saved["optimizer"])
-        sched.load_state_dict(saved["scheduler"])
+        self.model.load_state_dict(saved["model"])
+        self.opt.load_state_dict(saved["optimizer"])
+        self.sched.load_state_dict(saved["scheduler"])
         set_rng_state(saved["rng"])
-        start, window, progress = saved["step"], saved["window"], saved["progress"]
-    stepper = par.wrap(model)
-    logger.open(start)
-    evals = eval_batches(val_tokens, cfg, seq_len)
-    if start == 0:
-        progress["last_val"] = evaluate(model, evals, device)
-        logger.log_eval(0, progress["last_val"], model)
-    began = time.perf_counter()
+        self.start, self.window, self.progress = saved["step"], saved["window"], saved["progress"]
 
-    def elapsed() -> float:
-        return progress["wall"] + time.perf_counter() - began
+    def elapsed(self) -> float:
+        return self.progress["wall"] + time.perf_counter() - self.began
 
-    def checkpoint(step: int) -> None:
-        logger.flush()  # the logs reach the checkpoint's step before the checkpoint names it (rank 0 writes them)
-        save_checkpoint(
-            run_dir,
-            {
-                "step": step,
-                "model": model.state_dict(),
-                "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(),
-                "rng": rng_state(),
-                "data_position": step,
-                "window": dict(window),
-                "progress": dict(progress, wall=elapsed()),
-                "config": dataclasses.asdict(cfg),
-                "data_sha256": data_sha,
-            },
-            step,
+    def checkpoint(self, step: int) -> None:
+        self.logger.flush()  # the logs reach the checkpoint's step before the checkpoint names it (rank 0 writes them)
+        state = {
+            "step": step,
+            "model": self.model.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "scheduler": self.sched.state_dict(),
+            "rng": rng_state(),
+            "data_position": step,
+            "window": dict(self.window),
+            "progress": dict(self.progress, wall=self.elapsed()),
+            "config": dataclasses.asdict(self.cfg),
+            "data_sha256": self.data_sha,
+        }
+        save_checkpoint(self.run_dir, state, step)
+        self.logger.last_checkpoint = step
+
+    def summary(self, steps: int, status: str, extra: dict | None = None) -> dict[str, Any]:
+        p = self.progress
+        return self.logger.write_summary(
+            steps, p["last_train"], p["last_val"], p["train_seconds"], self.elapsed(), status=status, extra=extra
         )
-        logger.last_checkpoint = step
 
-    bar = logger.progress(start)
-    step = start
-    interrupt = _InterruptFlag().install()
-    try:
-        for step in range(start, cfg.max_steps):
-            if interrupt.agreed(par):
-                if logger.last_checkpoint != step:
-                    checkpoint(step)
-                raise TrainingInterrupted(
-                    f"{cfg.exp}: interrupted; checkpoint saved at step {step} in {run_dir}: "
-                    "--resume continues from there"
-                )
-            t0 = time.perf_counter()
-            x, y = batch_at(train_tokens, step, cfg, seq_len)
-            x, y = par.slice(x), par.slice(y)
-            loss = F.cross_entropy(stepper(x.to(device)).flatten(0, 1), y.to(device).flatten())
-            loss_value = par.mean(loss.detach()).item()  # the global batch's loss, on every rank
-            if not math.isfinite(loss_value):
-                raise _diverged(cfg, step + 1, f"the training loss is {loss_value}", logger.last_checkpoint)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            done = step + 1
-            logging = done % cfg.log_every == 0 or done == cfg.max_steps
-            # FSDP2: reading sharded gradients and weights is collective, so every rank takes part.
-            reads = logging and (par.main or par.sharded)
-            grad_norms, lrs = (logger.grad_norms(model), _lrs_by_role(opt)) if reads else (None, None)
-            try:
-                opt.step()
-            except NonFiniteError as e:  # gradients go NaN/Inf before the loss does
-                names = ", ".join(e.names[:3]) + (f" and {len(e.names) - 3} more" if len(e.names) > 3 else "")
-                raise _diverged(
-                    cfg, done, f"the {e.kind} of {names} is non-finite (NaN or Inf)", logger.last_checkpoint
-                ) from None
-            sched.step()
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            seconds = time.perf_counter() - t0
-            progress["train_seconds"] += seconds
-            window["loss_sum"] += loss_value
-            window["count"] += 1
-            window["tokens"] += x.numel() * par.world
-            window["seconds"] += seconds
-            if logging:
-                progress["last_train"] = window["loss_sum"] / window["count"]
-                logger.log_train(done, window, lrs, grad_norms, progress["train_seconds"])
-                window = _new_window()
-            if done % cfg.eval_every == 0 or done == cfg.max_steps:
-                evaluating = par.main or par.sharded
-                progress["last_val"] = evaluate(model, evals, device) if evaluating else progress["last_val"]
-                logger.log_eval(done, progress["last_val"], model)
-            if done % cfg.checkpoint_every == 0 or done == cfg.max_steps:
-                checkpoint(done)
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss_value:.3f}", val=f"{progress['last_val'] or float('nan'):.3f}")
-            if on_step is not None:
-                on_step(done, loss_value)
-            if stop_after is not None and stop_after <= done < cfg.max_steps:
-                logger.flush()
-                return {"experiment": cfg.exp, "steps": done, "status": "stopped"}
-    except TrainingDiverged:
-        logger.flush()
-        logger.write_summary(
-            step, progress["last_train"], progress["last_val"], progress["train_seconds"], elapsed(), status="diverged"
+    def loop(self, stop_after: int | None, on_step) -> dict[str, Any]:
+        cfg, logger = self.cfg, self.logger
+        stepper = self.par.wrap(self.model)
+        logger.open(self.start)
+        if self.start == 0:
+            self.progress["last_val"] = evaluate(self.model, self.evals, self.device)
+            logger.log_eval(0, self.progress["last_val"], self.model)
+        self.began = time.perf_counter()
+        bar = logger.progress(self.start)
+        step = self.start
+        interrupt = _InterruptFlag().install()
+        try:
+            for step in range(self.start, cfg.max_steps):
+                if interrupt.agreed(self.par):
+                    if logger.last_checkpoint != step:
+                        self.checkpoint(step)
+                    raise TrainingInterrupted(
+                        f"{cfg.exp}: interrupted; checkpoint saved at step {step} in {self.run_dir}: "
+                        "--resume continues from there"
+                    )
+                loss_value = self.step(stepper, step)
+                done = step + 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss_value:.3f}", val=f"{self.progress['last_val'] or float('nan'):.3f}")
+                if on_step is not None:
+                    on_step(done, loss_value)
+                if stop_after is not None and stop_after <= done < cfg.max_steps:
+                    logger.flush()
+                    return {"experiment": cfg.exp, "steps": done, "status": "stopped"}
+        except TrainingDiverged:
+            logger.flush()
+            self.summary(step, "diverged")
+            raise
+        finally:
+            interrupt.restore()
+            bar.close()
+            logger.close()
+        work = self.par.gather(self.opt.local_work)
+        return self.summary(cfg.max_steps, "finished", {"processes": self.par.world, "work_per_rank": work})
+
+    def step(self, stepper: torch.nn.Module, step: int) -> float:
+        """Train on ``step``'s batch, then log, evaluate and checkpoint as the settings say; the global loss."""
+        cfg, par, opt, logger, device = self.cfg, self.par, self.opt, self.logger, self.device
+        t0 = time.perf_counter()
+        x, y = batch_at(self.train_tokens, step, cfg, self.seq_len)
+        x, y = par.slice(x), par.slice(y)
+        loss = F.cross_entropy(stepper(x.to(device)).flatten(0, 1), y.to(device).flatten())
+        loss_value = par.mean(loss.detach()).item()  # the global batch's loss, on every rank
+        if not math.isfinite(loss_value):
+            raise _diverged(cfg, step + 1, f"the training loss is {loss_value}", logger.last_checkpoint)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        done = step + 1
+        logging = done % cfg.log_every == 0 or done == cfg.max_steps
+        # FSDP2: reading sharded gradients and weights is collective, so every rank takes part.
+        reads = logging and (par.main or par.sharded)
+        grad_norms, lrs = (logger.grad_norms(self.model), _lrs_by_role(opt)) if reads else (None, None)
+        try:
+            opt.step()
+        except NonFiniteError as e:  # gradients go NaN/Inf before the loss does
+            names = ", ".join(e.names[:3]) + (f" and {len(e.names) - 3} more" if len(e.names) > 3 else "")
+            what = f"the {e.kind} of {names} is non-finite (NaN or Inf)"
+            raise _diverged(cfg, done, what, logger.last_checkpoint) from None
+        self.sched.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds = time.perf_counter() - t0
+        self.progress["train_seconds"] += seconds
+        w = self.window
+        w["loss_sum"], w["count"], w["tokens"] = (
+            w["loss_sum"] + loss_value,
+            w["count"] + 1,
+            w["tokens"] + x.numel() * par.world,
         )
-        raise
-    finally:
-        interrupt.restore()
-        bar.close()
-        logger.close()
-    work = par.gather(opt.local_work)
-    return logger.write_summary(
-        cfg.max_steps,
-        progress["last_train"],
-        progress["last_val"],
-        progress["train_seconds"],
-        elapsed(),
-        status="finished",
-        extra={"processes": par.world, "work_per_rank": work},
-    )
+        w["seconds"] += seconds
+        if logging:
+            self.progress["last_train"] = w["loss_sum"] / w["count"]
+            logger.log_train(done, w, lrs, grad_norms, self.progress["train_seconds"])
+            self.window = _new_window()
+        if done % cfg.eval_every == 0 or done == cfg.max_steps:
+            if par.main or par.sharded:
+                self.progress["last_val"] = evaluate(self.model, self.evals, device)
+            logger.log_eval(done, self.progress["last_val"], self.model)
+        if done % cfg.checkpoint_every == 0 or done == cfg.max_steps:
+            self.checkpoint(done)
+        return loss_value
 
 
 def _lrs_by_role(opt: ModularOptimizer) -> dict[str, float]:
