@@ -160,7 +160,23 @@ class ModularOptimizer(OptimizerShell, Optimizer):
         for line in unreached_roles(self.roles, experiment, {n: p.shape for n, p in named.items()}):
             warnings.warn(f"ModularOptimizer: {line}", stacklevel=2)
         self._init_shell(skip_nonfinite)
+        groups = self._param_groups(model, named, lr, adamw_lr, role_lr or {}, weight_decay, split_fused)
+        if solver not in SOLVER_NAMES:
+            raise UserError(f"ModularOptimizer: unknown solver {solver!r}; choose one of {', '.join(SOLVER_NAMES)}")
+        self.optimizers: dict[str, Any] = {  # torch.optim.Optimizers; modman's add share_work, diagnostics...
+            rule: (
+                _manifold_muon(g, momentum, solver) if rule == "manifold_muon" else _BUILDERS[rule](g, betas, momentum)
+            )
+            for rule, g in groups.items()
+        }
+        for opt in self.optimizers.values():
+            opt.atomic = False  # this optimizer's step is the atomic one (step_atomically)
+        super().__init__([p for p in named.values()], {})
+        self.param_groups = [g for opt in self.optimizers.values() for g in opt.param_groups]
+        self._names = {id(p): n for n, p in named.items()}
 
+    def _param_groups(self, model, named, lr, adamw_lr, role_lr, weight_decay, split_fused) -> dict[str, list[dict]]:
+        """``{rule: [param group]}``: one group per (rule, role, decays, transposed, split), params in model order."""
         # (rule, role, decays, transposed) -> [(name, param)] in model order; a bucket holds only matrices or only
         # vectors, and only weights stored (out, in) or only ones stored (in, out) (HF Conv1D).
         # Fused q, k, v projections are stepped per block by every matrix rule (``fused_projections``).
@@ -191,19 +207,7 @@ class ModularOptimizer(OptimizerShell, Optimizer):
                     **({"split": split} if split > 1 else {}),
                 }
             )
-        if solver not in SOLVER_NAMES:
-            raise UserError(f"ModularOptimizer: unknown solver {solver!r}; choose one of {', '.join(SOLVER_NAMES)}")
-        self.optimizers: dict[str, Any] = {  # torch.optim.Optimizers; modman's add share_work, diagnostics...
-            rule: (
-                _manifold_muon(g, momentum, solver) if rule == "manifold_muon" else _BUILDERS[rule](g, betas, momentum)
-            )
-            for rule, g in groups.items()
-        }
-        for opt in self.optimizers.values():
-            opt.atomic = False  # this optimizer's step is the atomic one (step_atomically)
-        super().__init__([p for p in named.values()], {})
-        self.param_groups = [g for opt in self.optimizers.values() for g in opt.param_groups]
-        self._names = {id(p): n for n, p in named.items()}
+        return groups
 
     @staticmethod
     def _check_arguments(named, lr, adamw_lr, role_lr, weight_decay) -> None:
