@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from modman.cli import main
+from modman.experiments.llm.recipes import EXPERIMENTS
 from modman.experiments.report import analyze
 from modman.experiments.report.analysis import (
     Stat,
@@ -21,7 +22,6 @@ from modman.experiments.report.analysis import (
 )
 from modman.experiments.report.figures import FIGURES
 from modman.experiments.report.hypotheses import INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED, judge_all
-from modman.optim import EXPERIMENTS
 
 MATRICES = {
     "layers.0.attention.q.weight": "attention",

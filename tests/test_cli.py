@@ -120,7 +120,7 @@ TRAIN = [
 
 @pytest.mark.slow
 def test_train_all_prints_a_summary_row_per_experiment_and_resume_skips_finished(tmp_path, capsys):
-    from modman.optim import EXPERIMENTS
+    from modman.experiments.llm.recipes import EXPERIMENTS
 
     assert main(TRAIN + ["--all", "--max_steps", "3", "--out", str(tmp_path)]) == 0  # the seed's spelling works
     table = capsys.readouterr().out

@@ -56,3 +56,13 @@ def test_the_packages_that_replaced_modules_keep_their_names():
     from modman.experiments.report.report import analyze as analyze_
 
     assert (CifarConfig, run_cifar, analyze) == (config, run, analyze_)
+
+
+def test_experiments_left_the_optimizers_namespace_with_a_warning():
+    import modman.optim
+    from modman.experiments.llm.recipes import EXPERIMENTS
+    from modman.optim import ModularOptimizer
+
+    with pytest.warns(DeprecationWarning, match="ModularOptimizer.EXPERIMENTS"):
+        old = modman.optim.EXPERIMENTS
+    assert old is ModularOptimizer.EXPERIMENTS is EXPERIMENTS and "EXPERIMENTS" not in modman.optim.__all__

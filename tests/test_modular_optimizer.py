@@ -7,10 +7,10 @@ import torch
 import torch.nn.functional as F
 
 from modman.experiments.llm.model import PRESETS, Transformer
+from modman.experiments.llm.recipes import EXPERIMENTS
 from modman.manifolds import SpectralBall, Stiefel
 from modman.manifolds import SpectralSphere as SphereSet
 from modman.optim import (
-    EXPERIMENTS,
     SPEL,
     Hyperball,
     ManifoldMuon,

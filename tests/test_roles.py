@@ -3,7 +3,8 @@
 from torch import nn
 
 from modman.experiments.llm.model import PRESETS, Transformer
-from modman.optim import EXPERIMENTS, ModularOptimizer, classify_parameters, roles_table
+from modman.experiments.llm.recipes import EXPERIMENTS
+from modman.optim import ModularOptimizer, classify_parameters, roles_table
 
 
 def test_builtin_transformer_roles():

@@ -14,8 +14,8 @@ import torch
 from modman.experiments.common.checkpoint import load_checkpoint
 from modman.experiments.llm.build import lr_factor
 from modman.experiments.llm.config import TrainConfig
+from modman.experiments.llm.recipes import EXPERIMENTS
 from modman.experiments.llm.train import TrainingDiverged, batch_at, train
-from modman.optim import EXPERIMENTS
 from modman.optim.modular import DEFAULT_LR
 
 TINY = dict(

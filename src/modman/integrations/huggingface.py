@@ -120,7 +120,7 @@ class ModmanTrainer(Trainer):
     and whose training logs (every ``logging_steps``) carry ``role_summary`` (``ModmanCallback``).
 
     Args:
-        experiment: a key of ``modman.optim.EXPERIMENTS`` (``muon_all``, ``manifold_muon``, ``spectral_sphere``...).
+        experiment: a key of ``ModularOptimizer.EXPERIMENTS`` (``muon_all``, ``manifold_muon``, ``spectral_sphere``...).
         optimizer_kwargs: passed to ``ModularOptimizer`` (``lr``, ``role_lr``, ``solver``, ...).
         log_spectra: add ``role_summary`` to the training logs (an SVD of every attention/FFN matrix per log).
         *args, **kwargs: ``transformers.Trainer``'s.
@@ -134,7 +134,7 @@ class ModmanTrainer(Trainer):
         log_spectra: bool = True,
         **kwargs: Any,
     ):
-        from ..optim import EXPERIMENTS
+        from ..optim.modular import EXPERIMENTS
 
         if experiment not in EXPERIMENTS:
             raise UserError(f"ModmanTrainer: unknown experiment {experiment!r}; choose one of {', '.join(EXPERIMENTS)}")

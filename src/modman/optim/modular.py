@@ -130,6 +130,8 @@ class ModularOptimizer(OptimizerShell, Optimizer):
         skip_nonfinite: skip (and count) a step with NaN/Inf gradients instead of raising ValueError.
     """
 
+    EXPERIMENTS = EXPERIMENTS  # experiment name -> {role: rule}; the names ``experiment`` takes
+
     def __init__(
         self,
         model: nn.Module,
