@@ -221,12 +221,13 @@ def test_hybrid_certifies_aspect_2_where_the_fixed_point_stalls_with_float32_cg(
 @pytest.mark.parametrize("shape", [(96, 24), (240, 10), (24, 96), (384, 128), (80, 32)])  # aspect 4, 24, 1/4, 3, 2.5
 @pytest.mark.parametrize("scale", [1e-4, 1.0, 1e4])
 def test_hybrid_goes_straight_to_newton_where_the_complement_gram_iswell_conditioned(shape, scale):
-    """λ_min(C) >= 2e-2/n: Newton at μ = 1e-8/n certifies in a few eigensolves (the fixed point takes ~9)."""
+    """λ_min(C) >= 2e-2/n: the hybrid takes Newton at μ = 1e-8/n from the start (its speed against the fixed
+    point: ``modman bench solver_iterations``) and its result is optimal."""
     W, G = problem(*shape, seed=1, scale=scale)
+    assert well_conditioned(reduced_problem(*tall(W, G))[1])
     A, info = manifold_muon_direction(W, G, solver="hybrid", tol=1e-7)
     assert_optimal_within_1e6(W, G, A, info)
-    _, fp = manifold_muon_direction(W, G, solver="fixed_point", tol=1e-7)
-    assert info["cg_steps"] > 0 and info["iterations"] < fp["iterations"]
+    assert info["cg_steps"] > 0
 
 
 def test_well_conditioned_test_splits_at_aspect_above_2():
@@ -264,29 +265,25 @@ def decaying_gradient_problem(m, n, seed, power: float = 1.0):
 @pytest.mark.parametrize("seed", [0, 1])
 def test_hybrid_on_decaying_spectra_takes_newton_after_a_few_fixed_point_steps(seed):
     """Real-like gradients fail the Cholesky test but their dual optimum is regular: the default (5 fixed-point
-    steps, then Newton once it halves the residual) certifies the training tolerance in <= 10 iterations, where
-    20 fixed-point steps then smoothing Newton (``direct_steps=0, fixed_point_steps=20``) take 23."""
+    steps, then Newton once it halves the residual) certifies the training tolerance, Newton included (its
+    iterations against the rule it replaced: ``modman bench solver_iterations``)."""
     W, G = decaying_gradient_problem(256, 64, seed)
     assert not well_conditioned(reduced_problem(W, G)[1])
     A, Lambda, info = hybrid(Problem(W, G, steps=30, tol=1e-4))
-    assert info["iterations"] <= 10 and "stalled" not in info  # no private keys in info
+    assert info["cg_steps"] > 0 and info["residual"] < 1e-4 and info["gap"] < 1e-4
+    assert set(info) == {"msign_calls", "iterations", "residual", "gap", "cg_steps", "gram"}  # no private keys
     assert tangent_residual(W, A) < 1e-4 and duality_gap(W, G, A, Lambda)["relative_gap"] < 1e-4
-    without = hybrid(Problem(W, G, steps=30, tol=1e-4), direct_steps=0, fixed_point_steps=20)
-    assert without[2]["iterations"] > 20
 
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_hybrid_goes_to_smoothing_newton_where_the_probe_stalls(seed):
     """Faster-decaying spectra (late in training): the probe stalls near a degenerate optimum, where more
     fixed-point steps bring the residual under the tolerance but not the gap. Straight to smoothing Newton
-    (the default) certifies in <= 20 iterations; 20 fixed-point steps then smoothing Newton take 28+ (the rule
-    before 0a52565 resumed the fixed point to 20 after the stall and took as many)."""
+    (the default) certifies within the step budget (iterations: ``modman bench solver_iterations``)."""
     W, G = decaying_gradient_problem(256, 64, seed, power=2.0)
     A, Lambda, info = hybrid(Problem(W, G, steps=30, tol=1e-4))
-    assert info["iterations"] <= 20
+    assert info["residual"] < 1e-4 and info["gap"] < 1e-4 and not info.get("repaired")
     assert tangent_residual(W, A) < 1e-4 and duality_gap(W, G, A, Lambda)["relative_gap"] < 1e-4
-    late = hybrid(Problem(W, G, steps=30, tol=1e-4), direct_steps=0, fixed_point_steps=20)[2]
-    assert late["iterations"] >= 28
 
 
 def spectrum_problem(m, n, seed, spectrum):
@@ -302,42 +299,36 @@ def spectrum_problem(m, n, seed, spectrum):
 @pytest.mark.parametrize("seed", [0, 1])
 def test_hybrid_runs_a_second_fixed_point_round_where_the_probe_is_skipped(seed):
     """Cold start, residual 1.5e-2..1.7e-2 after 5 fixed-point steps (probe skipped): 5 more bring it under
-    1e-2 and the probe finishes — <= 12 iterations, where smoothing Newton after 5 (``fixed_point_steps=5``,
-    the rule of 0a52565) takes 19 (21 before its stages ended at residual < tol with a far gap)."""
+    1e-2 and the probe finishes, certified (against one round then smoothing Newton: ``modman bench
+    solver_iterations``)."""
     W, G = spectrum_problem(512, 128, seed, lambda k: torch.exp(-k / 25) / k)
     A, Lambda, info = hybrid(Problem(W, G, steps=30, tol=1e-4))
-    assert info["iterations"] <= 12
+    assert info["residual"] < 1e-4 and info["gap"] < 1e-4 and info["cg_steps"] > 0
     assert tangent_residual(W, A) < 1e-4 and duality_gap(W, G, A, Lambda)["relative_gap"] < 1e-4
-    after_5 = hybrid(Problem(W, G, steps=30, tol=1e-4), fixed_point_steps=5)[2]
-    assert after_5["iterations"] >= 17
 
 
 @pytest.mark.slow
-def test_smoothing_stage_ends_at_tol_where_the_certified_gap_is_far():
-    """Once the residual is under tol while the certified gap is > 10·tol, the gap is set by μ: the stage ends
-    and μ shrinks instead of taking one more Newton step at the old μ. Gaussian 256x128 at tol 1e-6: 25 + 25
-    iterations for the two seeds, 28 + 28 when every stage ran to residual < 1e-2·tol (before this rule)."""
-    total = 0
+def test_smoothing_newton_certifies_gaussian_problems_at_1e6():
+    """Gaussian 256x128 at tol 1e-6 through every smoothing stage (a stage ends at tol where the certified gap
+    is far, so μ shrinks sooner: its iterations are in ``modman bench solver_iterations``): optimal."""
     for seed in [0, 1]:
         W, G = problem(256, 128, seed)
         A, info = manifold_muon_direction(W, G, solver="newton", steps=100, tol=1e-6)
         assert_optimal_within_1e6(W, G, A, info)
-        total += info["iterations"]
-    assert total <= 53
 
 
 def test_smoothing_floor_stops_where_a_larger_mu_certified_a_smaller_gap(monkeypatch):
     """Float32 192x128 (seed 1), aspect 1.5, solved as if its W had exactly orthonormal columns (no
     ``polar_correction``, as for a W off the manifold by more than its limit): M is near singular at the optimum
     and the certified gap ~4.4e-6 at best. At the floor μ = 1e-8/n the first certified gap (8.2e-6) is above one
-    a larger μ already certified, so the solve stops and returns that point after 50 iterations instead of
-    running the floor's stage out (60, gaps 6.6e-6..8.8e-6; also 60 when the floor stops only above 10·tol)."""
+    a larger μ already certified, so the solve stops and returns that point (after 50 iterations, where running
+    the floor's stage out took 60 for gaps 6.6e-6..8.8e-6): the best certified point, not the last."""
     import modman.rules.manifold_muon.reduced as reduced
 
     monkeypatch.setattr(reduced, "polar_correction", lambda W: None)
     W, G = problem(192, 128, seed=1, dtype=torch.float32)
     A, info = manifold_muon_direction(W, G, solver="hybrid", steps=100, tol=1e-6)
-    assert info["iterations"] <= 52
+    assert info["iterations"] < 100 and info["gap"] < 5e-6  # stopped at the floor with the best certified point
     W, G, A = W.double(), G.double(), A.double()
     assert duality_gap(W, G, A, info["multiplier"])["relative_gap"] < 1e-5 and tangent_residual(W, A) < 1e-6
 
@@ -349,7 +340,7 @@ def test_hybrid_leaves_a_slow_fixed_point_after_one_round(seed):
     cap); going to Newton after the first certifies."""
     W, G = spectrum_problem(512, 128, seed, lambda k: torch.exp(-k / 8))
     A, Lambda, info = hybrid(Problem(W, G, steps=30, tol=1e-4))
-    assert info["iterations"] <= 30 and not info.get("repaired")
+    assert not info.get("repaired") and info["residual"] < 1e-4 and info["gap"] < 1e-4
     assert tangent_residual(W, A) < 1e-4 and duality_gap(W, G, A, Lambda)["relative_gap"] < 1e-4
 
 

@@ -18,6 +18,7 @@ BENCHMARKS = (
     "train_speed",
     "stiefel_drift",
     "constrained_step",
+    "solver_iterations",
 )
 
 
