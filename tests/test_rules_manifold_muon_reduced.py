@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from test_solvers import problem
+from test_rules_manifold_muon import problem
 
 import modman.rules.manifold_muon.reduced as reduced
 from modman.rules import duality_gap, manifold_muon_direction, tangent_residual
