@@ -164,9 +164,9 @@ def smoothed_newton(
     min_progress: float = 0.0,
 ):
     """Minimise the smoothed dual from X; returns the ``NewtonResult`` of the best certified point:
-    ``E = (M + μI)^{-1/2}``, conditioning = s_min/s_max of
-    ``(M + μI)^{1/2}``. With ``min_progress`` > 0 it stops (``stalled`` True) after the first Newton step that
-    does not cut the residual to ``min_progress`` times its value: outside Newton's region of fast convergence.
+    ``E = (M + μI)^{-1/2}``, conditioning = s_min/s_max of ``(M + μI)^{1/2}``. With ``min_progress`` > 0 it
+    stops (``stalled`` True) after the first Newton step that does not cut the residual to ``min_progress``
+    times its value: outside Newton's region of fast convergence.
 
     ``certificate(X, V, s, s0, E, with_gap)`` gives (residual, gap) for the direction ``(Ĝ + WX)E`` with dual
     value ``Σ s0`` (s0 = sqrt of M's eigenvalues, s = sqrt(s0² + μ)). μ is relative to ``‖Ĝ‖²_F/n = 1/n``;
@@ -179,17 +179,7 @@ def smoothed_newton(
     cg_dtype = torch.float32 if n >= 128 else P.dtype
 
     def evaluate(X) -> Point:
-        """Everything in the eigenbasis V of M (``Point``; gap = inf until certified). The residual
-        RMS(T + Tᵀ) of ``T = WᵀA = ZE`` is basis-free, and ``VᵀTV = Ẑ diag(1/s)``, so it is ``2‖ĝ‖_F/n``
-        with no n×n product beyond Ẑ, which the Newton step needs anyway; E only where the gap is certified."""
-        Z, lam, V = gram_eig(P, C, X)
-        s0, s = lam.sqrt(), (lam + mu).sqrt()
-        Zh = V.mT @ Z @ V
-        g = sym(Zh / s[None, :])
-        return Point(X, V, s0, s, Zh, g, 2.0 * float(torch.linalg.vector_norm(g)) / n, math.inf)
-
-    def inv_sqrt(V, s):
-        return (V / s) @ V.mT
+        return _evaluate(P, C, X, mu)  # at the current μ
 
     point = evaluate(X)
     best: tuple[float, float, torch.Tensor, torch.Tensor | None, float] = (math.inf, math.inf, X, None, 0.0)
@@ -198,7 +188,7 @@ def smoothed_newton(
     while True:
         X, V, s0, s, Zh, g, residual, gap = point
         if residual < tol:
-            E = inv_sqrt(V, s)
+            E = _inv_sqrt(V, s)
             residual, gap = certificate(X, V, s, s0, E, True)
             if (gap, residual) < best[:2]:
                 best, stalls = (gap, residual, X, E, float(s.min() / s.max())), 0
@@ -215,21 +205,8 @@ def smoothed_newton(
         far = residual < tol and (gap > 10 * tol and mu > floor or mu <= floor and gap > max(best[0], tol))
         if not (residual < 1e-2 * tol or far or stage >= stage_steps or iterations >= steps):
             iterations, stage = iterations + 1, stage + 1
-            D, slope, cg = _newton_direction(
-                Zh, s, g, eta=min(0.1, math.sqrt(residual)), max_cg=max_cg, cg_dtype=cg_dtype
-            )
+            trial, cg = _newton_trial(point, evaluate, max_cg, cg_dtype, t_min=0.5 if min_progress > 0 else 1e-6)
             cg_total += cg
-            dX = V @ D @ V.mT
-            # Probing (min_progress > 0), a step that needs more than one halving is already a stall.
-            trial = _line_search(
-                evaluate,
-                X,
-                sym(dX),
-                float(s.sum()),
-                slope,
-                residual,
-                t_min=0.5 if min_progress > 0 else 1e-6,
-            )
             stalled = min_progress > 0 and (trial is None or trial.residual > min_progress * residual)
             if stalled and trial is None:
                 break
@@ -240,10 +217,35 @@ def smoothed_newton(
             trial = evaluate(X)
         point = trial
     if best[3] is None:
-        best = (gap, residual, X, inv_sqrt(V, s), float(s.min() / s.max()))
-    gap, residual, X, E, conditioning = best
-    assert E is not None  # set just above where no point was certified
-    return NewtonResult(X, E, residual, gap, iterations, cg_total, conditioning, stalled)
+        best = (gap, residual, X, _inv_sqrt(V, s), float(s.min() / s.max()))
+    gap, residual, X, E_best, conditioning = best
+    assert E_best is not None  # set just above where no point was certified
+    return NewtonResult(X, E_best, residual, gap, iterations, cg_total, conditioning, stalled)
+
+
+def _evaluate(P: torch.Tensor, C: torch.Tensor, X: torch.Tensor, mu: float) -> Point:
+    """Everything in the eigenbasis V of M at smoothing μ (``Point``; gap = inf until certified). The residual
+    RMS(T + Tᵀ) of ``T = WᵀA = ZE`` is basis-free, and ``VᵀTV = Ẑ diag(1/s)``, so it is ``2‖ĝ‖_F/n`` with no
+    n×n product beyond Ẑ, which the Newton step needs anyway; E only where the gap is certified."""
+    n = P.shape[-1]
+    Z, lam, V = gram_eig(P, C, X)
+    s0, s = lam.sqrt(), (lam + mu).sqrt()
+    Zh = V.mT @ Z @ V
+    g = sym(Zh / s[None, :])
+    return Point(X, V, s0, s, Zh, g, 2.0 * float(torch.linalg.vector_norm(g)) / n, math.inf)
+
+
+def _inv_sqrt(V: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    return (V / s) @ V.mT
+
+
+def _newton_trial(point: Point, evaluate, max_cg: int, cg_dtype: torch.dtype, t_min: float):
+    """One damped Newton step from ``point``: ``(the accepted Point or None, CG steps)``. Probing, ``t_min`` = 0.5:
+    a step that needs more than one halving is already a stall."""
+    eta = min(0.1, math.sqrt(point.residual))
+    D, slope, cg = _newton_direction(point.Zh, point.s, point.g, eta=eta, max_cg=max_cg, cg_dtype=cg_dtype)
+    dX = sym(point.V @ D @ point.V.mT)
+    return _line_search(evaluate, point.X, dX, float(point.s.sum()), slope, point.residual, t_min=t_min), cg
 
 
 def _line_search(evaluate, X, dX, F, slope, residual, t_min: float = 1e-6):
