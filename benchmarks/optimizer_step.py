@@ -59,7 +59,7 @@ OPTIMIZERS = {
     "ManifoldMuon fixed_point": lambda ps: ManifoldMuon(
         ps, lr=0.05, momentum=0.95, nesterov=True, solver="fixed_point"
     ),
-    "ManifoldMuon dual_ascent (seed)": lambda ps: ManifoldMuon(
+    "ManifoldMuon dual_ascent (blog)": lambda ps: ManifoldMuon(
         ps, lr=0.05, momentum=0.95, nesterov=True, solver="dual_ascent", retraction="msign"
     ),
 }

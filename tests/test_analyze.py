@@ -221,7 +221,7 @@ def test_report_has_every_figure_and_section_and_html_is_self_contained(tmp_path
     root = build(tmp_path, extra=WD0)
     result = analyze(root, html_page=True)
     report = result["report"].read_text()
-    for key in ("## Summary", "## Every setting", "## Hypotheses of seed 002", "## Figures"):
+    for key in ("## Summary", "## Every setting", "## Hypotheses of the LLM experiment plan", "## Figures"):
         assert key in report
     for title in ("H1: Muon", "H2: the Stiefel", "H3: attention", "H4: manifold Muon", "H5: weight decay"):
         assert f"### {title}" in report

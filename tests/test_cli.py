@@ -122,7 +122,7 @@ TRAIN = [
 def test_train_all_prints_a_summary_row_per_experiment_and_resume_skips_finished(tmp_path, capsys):
     from modman.experiments.llm.recipes import EXPERIMENTS
 
-    assert main(TRAIN + ["--all", "--max_steps", "3", "--out", str(tmp_path)]) == 0  # the seed's spelling works
+    assert main(TRAIN + ["--all", "--max_steps", "3", "--out", str(tmp_path)]) == 0  # the plan's spelling
     table = capsys.readouterr().out
     for name in EXPERIMENTS:
         assert name in table and (tmp_path / name / "summary.json").is_file()
@@ -212,3 +212,46 @@ def test_bench_outside_a_source_checkout_says_where_to_run_it(tmp_path, monkeypa
     assert main(["bench", "solvers"]) == 2
     err = capsys.readouterr().err
     assert "benchmarks ship with modman's source" in err and "python -m benchmarks.NAME" in err
+
+
+@pytest.mark.slow
+def test_train_without_exp_runs_the_comparison_and_writes_the_html_report(tmp_path, capsys):
+    from modman.experiments.llm.recipes import COMPARISON
+
+    assert main(TRAIN + ["--max-steps", "2", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in COMPARISON) and "muon_ffn" not in out
+    page = tmp_path / "report" / "report.html"
+    assert f"report of {len(COMPARISON)} runs: {page}" in out and page.read_text().startswith("<!DOCTYPE html>")
+    assert main(TRAIN + ["--exp", "baseline", "--max-steps", "2", "--out", str(tmp_path / "one")]) == 0
+    assert not (tmp_path / "one" / "report").exists()  # one run: the report is a command away
+    assert "next: modman analyze" in capsys.readouterr().err
+
+
+def test_version_and_every_option_says_what_it_does(capsys):
+    import argparse
+
+    from modman import __version__
+    from modman.cli import build_parser
+
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert capsys.readouterr().out.strip() == f"modman {__version__}"
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    for name, sub in commands.items():
+        for action in sub._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            meaning = (action.help or "").split("(default:")[0].strip()
+            assert len(meaning) > 15, f"modman {name} {action.option_strings or action.dest}: help {action.help!r}"
+
+
+def test_the_experiment_commands_name_the_extra_they_need(monkeypatch, capsys):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else real(name, *a))
+    assert main(TRAIN + ["--exp", "baseline", "--max-steps", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "needs tensorboard" in err and "pip install 'modman[experiments]'" in err

@@ -1,4 +1,4 @@
-"""The seed's functions and the rules behind them: hyperspherical descent, manifold Muon, Muon, spectral."""
+"""The blog's functions and the rules behind them: hyperspherical descent, manifold Muon, Muon, spectral."""
 
 import math
 from functools import partial
@@ -60,7 +60,7 @@ def test_hyperspherical_zero_gradient_gives_zero_direction():
 @pytest.mark.parametrize("shape", [(48, 16), (16, 48), (24, 24)])
 @pytest.mark.parametrize("eta", [0.0, 0.1, 0.5])
 def test_dual_ascent_is_the_seeds_algorithm_step_for_step(shape, eta, monkeypatch):
-    """With the seed's own msign, the functional dual ascent reproduces the seed bit for bit (same iteration,
+    """With the blog's own msign, the functional dual ascent reproduces the blog's bit for bit (same iteration,
     multiplier, stopping rule and retraction)."""
     import modman.functional as functional
 

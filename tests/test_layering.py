@@ -9,6 +9,7 @@ import modman
 ROOT = Path(modman.__file__).parent
 LAYER = {
     "errors": 0,
+    "version": 0,
     "msign": 0,
     "manifolds": 1,
     "rules": 2,

@@ -1,4 +1,4 @@
-"""ModularOptimizer: seed 002's per-role rules behind one torch.optim interface."""
+"""ModularOptimizer: the LLM experiment plan's per-role rules behind one torch.optim interface."""
 
 import copy
 

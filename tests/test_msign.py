@@ -130,8 +130,8 @@ def test_returns_input_dtype_and_leaves_input_untouched(dtype, method):
 
 
 def test_bf16_compute_is_the_seeds_iteration_less_noisy_and_less_accurate_than_float32():
-    """bfloat16 runs the seed's polynomials with each product rounded once (torch.optim.Muon's addmm order): it
-    agrees with the seed's own iteration to bf16 rounding and is at least as close to the exact polar factor."""
+    """bfloat16 runs the blog's polynomials with each product rounded once (torch.optim.Muon's addmm order): it
+    agrees with the blog's own iteration to bf16 rounding and is at least as close to the exact polar factor."""
     exact_errors, seed_errors = [], []
     for seed in range(6):
         G = gaussian(128, 48, seed=9 + seed)

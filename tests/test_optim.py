@@ -1,4 +1,4 @@
-"""Every optimizer against the torch.optim contract, the seed's semantics and bad input."""
+"""Every optimizer against the torch.optim contract, the blog's semantics and bad input."""
 
 import copy
 

@@ -1,4 +1,4 @@
-"""Role classification: by module type and position first, names second (seed 002's name rule misfires)."""
+"""Role classification: by module type and position first, names second (the plan's name rule misfires)."""
 
 from torch import nn
 
@@ -23,14 +23,14 @@ def test_builtin_transformer_roles():
         assert roles[f"layers.{i}.ffn_norm.weight"] == "norm"
 
 
-class SelfAttention(nn.Module):  # a w1/w2 inside attention: seed 002's rule calls these 'ffn'
+class SelfAttention(nn.Module):  # a w1/w2 inside attention: the LLM experiment plan's rule calls these 'ffn'
     def __init__(self, d):
         super().__init__()
         self.w1 = nn.Linear(d, 3 * d)
         self.w2 = nn.Linear(d, d, bias=False)
 
 
-class GatedMLP(nn.Module):  # a norm inside the FFN (the seed says 'ffn'), and a projection named 'attention_gate'
+class GatedMLP(nn.Module):  # a norm inside the FFN (the plan says 'ffn'), and a projection named 'attention_gate'
     def __init__(self, d):
         super().__init__()
         self.up = nn.Linear(d, 4 * d, bias=False)

@@ -127,7 +127,7 @@ def test_auto_and_certified_pick_closed_form_for_square_and_auto_tracks_a_warm_m
 
 
 def test_seed_dual_ascent_is_far_from_optimal_where_fixed_point_is_not():
-    """The measurement that motivates the fast solver: the seed's 100 dual steps stop far from tol."""
+    """The measurement that motivates the fast solver: the blog's 100 dual steps stop far from tol."""
     W, G = problem(128, 32, seed=8, dtype=torch.float32)
     A_seed, seed_info = manifold_muon_direction(W, G, solver="dual_ascent")
     A_fast, fast_info = manifold_muon_direction(W, G, solver="fixed_point")
@@ -353,7 +353,7 @@ def test_hybrid_rejects_bad_phase_lengths():
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_newton_probe_stalls_far_from_the_optimum_and_runs_near_it(seed):
-    """``min_progress``: from the seed's start Newton's first step does not halve the residual (a stall after
+    """``min_progress``: from the blog's start Newton's first step does not halve the residual (a stall after
     one iteration); from the fifth fixed-point iterate it converges without stalling."""
     W, G = decaying_gradient_problem(256, 64, seed)
     P, C, _ = reduced_problem(W, G)

@@ -116,7 +116,7 @@ def test_sweep_cli_runs_skips_finished_and_analyzes(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert err.count("finished before, skipped") == 4
     assert (tmp_path / names[0] / "summary.json").stat().st_mtime_ns == before
-    assert "4 runs ->" in out and "H5" in out
+    assert "report of 4 runs:" in out and "H5" in out
     report = (tmp_path / "report" / "report.md").read_text()
     assert "weight_decay=" in report  # the best setting of each experiment is named
 

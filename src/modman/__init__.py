@@ -2,6 +2,6 @@
 
 from . import functional, manifolds, optim, rules
 from .msign import msign
+from .version import __version__
 
-__all__ = ["msign", "functional", "manifolds", "optim", "rules"]
-__version__ = "0.1.0"
+__all__ = ["msign", "functional", "manifolds", "optim", "rules", "__version__"]

@@ -31,7 +31,7 @@ __all__ = [
 def hyperspherical_descent(W: torch.Tensor, G: torch.Tensor, eta: float = 0.1) -> torch.Tensor:
     """``W ← (W − ηA)/‖W − ηA‖`` with ``A = T/‖T‖``, ``T = G − W⟨W, G⟩`` (the whole tensor on the unit sphere).
 
-    With ``eta=0`` and a zero G this is the seed's projection onto the sphere.
+    With ``eta=0`` and a zero G this is the blog's projection onto the sphere.
     """
     sphere = Sphere(1.0)
     A, _ = hyperspherical_direction(W, G, sphere)
@@ -56,13 +56,13 @@ def manifold_muon(
 ):
     """``W ← msign(W − ηA)`` with A the manifold Muon direction (W on the unit Stiefel manifold).
 
-    ``solver="dual_ascent"`` is the seed's algorithm; the default ``"certified"`` is the closed form for
+    ``solver="dual_ascent"`` is the blog's algorithm; the default ``"certified"`` is the closed form for
     square W and otherwise Newton on the reduced dual (straight away where the dual is smooth, after the
     fixed point where it is not; ``modman.rules.manifold_muon``): one call has no multiplier of a
     previous step to start from, which the optimizers' ``"auto"`` (``tracking`` on non-square W) needs.
-    With the seed's solver, ``msign_dtype=torch.bfloat16`` runs the seed's half-precision msign (each
+    With the blog's solver, ``msign_dtype=torch.bfloat16`` runs the blog's half-precision msign (each
     product rounded once, as torch.optim.Muon does; the default computes msign in float32). With ``eta=0`` and a zero
-    G this is the seed's
+    G this is the blog's
     projection onto Stiefel.
 
     Returns:

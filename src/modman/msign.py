@@ -8,7 +8,7 @@ Three methods:
 
 * ``"polar_express"`` — odd quintic polynomials with one coefficient triple per step, from
   Amsel, Persson, Musco & Gower, *The Polar Express* (arXiv:2505.16932), as listed in the modular
-  manifolds reference code (seed 003, ``msign.py``), with its 1.01 safety factor.
+  manifolds blog's reference code (``msign.py``), with its 1.01 safety factor.
 * ``"newton_schulz"`` — Muon's fixed quintic (3.4445, −4.7750, 2.0315) from Keller Jordan's Muon; it
   does not converge to ``U Vᵀ``: singular values end up spread over roughly [0.7, 1.2].
 * ``"exact"`` — float64 SVD; singular values below a rank tolerance count as zero.
@@ -33,8 +33,8 @@ __all__ = [
     "NEWTON_SCHULZ_COEFFICIENTS",
 ]
 
-# Polar Express, degree-5 polynomials optimised for singular values in [1e-3, 1] (seed 003, msign.py;
-# arXiv:2505.16932). The last triple is the classical quintic 15/8, -10/8, 3/8 it converges to.
+# Polar Express, degree-5 polynomials optimised for singular values in [1e-3, 1] (the blog's reference code,
+# msign.py; arXiv:2505.16932). The last triple is the classical quintic 15/8, -10/8, 3/8 it converges to.
 POLAR_EXPRESS_COEFFICIENTS: tuple[tuple[float, float, float], ...] = (
     (8.28721201814563, -23.595886519098837, 17.300387312530933),
     (4.107059111542203, -2.9478499167379106, 0.5448431082926601),
@@ -75,7 +75,7 @@ def msign(
             ``"exact"``). Polar Express steps past the table repeat its last polynomial.
         method: ``"polar_express"``, ``"newton_schulz"`` or ``"exact"``.
         dtype: compute dtype of the iterative methods. Default float32 (float64 when G is float64);
-            ``torch.bfloat16`` reproduces the seed's half-precision iteration; ``"auto"`` is bfloat16 where
+            ``torch.bfloat16`` reproduces the blog's half-precision iteration; ``"auto"`` is bfloat16 where
             G's device multiplies it natively (``fast_bfloat16``), else the default.
 
     Returns:
@@ -151,8 +151,7 @@ def fast_bfloat16(device: torch.device | str) -> bool:
 
     True on accelerators. On the CPU only where oneDNN takes bfloat16 matmuls (AVX-512 or AMX on x86, BF16
     on Arm), while ``torch.backends.mkldnn`` is enabled: elsewhere torch falls back to a scalar kernel,
-    measured ~50x slower than float32 for Muon's step on an AVX2 CPU (BENCHMARKS.md), so ``dtype="auto"``
-    stays in float32 there.
+    much slower than float32 (BENCHMARKS.md (c) on an AVX2 CPU), so ``dtype="auto"`` stays in float32 there.
     """
     device = torch.device(device)
     return device.type != "cpu" or bool(getattr(torch.backends.mkldnn, "enabled", True)) and _cpu_bfloat16_matmul()

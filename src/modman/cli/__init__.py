@@ -19,6 +19,9 @@ from .parser import add_dataclass_arguments, build_parser
 
 __all__ = ["main", "build_parser", "add_dataclass_arguments"]
 
+# Commands that log, plot or report: they need the ``experiments`` extra (numpy, tqdm, tensorboard, matplotlib).
+NEEDS_EXTRAS = ("demo", "train", "cifar", "sweep", "analyze", "lr-transfer")
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
@@ -37,6 +40,10 @@ def main(argv: list[str] | None = None) -> int:
         "lr-transfer": _run_lr_transfer,
     }[args.command]
     try:
+        if args.command in NEEDS_EXTRAS:
+            from ..experiments import require_extras
+
+            require_extras(f"modman {args.command}")
         return run(args)
     except (UserError, OSError) as e:  # a mistake the user can fix: one line (a bug shows its traceback)
         if args.debug:

@@ -69,8 +69,14 @@ def _run_train(args: argparse.Namespace) -> int:
     if args.all and "exp" in vars(args):  # a flag given on the command line (a --config file's exp yields to --all)
         raise UserError("give either --exp NAME or --all, not both")
     summaries, failed = run_experiments(settings, run_all=args.all, resume=args.resume)
-    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 speaks for all
-        print(format_summaries(summaries))
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 speaks for all
+        return 3 if failed else 0
+    print(format_summaries(summaries))
+    out = settings.get("out", TrainConfig.out)
+    if len(summaries) > 1 and args.report:
+        _report(out, html_page=True)
+    elif len(summaries) == 1:
+        print(f"next: modman analyze {out} --html  (the report of every run in {out})", file=sys.stderr)
     return 3 if failed else 0
 
 
@@ -134,8 +140,10 @@ def _report(folder: str, html_page: bool = False) -> int:
     for line in result["skipped"]:
         print(f"modman analyze: {line}", file=sys.stderr)
     verdicts = ", ".join(f"{k} {v}" for k, v in result["verdicts"].items())
-    print(f"{result['runs']} runs -> {result['report']}" + (f" and {result['html']}" if result["html"] else ""))
-    print(verdicts)
+    print(f"report of {result['runs']} runs: {result['html'] or result['report']}")
+    if result["html"]:
+        print(f"(markdown and PNG figures beside it: {result['report']})")
+    print(f"hypotheses: {verdicts}")
     return 0
 
 

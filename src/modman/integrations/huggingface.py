@@ -123,7 +123,8 @@ class ModmanTrainer(Trainer):
         experiment: a key of ``ModularOptimizer.EXPERIMENTS`` (``muon_all``, ``manifold_muon``, ``spectral_sphere``...).
         optimizer_kwargs: passed to ``ModularOptimizer`` (``lr``, ``role_lr``, ``solver``, ...).
         log_spectra: add ``role_summary`` to the training logs (an SVD of every attention/FFN matrix per log).
-        *args, **kwargs: ``transformers.Trainer``'s.
+        *args: ``transformers.Trainer``'s.
+        **kwargs: ``transformers.Trainer``'s.
     """
 
     def __init__(

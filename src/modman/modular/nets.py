@@ -1,4 +1,4 @@
-"""Ready-made networks built from atoms, bonds and combinators: the seed's CIFAR MLP and a small GPT."""
+"""Ready-made networks built from atoms, bonds and combinators: the blog's CIFAR MLP and a small GPT."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def MLP(
     tol: float = 1e-6,
     steps: int | None = None,
 ) -> Module:
-    """Bias-free ``Linear @ ReLU @ ... @ Linear`` through ``widths`` (seed 003's CIFAR-10 MLP by default).
+    """Bias-free ``Linear @ ReLU @ ... @ Linear`` through ``widths`` (the blog's CIFAR-10 MLP by default).
 
     Its logits have RMS ≤ 1; ``output_scale`` (a ``Mul`` bond, counted in the norm) lets them grow.
     """

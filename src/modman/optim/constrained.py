@@ -36,10 +36,14 @@ class Hyperball(ManifoldOptimizer):
     Find Them 2.1: Hyperball Optimization* (2025); microsoft/dion ``MuonH``.
 
     Args:
-        lr: the relative step η. momentum, nesterov: Muon's.
+        lr: the relative step η.
+        momentum: Muon's.
+        nesterov: Muon's.
         norm: the Frobenius norm R every matrix keeps; None (default): each matrix keeps the norm it has when
             the optimizer is built (it must not be zero). A number projects every matrix onto ‖W‖_F = R first.
-        msign_method, msign_steps, msign_dtype: as ``Muon``.
+        msign_method: as ``Muon``.
+        msign_steps: as ``Muon``.
+        msign_dtype: as ``Muon``.
         skip_nonfinite: as every modman optimizer.
     """
 
@@ -122,9 +126,13 @@ class SPEL(ManifoldOptimizer):
     steps too large for the series. Weights are projected onto the manifold when the optimizer is built.
 
     Args:
-        lr: η, the spectral norm of the step before the retraction. momentum, nesterov: Muon's.
+        lr: η, the spectral norm of the step before the retraction.
+        momentum: Muon's.
+        nesterov: Muon's.
         radius: the common singular value r.
-        msign_method, msign_steps, msign_dtype: the direction's msign, as ``Muon``.
+        msign_method: the direction's msign, as ``Muon``.
+        msign_steps: the direction's msign, as ``Muon``.
+        msign_dtype: the direction's msign, as ``Muon``.
         skip_nonfinite: as every modman optimizer.
     """
 
@@ -205,7 +213,11 @@ class SpectralSphere(ManifoldOptimizer):
             eigendecomposition: exact, an m·n² product and an n×n eigensolve per matrix; its λ_max is within
             3e-6 of float64's).
         sso_evals: msign evaluations per step of the warm multiplier solve.
-        momentum, nesterov, msign_method, msign_steps, msign_dtype: as ``Muon``.
+        momentum: as ``Muon``.
+        nesterov: as ``Muon``.
+        msign_method: as ``Muon``.
+        msign_steps: as ``Muon``.
+        msign_dtype: as ``Muon``.
         skip_nonfinite: as every modman optimizer.
     """
 

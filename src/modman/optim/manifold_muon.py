@@ -33,17 +33,16 @@ class ManifoldMuon(ManifoldOptimizer):
     ``msign_dtype="auto"`` are Muon's Polar Express, 5 steps, bfloat16 where the device multiplies it
     natively, under ``"auto"``/``"tracking"``, and 10 float32 steps under the other solvers.
     ``retraction="auto"``: the polar factor of W − ηA from n×n algebra (``Stiefel.retract_step``, no msign);
-    ``"msign"``: ``r·msign(W − ηA)`` (the seed's retraction). Weights are projected onto the Stiefel
-    manifold (exact polar factor) when the optimizer is built, as the seed does before training; ``step``
+    ``"msign"``: ``r·msign(W − ηA)`` (the blog's retraction). Weights are projected onto the Stiefel
+    manifold (exact polar factor) when the optimizer is built, as the blog does before training; ``step``
     never re-projects. Conv kernels are treated as (out, in·kh·kw) matrices. ``diagnostics()`` per matrix,
     of the last step: ``solver`` (the one used), ``iterations``, ``msign_calls`` (solver + retraction),
     ``residual`` (RMS of WᵀA + AᵀW) and, where a certified solver computed it, ``gap`` (relative duality gap).
 
     ``workers``: matrices solved one by one (tall, wide, or alone in their shape) are solved up to this
     many at a time, each in its own thread on its own CUDA stream (``modman.optim.concurrent``). None (the
-    default): 4 on CUDA (measured best on an H200: 1.2–1.6x faster steps than 1; 8 and 16 lanes are
-    slower), 1 on the CPU, whose cores are already busy inside each solve. The results are bit for bit the
-    same either way; only the time differs.
+    default): 4 on CUDA (the fastest on the GPUs of BENCHMARKS.md), 1 on the CPU, whose cores are already
+    busy inside each solve. The results are bit for bit the same either way; only the time differs.
     """
 
     diagnostic_keys = ("step", "solver", "msign_calls", "iterations", "residual", "gap")

@@ -24,8 +24,8 @@ class Muon(ManifoldOptimizer):
     takes both options.
     Keller Jordan, *Muon* (2024); torch.optim.Muon. msign: Polar Express, 5 steps; ``msign_dtype="auto"``
     computes it in bfloat16 like torch.optim.Muon and Keller's Muon (an update direction needs no more;
-    measured in BENCHMARKS.md) wherever the device multiplies bfloat16 natively (GPUs; CPUs with AVX-512,
-    AMX or Arm BF16), and in float32 on other CPUs, where bfloat16 products are ~50x slower
+    BENCHMARKS.md (a)) wherever the device multiplies bfloat16 natively (GPUs; CPUs with AVX-512, AMX or
+    Arm BF16), and in float32 on other CPUs, where bfloat16 products fall back to a slow scalar kernel
     (``modman.msign.fast_bfloat16``). Pass ``torch.bfloat16`` or ``None`` (float32) to fix it.
     """
 
@@ -73,7 +73,7 @@ class SpectralDescent(ManifoldOptimizer):
 
     Muon's step (momentum, Nesterov, shape factor as in ``Muon``; default ``"unit"``: lr is the update's
     spectral norm) on the ball ``σ_max(W) ≤ r``; weights
-    are clipped into the ball when the optimizer is built (seed 002's ``spectral_all``).
+    are clipped into the ball when the optimizer is built (the LLM experiment plan's ``spectral_all``).
     """
 
     def __init__(

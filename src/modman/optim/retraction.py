@@ -1,4 +1,4 @@
-"""Seed 002's constraint wrappers: step any optimizer, then retract its matrices onto a manifold."""
+"""The LLM experiment plan's constraint wrappers: step any optimizer, then retract its matrices onto a manifold."""
 
 from __future__ import annotations
 
@@ -183,12 +183,15 @@ class ManifoldRetraction(OptimizerShell, Optimizer):
 
 
 class StiefelRetraction(ManifoldRetraction):
-    r"""``W ← r·msign(step_base(W))``: seed 002's ``StiefelOptimizer`` (``stiefel_*`` experiments).
+    r"""``W ← r·msign(step_base(W))``: the LLM experiment plan's ``StiefelOptimizer`` (``stiefel_*`` experiments).
 
     Args:
-        base_optimizer, params, skip_nonfinite: as ``ManifoldRetraction``.
+        base_optimizer: as ``ManifoldRetraction``.
+        params: as ``ManifoldRetraction``.
+        skip_nonfinite: as ``ManifoldRetraction``.
         radius: the common singular value r.
-        retraction, retraction_steps: msign method and steps of the retraction (see ``Stiefel``).
+        retraction: msign method of the retraction (see ``Stiefel``).
+        retraction_steps: msign steps of the retraction.
     """
 
     msign_per_retraction = 1
@@ -209,7 +212,7 @@ class StiefelRetraction(ManifoldRetraction):
 
 
 class SpectralRetraction(ManifoldRetraction):
-    r"""``W ← clip_r(step_base(W))``, singular values capped at r (seed 002's ``spectral_all``)."""
+    r"""``W ← clip_r(step_base(W))``, singular values capped at r (the LLM experiment plan's ``spectral_all``)."""
 
     def __init__(self, base_optimizer: Optimizer, params=None, *, radius: float = 1.0, skip_nonfinite: bool = False):
         super().__init__(base_optimizer, SpectralBall(radius), params, skip_nonfinite=skip_nonfinite)

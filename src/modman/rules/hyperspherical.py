@@ -1,7 +1,7 @@
 """Hyperspherical descent: the unit tangent direction of steepest descent on a sphere.
 
 ``A = T/‖T‖`` with ``T = G − W⟨W, G⟩/‖W‖²`` (per slice for a product of spheres); the step
-``W ← r·(W − ηA)/‖W − ηA‖`` turns W by exactly ``arctan(η/r)`` (seed 003, hyperspherical_descent.py).
+``W ← r·(W − ηA)/‖W − ηA‖`` turns W by exactly ``arctan(η/r)`` (the blog's reference code, hyperspherical_descent.py).
 """
 
 from __future__ import annotations

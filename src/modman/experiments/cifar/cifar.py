@@ -1,5 +1,5 @@
-"""``modman cifar``: seed 003's CIFAR-10 MLP (3072→128→64→10, no bias) with manifold Muon, hyperspherical
-descent or AdamW, built on modman's optimizers. Same defaults as the seed's ``main.py``: batch 1024, lr
+"""``modman cifar``: the blog's CIFAR-10 MLP (3072→128→64→10, no bias) with manifold Muon, hyperspherical
+descent or AdamW, built on modman's optimizers. Same defaults as the blog's ``main.py``: batch 1024, lr
 decayed linearly to 0, 5 epochs, lr 0.1, seed 42.
 """
 
@@ -9,6 +9,7 @@ import pickle
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -22,14 +23,27 @@ from ..common.environment import resolve_device
 __all__ = ["CifarConfig", "CifarMLP", "UPDATES", "download_cifar10", "load_cifar10", "run_cifar", "result_name"]
 
 UPDATES = ("manifold_muon", "hyperspherical_descent", "adam")
-# torchvision's normalisation in the seed (per-channel mean and std of the training set).
+# torchvision's normalisation in the blog (per-channel mean and std of the training set).
 MEAN = (0.49139968, 0.48215827, 0.44653124)
 STD = (0.24703233, 0.24348505, 0.26158768)
 
 
 @dataclass
 class CifarConfig:
-    """Settings of ``modman cifar`` (the seed's flags, plus epochs, data dir, out dir and device)."""
+    """Settings of ``modman cifar`` (the blog's flags, plus epochs, data dir, out dir and device)."""
+
+    HELP: ClassVar[dict[str, str]] = {
+        "update": "the rule of all three matrices: manifold_muon, hyperspherical_descent or adam (the blog's names)",
+        "lr": "learning rate (a step length on the manifold for manifold_muon and hyperspherical_descent)",
+        "wd": "weight decay (adam only; the manifold rules are bounded by their constraint)",
+        "seed": "seed of the initial weights and of the batch order",
+        "epochs": "passes over the 50,000 training images",
+        "batch_size": "images per optimizer step",
+        "data_dir": "folder holding cifar-10-batches-py/ (or where to download it)",
+        "out": "folder of the result files",
+        "device": "auto (CUDA when present, else CPU), cpu, cuda or cuda:N",
+        "download": "download CIFAR-10 (170 MB) into --data-dir when it is not there",
+    }
 
     update: str = "manifold_muon"
     lr: float = 0.1
@@ -52,7 +66,7 @@ class CifarConfig:
 
 
 class CifarMLP(nn.Module):
-    """``fc3(relu(fc2(relu(fc1(x)))))`` on flattened 32×32×3 images, no biases (seed 003)."""
+    """``fc3(relu(fc2(relu(fc1(x)))))`` on flattened 32×32×3 images, no biases (the blog's reference code)."""
 
     def __init__(self):
         super().__init__()
@@ -151,9 +165,9 @@ def result_name(cfg: CifarConfig) -> str:
 def _optimizer(cfg: CifarConfig, model: nn.Module):
     if cfg.update == "adam":
         return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.wd)
-    if cfg.update == "hyperspherical_descent":  # every weight on the unit sphere, as the seed
+    if cfg.update == "hyperspherical_descent":  # every weight on the unit sphere, as the blog
         return HypersphericalDescent(model.parameters(), lr=cfg.lr)
-    return ManifoldMuon(model.parameters(), lr=cfg.lr)  # every weight on Stiefel (radius 1), as the seed
+    return ManifoldMuon(model.parameters(), lr=cfg.lr)  # every weight on Stiefel (radius 1), as the blog
 
 
 @torch.no_grad()
@@ -166,13 +180,13 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device, batch_s
 
 
 def run_cifar(cfg: CifarConfig, data: dict | None = None, progress=None) -> dict:
-    """Train and evaluate once; returns the seed's record (epoch losses/times, accuracies, spectra, norms)."""
+    """Train and evaluate once; returns the blog's record (epoch losses/times, accuracies, spectra, norms)."""
     device = resolve_device(cfg.device)
     data = data if data is not None else load_cifar10(cfg.data_dir, download=cfg.download)
     x_train, y_train = data["train"]
     torch.manual_seed(cfg.seed)
     model = CifarMLP().to(device)
-    opt = _optimizer(cfg, model)  # manifold rules project the weights here, as the seed does before training
+    opt = _optimizer(cfg, model)  # manifold rules project the weights here, as the blog does before training
     batches_per_epoch = -(-len(y_train) // cfg.batch_size)
     total, step = cfg.epochs * batches_per_epoch, 0
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -185,7 +199,7 @@ def run_cifar(cfg: CifarConfig, data: dict | None = None, progress=None) -> dict
             opt.zero_grad(set_to_none=True)
             loss.backward()
             for g in opt.param_groups:
-                g["lr"] = cfg.lr * (1 - step / total)  # the seed's linear decay to 0
+                g["lr"] = cfg.lr * (1 - step / total)  # the blog's linear decay to 0
             opt.step()
             step += 1
             running += loss.item()

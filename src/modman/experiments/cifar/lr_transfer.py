@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -47,6 +48,23 @@ METHODS = ("modular", "adamw")
 @dataclass
 class TransferConfig:
     """Settings of the lr-transfer experiment (``modman lr-transfer`` flags)."""
+
+    HELP: ClassVar[dict[str, str]] = {
+        "data_dir": "folder holding cifar-10-batches-py/ (or where to download it)",
+        "out": "folder of the runs, transfer.json and transfer.png",
+        "widths": "hidden widths of the MLPs to train",
+        "modular_lrs": "lr grid of ModularDescent (one lr for the whole network, split by the modular norm)",
+        "adamw_lrs": "lr grid of AdamW, the baseline whose best lr drifts with width",
+        "steps": "optimizer steps per run",
+        "batch_size": "images per optimizer step",
+        "pool": "average-pool the 32x32 images by this factor first (a divisor of 32)",
+        "depth": "hidden layers of the MLP",
+        "output_scale": "factor on the network's output (the modular MLP's logit scale)",
+        "momentum": "momentum of ModularDescent, in [0, 1)",
+        "seed": "seed of the initial weights and of the batch order",
+        "device": "auto (CUDA when present, else CPU), cpu, cuda or cuda:N",
+        "download": "download CIFAR-10 (170 MB) into --data-dir when it is not there",
+    }
 
     data_dir: str = "data"
     out: str = "runs/lr_transfer"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 
@@ -25,6 +26,40 @@ RESUME_FREE = ("out", "device", "checkpoint_every", "progress", "parallel")
 @dataclass
 class TrainConfig:
     """Settings of one run (``modman train`` flags map onto these one to one; ``--config FILE`` sets them too)."""
+
+    HELP: ClassVar[dict[str, str]] = {
+        "exp": "the experiment: which optimizer each parameter role gets (the list: modman train --help's "
+        "description; each parameter's rule: modman roles --exp NAME). default: the five of the comparison, "
+        "or with --all every experiment",
+        "max_steps": "optimizer steps to train (one batch each); the lr schedule ends here",
+        "preset": "model and context size: tiny (dim 32, 2 layers, context 32 bytes), small (128, 4, 128), "
+        "medium (256, 6, 256), large (512, 8, 512)",
+        "batch_size": "sequences per optimizer step, over all processes (each of N processes takes 1/N)",
+        "lr": "learning rate of the attention and FFN matrices; default: the experiment's rule's, see "
+        "modman roles; for --exp modular the modular-norm step of the whole network",
+        "lr_scale": "factor on every learning rate of the run, defaults and --lr/--adamw-lr/--role-lr alike",
+        "adamw_lr": "AdamW's learning rate of the embeddings, LM head, norm gains and vectors",
+        "role_lr": "learning rate per parameter role, overriding --lr and --adamw-lr for that role "
+        "(roles: attention, ffn, embedding, head, norm, other), e.g. attention=0.01,ffn=0.02",
+        "weight_decay": "decoupled weight decay (per step, times the lr) of AdamW's and Muon's matrices; "
+        "matrices on a manifold and vectors get none",
+        "momentum": "momentum of Muon, manifold Muon and the constrained-Muon family (Nesterov), in [0, 1)",
+        "warmup_steps": "steps of linear lr warmup from lr/warmup_steps to lr",
+        "min_lr_ratio": "the cosine schedule ends at this fraction of each lr, in [0, 1]",
+        "seed": "seed of the initial weights and of the batch order (runs with one seed are bit-for-bit repeatable)",
+        "data": "a UTF-8 text file to train on, read as bytes, the last 10 %% for validation. default: the "
+        "embedded Shakespeare corpus (5.1 MB)",
+        "out": "folder of the runs: each writes OUT/EXP/ (metrics, spectra, TensorBoard events, checkpoints)",
+        "name": "the run's folder name under OUT. default: the experiment's name",
+        "eval_every": "steps between evaluations of the validation loss",
+        "eval_batches": "batches (of --batch-size sequences) in each validation estimate",
+        "log_every": "steps between lines of metrics.jsonl and TensorBoard points (train loss averaged over them)",
+        "checkpoint_every": "steps between checkpoints (the last one is always written); --resume continues from one",
+        "device": "auto (CUDA when present, else CPU), cpu, cuda or cuda:N",
+        "parallel": "none, ddp or fsdp (FSDP2); ddp and fsdp run under torchrun --nproc-per-node N",
+        "dtype": "float32 or float64: the weights' and the computation's floating-point type",
+        "progress": "show a progress bar per run (on standard error)",
+    }
 
     exp: str = "baseline"
     max_steps: int = 400

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -69,6 +69,19 @@ RECIPES = {
 @dataclass
 class DemoConfig:
     """Settings of ``modman demo`` (the CLI flags map onto these one to one)."""
+
+    HELP: ClassVar[dict[str, str]] = {
+        "steps": "optimizer steps per optimizer",
+        "batch_size": "next-byte examples per step",
+        "context": "bytes the MLP sees before the one it predicts",
+        "embed_dim": "width of each byte's embedding",
+        "hidden": "width of the two hidden layers (the matrices the optimizers under test update)",
+        "seed": "seed of the shared initial weights and of the batch order",
+        "device": "cpu, cuda or cuda:N",
+        "data": "a UTF-8 text file to train on. default: the embedded Shakespeare corpus",
+        "eval_batches": "batches in the validation-loss estimate",
+        "optimizers": "optimizers of the hidden matrices to compare (embedding and head: AdamW)",
+    }
 
     steps: int = 200
     batch_size: int = 128

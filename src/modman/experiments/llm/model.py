@@ -1,4 +1,4 @@
-"""A LLaMA-style decoder (seed 002's model): RMSNorm, RoPE, causal attention, SwiGLU, untied head.
+"""A LLaMA-style decoder (the LLM experiment plan's model): RMSNorm, RoPE, causal attention, SwiGLU, untied head.
 
 Reads top to bottom like nanoGPT's ``model.py``; shapes in comments use B (batch), T (time),
 C (model width), H (heads), D (head width), F (FFN width), V (vocabulary).

@@ -11,6 +11,7 @@ from ...optim.modular import DEFAULT_LR, EXPERIMENTS, MANIFOLD_MUON_STEPS, MANIF
 __all__ = [
     "EXPERIMENTS",
     "TRAIN_EXPERIMENTS",
+    "COMPARISON",
     "DEFAULT_LR",
     "MODULAR_LR",
     "MANIFOLD_MUON_TOL",
@@ -23,6 +24,10 @@ __all__ = [
 # modular-norm budgets (one lr for the whole network).
 TRAIN_EXPERIMENTS = (*EXPERIMENTS, "modular")
 MODULAR_LR = 1.0
+
+# What ``modman train`` runs when no --exp is given (under 10 minutes on 2 CPU cores at the small preset): AdamW,
+# Muon, AdamW + Stiefel retraction, manifold Muon and the best of the constrained-Muon family; --all runs all.
+COMPARISON = ("baseline", "muon_all", "stiefel_all", "manifold_muon", "hyperball")
 
 
 def modular_role(label: str) -> str:

@@ -13,7 +13,7 @@ from ...errors import UserError
 from ..common.checkpoint import load_checkpoint
 from ..common.config import type_problem
 from .config import TrainConfig
-from .recipes import TRAIN_EXPERIMENTS
+from .recipes import COMPARISON, TRAIN_EXPERIMENTS
 from .train import TrainingDiverged, train
 
 __all__ = ["load_config_file", "run_experiments", "format_summaries"]
@@ -63,15 +63,19 @@ def _config(settings: dict[str, Any], **override) -> TrainConfig:
 def run_experiments(
     settings: dict[str, Any], *, run_all: bool = False, resume: bool = False, stream=None
 ) -> tuple[list[dict], list[str]]:
-    """Train ``settings['exp']`` (or every experiment); returns the summaries and the experiments that diverged.
+    """Train ``settings['exp']``, or every experiment (``run_all``), or without ``exp`` the five of ``COMPARISON``;
+    returns the summaries and the experiments that diverged.
 
     Every run folder is checked before anything trains: without ``resume`` an existing run is an error.
     A run that diverges is reported and the others go on.
     """
     stream = stream or sys.stderr
-    if run_all and settings.get("name"):
-        raise UserError("--name names one run's folder; it cannot be used with --all (each run is OUT/EXP)")
-    names = list(TRAIN_EXPERIMENTS) if run_all else [settings.get("exp", TrainConfig.exp)]
+    if run_all:  # a --config file's exp yields to --all
+        names = list(TRAIN_EXPERIMENTS)
+    else:
+        names = [settings["exp"]] if "exp" in settings else list(COMPARISON)
+    if len(names) > 1 and settings.get("name"):
+        raise UserError("--name names one run's folder; give it with --exp NAME (each run of several is OUT/EXP)")
     if run_all and settings.get("model", "modman") != "modman":
         names.remove("modular")  # it trains its own modman.modular GPT
     configs = [_config(settings, exp=name) for name in names]
@@ -86,10 +90,10 @@ def run_experiments(
                     "pass --resume to continue it, or choose another --out"
                 )
     summaries, diverged = [], []
-    for cfg in configs:
+    for i, cfg in enumerate(configs, 1):
         if int(os.environ.get("RANK", "0")) == 0:
             print(
-                f"modman train: {cfg.exp} ({cfg.preset}, {cfg.max_steps} steps) -> {cfg.run_dir}",
+                f"modman train [{i}/{len(configs)}]: {cfg.exp} ({cfg.preset}, {cfg.max_steps} steps) -> {cfg.run_dir}",
                 file=stream,
                 flush=True,
             )

@@ -120,7 +120,7 @@ def build_blocks(
                 [[g.exp, g.label, str(len(g.runs)), f"{g.diverged}/{len(g.runs)}", g.val_loss.fmt()] for g in groups],
             ),
         ]
-    blocks.append(("h", 2, "Hypotheses of seed 002"))
+    blocks.append(("h", 2, "Hypotheses of the LLM experiment plan"))
     blocks.append(("table", ["hypothesis", "verdict", "why"], [[v.title, v.verdict, v.reason] for v in verdicts]))
     for v in verdicts:
         blocks += [("h", 3, v.title), ("p", f"Rule: {v.rule}")]

@@ -107,16 +107,18 @@ def manifold_muon_direction(
     """Solve for the manifold Muon direction at W (``WᵀW = I`` or ``WWᵀ = I``).
 
     Args:
-        W, G: (m, n) weight on the unit Stiefel manifold and the gradient (or momentum).
-        alpha, steps, tol: the dual solver's step size, iteration cap (None: 1 for ``tracking``, which always
-            takes that many, 100 for the others) and stopping tolerance (unused by ``tracking``).
+        W: (m, n) weight on the unit Stiefel manifold.
+        G: (m, n) gradient (or momentum).
+        alpha: the dual ascent's step size.
+        steps: iteration cap (None: 1 for ``tracking``, which always takes that many, 100 for the others).
+        tol: stopping tolerance (unused by ``tracking``).
         solver: ``"auto"`` (closed form when square, otherwise ``tracking`` from a ``multiplier``, ``hybrid``
             without one), ``"certified"`` (closed form when square, ``hybrid`` otherwise) or a key of ``SOLVERS``:
             ``"tracking"`` (one preconditioned
-            fixed-point step from the warm multiplier: matrix products only), ``"dual_ascent"`` (the seed's),
+            fixed-point step from the warm multiplier: matrix products only), ``"dual_ascent"`` (the blog's),
             ``"closed_form"`` (square only), ``"fixed_point"``, ``"newton"`` (smoothing Newton on the reduced
             dual) or ``"hybrid"`` (Newton at once where the dual is smooth, else the fixed point, then Newton).
-        multiplier: warm start Λ (n×n with n = min(m, n)); None starts from the seed's guess.
+        multiplier: warm start Λ (n×n with n = min(m, n)); None starts from the blog's guess.
         msign_fn: the matrix sign function to use.
 
     Returns:
@@ -142,7 +144,7 @@ def manifold_muon_direction(
     name = resolve_solver(solver, W.shape, warm=multiplier is not None)
     steps = resolve_steps(name, steps)
     # A is invariant to G's scale and Λ proportional to it: solve for G/2^e (exact), so that a gradient of any
-    # finite size is in range, and scale Λ back. Not for the seed's dual ascent, whose step α is in G's units.
+    # finite size is in range, and scale Λ back. Not for the blog's dual ascent, whose step α is in G's units.
     G, exponent = unit_scaled(G, return_exponent=True) if name != "dual_ascent" else (G, None)
     if multiplier is not None and exponent is not None:
         multiplier = times_power_of_two(multiplier, -exponent)

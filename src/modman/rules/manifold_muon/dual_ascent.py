@@ -1,4 +1,4 @@
-"""The seed's manifold Muon solver: dual (sub)gradient ascent on the multiplier, step for step."""
+"""The blog's manifold Muon solver: dual (sub)gradient ascent on the multiplier, step for step."""
 
 from __future__ import annotations
 

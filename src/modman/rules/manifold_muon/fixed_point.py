@@ -26,7 +26,7 @@ def fixed_point(problem: Problem, memory: int = 10) -> Solution:
 
     Stops when both the residual RMS(WᵀA + AᵀW) and the certified relative duality gap are below
     ``tol`` (see ``certificate``; the gap is only evaluated once the residual is small), from the problem's
-    multiplier (in G's units) or the seed's guess; at most ``steps`` iterations, no msign.
+    multiplier (in G's units) or the blog's guess; at most ``steps`` iterations, no msign.
     """
     steps, tol = problem.steps, problem.tol
     return solve_reduced(problem, lambda P, C, X: fixed_point_loop(P, C, X, steps, tol, memory))

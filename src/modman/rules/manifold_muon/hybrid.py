@@ -15,26 +15,19 @@ __all__ = ["hybrid"]
 
 
 def hybrid(problem: Problem, fixed_point_steps: int = 10, direct_after: int = 5, direct_steps: int = 4) -> Solution:
-    """The default for tall/wide W. When the complement Gram C is well-conditioned (``λ_min(C) ≥ 2e-2/n``,
-    one Cholesky test; generic for aspect ratios above ~2.4) the dual is smooth for every X (M ≽ C ≻ 0),
-    and Newton at μ = 1e-8/n converges quadratically: 3–5 eigensolves where the fixed point takes ~9.
-    Otherwise the fixed point, in rounds of ``direct_after`` iterations (``fixed_point_steps`` in all). After
-    a round, if the residual is below 1e-2, Newton at μ = 1e-8/n probes for up to ``direct_steps`` iterations
-    and is kept only while every step at least halves the residual: warm-started training solves are near
-    their optimum and finish in 1–4 (LLM experiment: median 11 → 7 iterations). Cold-started ones (the
-    modular GPT's first steps) are at 1.3e-2..2.6e-2 after 5 steps, where Newton's first step barely changes
-    the residual (factor 0.94–1.9, measured; the threshold is the cheap pre-test, the halving rule the guard):
-    they run another round, which brings most under 1e-2 (modular GPT, cold: median 23 → 11 iterations against
-    going to smoothing Newton after 5). At 3e-2 or above after a round the fixed point is slow (residual
-    ×0.85 per step for the next 8 on spectra like e^(-k/8)) and goes no further. Where the probe stalls or is
-    not taken, smoothing Newton from the best iterate and μ = 1e-4/n, until certified or ``steps`` (which caps
-    all of them together); the best certified result is returned.
+    """Manifold Muon's direction for tall/wide W by the cheapest path that certifies it (the default solver).
 
-    A stalled probe goes straight to smoothing Newton: there the optimum is degenerate (M near singular) and
-    the fixed point brings the residual under the tolerance but not the gap — late in the LLM experiment (step
-    400, tol 1e-4), resuming it up to 20 iterations then Newton took 17.8 iterations and 99.5 ms per solve,
-    straight to Newton 10.8 and 77.3 ms, uncertified 5 → 0 of 60 (BENCHMARKS.md (e)).
-    ``direct_steps=0``: the fixed point for ``fixed_point_steps``, then smoothing Newton."""
+    1. C well-conditioned (``λ_min(C) ≥ 2e-2/n``, one Cholesky test): the dual is smooth for every X
+       (M ≽ C ≻ 0); Newton at μ = 1e-8/n, which converges quadratically.
+    2. Otherwise the fixed point ``fixed_point`` in rounds of ``direct_after`` iterations
+       (``fixed_point_steps`` in all). After a round whose residual is below 1e-2, Newton at μ = 1e-8/n
+       probes for up to ``direct_steps`` iterations, kept only while each step at least halves the residual;
+       at 1e-2..3e-2 another round; at 3e-2 or above the fixed point stops.
+    3. Where the probe stalls or is not taken: smoothing Newton (``newton.solve_from``) from the best iterate
+       at μ = 1e-4/n, until certified or ``steps`` (which caps all three together).
+
+    Returns the best certified point. ``direct_steps=0``: the fixed point, then smoothing Newton. Why each
+    threshold, with the iteration counts behind it: docs/solvers.md."""
     if direct_after < 1 or fixed_point_steps < 0 or direct_steps < 0:
         raise UserError(
             f"hybrid: direct_after must be >= 1 and fixed_point_steps, direct_steps >= 0 (got "

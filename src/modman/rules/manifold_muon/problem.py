@@ -50,10 +50,10 @@ class Solver(Protocol):
 
 def symmetric_rms(T: torch.Tensor) -> torch.Tensor:
     """``RMS(T + Tᵀ)`` over the last two (square, n×n) dims: with ``T = WᵀA`` it is RMS(WᵀA + AᵀW), how far A
-    is from the tangent space of Stiefel at W (the seed's stop rule)."""
+    is from the tangent space of Stiefel at W (the blog's stop rule)."""
     return torch.linalg.vector_norm(T + T.mT, dim=(-2, -1)) / T.shape[-1]
 
 
 def tangent_residual(W: torch.Tensor, A: torch.Tensor) -> float:
-    """RMS of ``WᵀA + AᵀW`` (tall orientation): how far A is from the tangent space (the seed's stop rule)."""
+    """RMS of ``WᵀA + AᵀW`` (tall orientation): how far A is from the tangent space (the blog's stop rule)."""
     return float(symmetric_rms(W.mT @ A))

@@ -69,11 +69,10 @@ def polar_correction(W: torch.Tensor, limit: float = 1e-4):
     float64 rounding; None where ``‖WᵀW − I‖_F > limit`` (W is not on the manifold: used as it is).
 
     The reduced problem assumes ``WᵀW = I``, which a float32 W on Stiefel meets only to ‖WᵀW − I‖_F ~ 3e-7.
-    Near a singular M (aspect ratios below ~2.5) the solve amplifies that: measured on Gaussian float32
-    problems at tol 1e-6, gaps 3.7e-6..6.3e-6 that no iteration improves (192x128, 150x100, 384x256), while
-    solving for WK certifies 4.2e-7..1.0e-6 in fewer iterations, gaps that also hold for W itself (float64
-    ``duality_gap`` at the float32 W). One m·n² float64 product: ``Δ = WᵀW − I``, ``K = I − Δ/2 + 3Δ²/8``
-    (the series of (I + Δ)^{-1/2}; the next term, 5Δ³/16, is below 1e-12)."""
+    Near a singular M (aspect ratios below ~2.5) the solve amplifies that into a duality gap above 1e-6 that
+    no iteration improves; solving for WK certifies the tolerance, and the gap holds for W itself (float64
+    ``duality_gap`` at the float32 W; tests/test_rules_manifold_muon_reduced.py). One m·n² float64 product:
+    ``Δ = WᵀW − I``, ``K = I − Δ/2 + 3Δ²/8`` (the series of (I + Δ)^{-1/2}; the next term, 5Δ³/16, is below 1e-12)."""
     W = W.to(torch.float64)
     eye = torch.eye(W.shape[-1], dtype=W.dtype, device=W.device)
     delta = W.mT @ W - eye
@@ -150,7 +149,7 @@ def well_conditioned(C) -> bool:
 def solve_reduced(
     problem: Problem, run: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], LoopResult], with_cg: bool = False
 ) -> Solution:
-    """Reduce, run ``run(P, C, X₀)`` from the warm start X₀ = 2Λ/‖G‖_F (else the seed's ``−sym(WᵀĜ)``), and form
+    """Reduce, run ``run(P, C, X₀)`` from the warm start X₀ = 2Λ/‖G‖_F (else the blog's ``−sym(WᵀĜ)``), and form
     the direction; a zero G gives a zero direction. The problem solved is the one at W's polar factor
     (``polar_correction``): exactly orthonormal columns, within rounding of W. ``with_cg``: info has
     ``cg_steps`` (the Newton solvers)."""
@@ -193,8 +192,8 @@ def reduced_direction(W, G, X, E, exact: bool = True):
     """``A = (G + WX)E`` from float64 n×n factors X and E ≈ M^{-1/2}, returned in G's dtype (float32 at least).
 
     ``exact`` forms it in float64: near a degenerate optimum E has entries up to 1/s_min, and G·E and W·(XE)
-    cancel to A's size, which float32 products would leave ~1e-7·‖E‖ off (measured: ‖A‖_op 1.00003 at
-    15x10). Solvers pass ``exact=False`` only for a well-conditioned M (s_min/s_max >= 1e-3): 2.7x cheaper."""
+    cancel to A's size, which float32 products would leave ~1e-7·‖E‖ off (‖A‖_op > 1 + 1e-5). Solvers pass
+    ``exact=False`` (float32 products, cheaper) only for a well-conditioned M (s_min/s_max >= 1e-3)."""
     dtype = torch.promote_types(G.dtype, torch.float32)
     if exact:
         return (G.to(torch.float64) @ E + W.to(torch.float64) @ (X @ E)).to(dtype)

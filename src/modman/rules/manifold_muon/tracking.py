@@ -49,7 +49,7 @@ def lyapunov_cg(S: torch.Tensor, Q: torch.Tensor, steps: int) -> torch.Tensor:
 
 def tracking(problem: Problem, cg_steps: int = 4) -> Solution:
     """``problem.steps`` preconditioned fixed-point iterations (one msign each, see the module docstring),
-    started from the problem's multiplier (the previous step's) or the seed's ``Λ₀ = −sym(WᵀG)/2``.
+    started from the problem's multiplier (the previous step's) or the blog's ``Λ₀ = −sym(WᵀG)/2``.
 
     The iteration count is fixed (no tolerance), so nothing waits on the host. A is tangent (not a partial
     isometry, so no ``gram`` for the retraction); info keys msign_calls, iterations, residual.
