@@ -45,7 +45,7 @@ COLD = "hybrid, cold (the warm-start multiplier dropped)"
 SOLVERS = {
     "hybrid (default: Newton probe after 5 or 10 fixed-point steps)": hybrid,
     "hybrid, direct_steps=0, fixed_point_steps=20 (no probe)": partial(hybrid, direct_steps=0, fixed_point_steps=20),
-    "hybrid, fixed_point_steps=5 (one round: the rule of 0a52565)": partial(hybrid, fixed_point_steps=5),
+    "hybrid, fixed_point_steps=5 (one round, then smoothing Newton)": partial(hybrid, fixed_point_steps=5),
     "fixed_point": fixed_point,
     COLD: cold_hybrid,
 }

@@ -290,3 +290,13 @@ def test_h3_needs_every_pair_to_agree(tmp_path):
     # muon pair tied, stiefel pair favours the FFN: not "every pair" -> inconclusive
     change = {"muon_attention": dict(val=1.95), "stiefel_attention": dict(val=2.05)}
     assert verdicts(build(tmp_path, change, seeds=(0,)))["H3"] == INCONCLUSIVE
+
+
+def test_every_experiment_has_a_colour_of_its_own():
+    from matplotlib.colors import to_rgba
+
+    from modman.experiments.llm.recipes import TRAIN_EXPERIMENTS
+    from modman.experiments.report.figures import _color
+
+    colours = {to_rgba(_color(exp)) for exp in TRAIN_EXPERIMENTS}
+    assert len(colours) == len(TRAIN_EXPERIMENTS)

@@ -75,7 +75,7 @@ def test_tare_rescales_masses_and_moves_the_budget_split():
 
 # ---- dualize ------------------------------------------------------------------------------------------
 
-# Shapes with aspect ratio 1 or >= 4: the manifold Muon solver is fast there (issue 3 tracks aspect 1.5-2).
+# Shapes with aspect ratio 1 or >= 4: the manifold Muon solver is fast there (aspects 1.5-2 are slower to certify).
 NETS = {"mlp": lambda: MLP((16, 64, 16, 16), seed=0).double(), "gpt": lambda: GPT(64, 16, 2, 2, seed=0).double()}
 
 

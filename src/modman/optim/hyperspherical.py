@@ -17,7 +17,7 @@ class HypersphericalDescent(ManifoldOptimizer):
     Each step turns W by exactly ``arctan(η/r)``; M is the gradient or its (Nesterov) momentum.
     Weights are projected onto the sphere when the optimizer is built. Works for any tensor of >= 1 dim:
     ``dim=None`` puts the whole tensor on one sphere, ``dim=-1`` each row (embeddings).
-    Seed 003, ``hyperspherical_descent.py``.
+    The modular manifolds blog's reference code, ``hyperspherical_descent.py``.
     """
 
     matrix_only = False

@@ -28,12 +28,19 @@ def _plt():
     return plt
 
 
+# Beyond tab10's ten colours: distinct ones for the experiments after the tenth.
+_EXTRA_COLORS = ("black", "darkgoldenrod", "maroon", "navy", "darkgreen")
+
+
 def _color(exp: str):
+    """One colour per experiment, the same in every figure; no two of TRAIN_EXPERIMENTS share one."""
     import matplotlib
 
     names = list(TRAIN_EXPERIMENTS)
-    index = names.index(exp) if exp in names else len(names) + hash(exp) % 10
-    return matplotlib.colormaps["tab10"](index % 10)
+    if exp not in names:
+        return matplotlib.colormaps["tab10"](sum(map(ord, exp)) % 10)
+    index = names.index(exp)
+    return matplotlib.colormaps["tab10"](index) if index < 10 else _EXTRA_COLORS[(index - 10) % len(_EXTRA_COLORS)]
 
 
 def _mean_band(curves: list[list[tuple[float, float]]]):

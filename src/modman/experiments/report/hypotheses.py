@@ -1,4 +1,4 @@
-"""Seed 002's hypotheses H1–H5, each judged by an explicit rule on the numbers of a set of runs.
+"""The LLM experiment plan's hypotheses H1–H5, each judged by an explicit rule on the numbers of a set of runs.
 
 Every judgement compares experiments at their best setting (``analysis.best_groups``). A difference is
 called only when it exceeds the spread: the sum of the two standard deviations over seeds, and never less
