@@ -272,7 +272,8 @@ def test_cli_analyze_html_prints_the_verdicts(tmp_path, capsys):
     build(tmp_path, seeds=(0,), extra=WD0)
     assert main(["analyze", str(tmp_path), "--html"]) == 0
     out = capsys.readouterr().out
-    assert f"-> {tmp_path / 'report' / 'report.md'} and {tmp_path / 'report' / 'report.html'}" in out
+    assert f"report of 14 runs: {tmp_path / 'report' / 'report.html'}" in out
+    assert f"beside it: {tmp_path / 'report' / 'report.md'}" in out
     assert "H1 supported" in out and "H5 supported" in out
 
 

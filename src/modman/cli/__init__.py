@@ -14,13 +14,14 @@ from .commands import (
     _run_roles,
     _run_sweep,
     _run_train,
+    _run_tune,
 )
 from .parser import add_dataclass_arguments, build_parser
 
 __all__ = ["main", "build_parser", "add_dataclass_arguments"]
 
 # Commands that log, plot or report: they need the ``experiments`` extra (numpy, tqdm, tensorboard, matplotlib).
-NEEDS_EXTRAS = ("demo", "train", "cifar", "sweep", "analyze", "lr-transfer")
+NEEDS_EXTRAS = ("demo", "train", "cifar", "sweep", "tune", "analyze", "lr-transfer")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         "roles": _run_roles,
         "cifar": _run_cifar,
         "sweep": _run_sweep,
+        "tune": _run_tune,
         "analyze": _run_analyze,
         "lr-transfer": _run_lr_transfer,
     }[args.command]

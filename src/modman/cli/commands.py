@@ -133,6 +133,30 @@ def _run_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_tune(args: argparse.Namespace) -> int:
+    from ..experiments.llm.config import TrainConfig
+    from ..experiments.llm.runner import load_config_file
+    from ..experiments.llm.sweep import parse_list
+    from ..experiments.llm.tune import TuneSpec, format_tune, tune, tune_summary
+
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    settings = load_config_file(args.config) if args.config else {}
+    settings.update({k: v for k, v in vars(args).items() if k in fields and k != "exp"})
+    exps = [e.strip() for e in args.exp.split(",") if e.strip()]
+    if settings.get("model", "modman") != "modman" and "modular" in exps:
+        exps.remove("modular")  # it trains its own modman.modular GPT
+    spec = TuneSpec(tuple(exps), tuple(parse_list(args.seeds, int, "--seeds")), args.points, args.max_extend)
+    if args.max_runs is not None and args.max_runs < 0:
+        raise UserError(f"--max-runs must be >= 0; got {args.max_runs}")
+    ended = tune(settings, spec, max_runs=args.max_runs)
+    print(format_tune(tune_summary(spec, ended)))
+    out = settings.get("out", TrainConfig.out)
+    if args.analyze:
+        return _report(out, html_page=True)
+    print(f"next: modman analyze {out} --html", file=sys.stderr)
+    return 0
+
+
 def _report(folder: str, html_page: bool = False) -> int:
     from ..experiments.report import analyze
 

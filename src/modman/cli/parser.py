@@ -118,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_cifar(sub)
     _add_sweep(sub)
+    _add_tune(sub)
     _add_analyze(sub)
     _add_lr_transfer(sub)
     _add_roles(sub)
@@ -240,6 +241,55 @@ def _add_sweep(sub) -> None:
     )
     add_dataclass_arguments(
         sweep, TrainConfig, suppress_defaults=True, exclude=("exp", "name", "lr", "lr_scale", "weight_decay", "seed")
+    )
+
+
+def _add_tune(sub) -> None:
+    from ..experiments.llm.config import TrainConfig
+    from ..experiments.llm.recipes import TRAIN_EXPERIMENTS as EXPERIMENTS
+
+    tune = sub.add_parser(
+        "tune",
+        help="each experiment at its own lr: a factor-2 grid, then every seed at the best lr and its neighbours",
+        description="Per experiment, train a factor-2 grid of lr multipliers around its defaults with the first "
+        "seed (extended while the best sits on an edge), then every seed at the best multiplier and its two "
+        "neighbours. The multiplier scales the attention and FFN matrices' lrs (--matrix-lr-scale; modular: "
+        "--lr-scale). Runs are OUT/EXP--mlr-Mx--seed-S; finished runs are skipped, partial ones resumed, and a "
+        "folder tuned with other settings is refused. modman analyze OUT reports on it.",
+    )
+    tune.add_argument(
+        "--exp",
+        default=",".join(EXPERIMENTS),
+        metavar="A,B,...",
+        help=f"experiments to tune, comma-separated (default: all {len(EXPERIMENTS)})",
+    )
+    tune.add_argument(
+        "--seeds",
+        default="0,1,2",
+        help="seeds; the first one trains the grid, all of them the best lrs (default: 0,1,2)",
+    )
+    tune.add_argument(
+        "--points", type=int, default=5, help="multipliers in the first grid, 2^k around 1 (default: 5: 0.25x..4x)"
+    )
+    tune.add_argument(
+        "--max-extend",
+        type=int,
+        default=3,
+        help="how many points the grid may grow by on each side while its best point is on that edge (default: 3)",
+    )
+    tune.add_argument(
+        "--max-runs",
+        type=int,
+        default=None,
+        help="stop after this many new runs; the next modman tune with the same flags continues (default: all)",
+    )
+    tune.add_argument("--config", metavar="FILE", help="a JSON or TOML file of the other settings; flags override it")
+    tune.add_argument("--analyze", action="store_true", help="write OUT/report/report.html when the tune is done")
+    add_dataclass_arguments(
+        tune,
+        TrainConfig,
+        suppress_defaults=True,
+        exclude=("exp", "name", "lr", "lr_scale", "matrix_lr_scale", "seed"),
     )
 
 

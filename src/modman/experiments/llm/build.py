@@ -9,6 +9,7 @@ from collections.abc import Callable
 import torch
 
 from ...optim import ModularOptimizer
+from ...optim.modular import MATRIX_ROLES
 from .config import TrainConfig
 from .model import PRESETS, Transformer
 from .recipes import MANIFOLD_MUON_TOL, MODULAR_LR, modular_role, training_steps
@@ -52,7 +53,7 @@ def build_run(
             momentum=cfg.momentum,
         )
     for g in opt.param_groups:  # before the scheduler records the initial lrs
-        g["lr"] *= cfg.lr_scale
+        g["lr"] *= cfg.lr_scale * (cfg.matrix_lr_scale if g.get("role") in MATRIX_ROLES else 1.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
     return model, opt, sched
 

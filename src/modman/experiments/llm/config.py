@@ -38,6 +38,8 @@ class TrainConfig:
         "lr": "learning rate of the attention and FFN matrices; default: the experiment's rule's, see "
         "modman roles; for --exp modular the modular-norm step of the whole network",
         "lr_scale": "factor on every learning rate of the run, defaults and --lr/--adamw-lr/--role-lr alike",
+        "matrix_lr_scale": "factor on the attention and FFN matrices' learning rates only (the method's lr; "
+        "embeddings, head and norms keep theirs); modman tune's grid",
         "adamw_lr": "AdamW's learning rate of the embeddings, LM head, norm gains and vectors",
         "role_lr": "learning rate per parameter role, overriding --lr and --adamw-lr for that role "
         "(roles: attention, ffn, embedding, head, norm, other), e.g. attention=0.01,ffn=0.02",
@@ -76,6 +78,7 @@ class TrainConfig:
     batch_size: int = 16
     lr: float | None = None
     lr_scale: float = 1.0
+    matrix_lr_scale: float = 1.0
     solver: str = field(
         default="auto",
         metadata={
@@ -146,8 +149,10 @@ class TrainConfig:
             raise UserError(f"--warmup-steps must be an integer >= 0; got {self.warmup_steps!r}")
         if not 0 <= self.min_lr_ratio <= 1:
             raise UserError(f"--min-lr-ratio must be in [0, 1]; got {self.min_lr_ratio!r}")
-        if not (isinstance(self.lr_scale, (int, float)) and 0 < self.lr_scale < math.inf):
-            raise UserError(f"--lr-scale must be a number > 0; got {self.lr_scale!r}")
+        for name in ("lr_scale", "matrix_lr_scale"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and 0 < value < math.inf):
+                raise UserError(f"--{name.replace('_', '-')} must be a number > 0; got {value!r}")
         if self.name is not None and (not self.name or self.name in (".", "..") or any(c in self.name for c in "/\\")):
             raise UserError(f"--name: {self.name!r} is not a folder name; use letters, digits, '-', '_' or '.'")
         unknown = [r for r in self.role_lr if r not in ROLES]
