@@ -128,7 +128,7 @@ def _run_sweep(args: argparse.Namespace) -> int:
     summaries = run_sweep(configs)
     print(format_summaries(summaries))
     if args.analyze:
-        return _report(configs[0].out)
+        return _report(configs[0].out, html_page=True)
     print(f"next: modman analyze {configs[0].out}", file=sys.stderr)
     return 0
 

@@ -201,22 +201,32 @@ def _add_cifar(sub) -> None:
     )
 
 
-def _add_sweep(sub) -> None:
+def _add_run_set_arguments(parser: argparse.ArgumentParser, verb: str, per_run: tuple[str, ...]) -> None:
+    """What ``modman sweep`` and ``modman tune`` share: --exp, --config, --analyze and the train settings that
+    are the same for every run (``per_run``: the ones the command sets itself)."""
     from ..experiments.llm.config import TrainConfig
     from ..experiments.llm.recipes import TRAIN_EXPERIMENTS as EXPERIMENTS
 
+    parser.add_argument(
+        "--exp",
+        default=",".join(EXPERIMENTS),
+        metavar="A,B,...",
+        help=f"experiments to {verb}, comma-separated (default: all {len(EXPERIMENTS)})",
+    )
+    parser.add_argument("--config", metavar="FILE", help="a JSON or TOML file of the other settings; flags override it")
+    parser.add_argument(
+        "--analyze", action="store_true", help=f"write OUT/report/ (as modman analyze OUT --html) when the {verb} ends"
+    )
+    add_dataclass_arguments(parser, TrainConfig, suppress_defaults=True, exclude=per_run)
+
+
+def _add_sweep(sub) -> None:
     sweep = sub.add_parser(
         "sweep",
         help="train experiments x lrs x weight decays x seeds (resumable)",
         description="Run every combination as a modman train run in OUT/EXP--lr-L--wd-W--seed-S/ "
         "(finished runs are skipped, partial ones resumed); then modman analyze OUT "
         "compares each experiment at its best setting.",
-    )
-    sweep.add_argument(
-        "--exp",
-        default=",".join(EXPERIMENTS),
-        metavar="A,B,...",
-        help=f"experiments to train, comma-separated (default: all {len(EXPERIMENTS)})",
     )
     sweep.add_argument(
         "--lrs",
@@ -235,19 +245,10 @@ def _add_sweep(sub) -> None:
     sweep.add_argument(
         "--seeds", default="0", help="seeds of the initial weights and batch order, comma-separated (default: 0)"
     )
-    sweep.add_argument("--config", metavar="FILE", help="a JSON or TOML file of the other settings; flags override it")
-    sweep.add_argument(
-        "--analyze", action="store_true", help="write OUT/report/ (as modman analyze OUT) when the sweep is done"
-    )
-    add_dataclass_arguments(
-        sweep, TrainConfig, suppress_defaults=True, exclude=("exp", "name", "lr", "lr_scale", "weight_decay", "seed")
-    )
+    _add_run_set_arguments(sweep, "sweep", ("exp", "name", "lr", "lr_scale", "weight_decay", "seed"))
 
 
 def _add_tune(sub) -> None:
-    from ..experiments.llm.config import TrainConfig
-    from ..experiments.llm.recipes import TRAIN_EXPERIMENTS as EXPERIMENTS
-
     tune = sub.add_parser(
         "tune",
         help="each experiment at its own lr: a factor-2 grid, then every seed at the best lr and its neighbours",
@@ -256,12 +257,6 @@ def _add_tune(sub) -> None:
         "neighbours. The multiplier scales the attention and FFN matrices' lrs (--matrix-lr-scale; modular: "
         "--lr-scale). Runs are OUT/EXP--mlr-Mx--seed-S; finished runs are skipped, partial ones resumed, and a "
         "folder tuned with other settings is refused. modman analyze OUT reports on it.",
-    )
-    tune.add_argument(
-        "--exp",
-        default=",".join(EXPERIMENTS),
-        metavar="A,B,...",
-        help=f"experiments to tune, comma-separated (default: all {len(EXPERIMENTS)})",
     )
     tune.add_argument(
         "--seeds",
@@ -283,14 +278,7 @@ def _add_tune(sub) -> None:
         default=None,
         help="stop after this many new runs; the next modman tune with the same flags continues (default: all)",
     )
-    tune.add_argument("--config", metavar="FILE", help="a JSON or TOML file of the other settings; flags override it")
-    tune.add_argument("--analyze", action="store_true", help="write OUT/report/report.html when the tune is done")
-    add_dataclass_arguments(
-        tune,
-        TrainConfig,
-        suppress_defaults=True,
-        exclude=("exp", "name", "lr", "lr_scale", "matrix_lr_scale", "seed"),
-    )
+    _add_run_set_arguments(tune, "tune", ("exp", "name", "lr", "lr_scale", "matrix_lr_scale", "seed"))
 
 
 def _add_analyze(sub) -> None:
