@@ -111,21 +111,52 @@ def _panel_grid(n: int, width: float = 4.0, height: float = 3.2):
     return fig, list(axes.flat)
 
 
+# Singular values below this are drawn at it (a byte embedding's unused rows give σ ~ 1e-28).
+SPECTRUM_FLOOR = 1e-6
+
+
+def _spectrum_bars(ax, i: int, s: dict, color) -> None:
+    """One matrix's spectrum at x = i: min–max line, q25–q75 bar, median tick (clipped at SPECTRUM_FLOOR)."""
+
+    def lift(v):
+        return max(v, SPECTRUM_FLOOR)
+
+    ax.vlines(i, lift(s["sv_min"]), lift(s["sv_max"]), color=color, linewidth=1)
+    ax.vlines(i, lift(s["sv_q25"]), lift(s["sv_q75"]), color=color, linewidth=4)
+    ax.plot(i, lift(s["sv_median"]), "k_", markersize=6)
+
+
 def spectra_final(best: dict[str, Group], path: Path) -> Path:
-    fig, axes = _panel_grid(len(best), 4.5)
+    """One panel per experiment with its attention and FFN matrices on their own scale; a last panel with every
+    experiment's embedding and head (whose tiny singular values would squash the others)."""
+    fig, axes = _panel_grid(len(best) + 1, 4.5)
     for ax, (exp, g) in zip(axes, best.items()):
-        recs = final_spectra(g.runs[0])
+        recs = [s for s in final_spectra(g.runs[0]) if s.get("role") in MATRIX_ROLES]
         for i, s in enumerate(recs):
-            c = _color(exp) if s.get("role") in MATRIX_ROLES else "grey"
-            ax.vlines(i, s["sv_min"], s["sv_max"], color=c, linewidth=1)
-            ax.vlines(i, s["sv_q25"], s["sv_q75"], color=c, linewidth=4)
-            ax.plot(i, s["sv_median"], "k_", markersize=6)
+            _spectrum_bars(ax, i, s, _color(exp))
         ax.set_yscale("log")
+        if recs:  # at least a decade: spectra held at 1 (Stiefel) show as points, not as magnified rounding
+            lo = max(min(s["sv_min"] for s in recs), SPECTRUM_FLOOR)
+            hi = max(max(s["sv_max"] for s in recs), lo)
+            if hi / lo < 10:
+                mid = math.sqrt(hi * lo)
+                ax.set_ylim(mid / math.sqrt(10), mid * math.sqrt(10))
         ax.set_title(f"{exp} (step {recs[0]['step'] if recs else '-'})", fontsize=9)
-        ax.set_xlabel("matrix (grey: embedding / head)", fontsize=8)
+        ax.set_xlabel("attention / FFN matrix, in model order", fontsize=8)
         ax.set_ylabel("singular values", fontsize=8)
         ax.grid(alpha=0.3, axis="y")
-    fig.suptitle("Singular values of every matrix at the end: min–max line, q25–q75 bar, median tick (first seed)")
+    ax = axes[len(best)]
+    ticks: list[str] = []
+    for exp, g in best.items():
+        for s in final_spectra(g.runs[0]):
+            if s.get("role") in ("embedding", "head"):
+                _spectrum_bars(ax, len(ticks), s, _color(exp))
+                ticks.append(f"{exp} {s['role']}")
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(ticks)), ticks, rotation=90, fontsize=6)
+    ax.set_title(f"embedding and head (values below {SPECTRUM_FLOOR:g} drawn at it)", fontsize=9)
+    ax.grid(alpha=0.3, axis="y")
+    fig.suptitle("Singular values at the end: min–max line, q25–q75 bar, median tick (first seed)")
     return _save(fig, path)
 
 
@@ -186,15 +217,17 @@ def grad_norms(best: dict[str, Group], path: Path) -> Path:
 
 
 def condition_numbers(best: dict[str, Group], path: Path) -> Path:
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for exp, g in best.items():
-        _plot_band(ax, [_by_step(r, MATRIX_ROLES, "condition_number", max) for r in g.runs], exp)
-    ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel("largest condition number (attention / FFN)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    """Per role, the largest condition number σ_max/σ_min of its matrices against step (mean band over seeds)."""
+    fig, axes = _panel_grid(len(ROLE_PANELS), 4.5)
+    for ax, role in zip(axes, ROLE_PANELS):
+        for exp, g in best.items():
+            _plot_band(ax, [_by_step(r, (role,), "condition_number", max) for r in g.runs], exp)
+        ax.set_yscale("log")
+        ax.set_title(f"{role}: largest condition number", fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.suptitle("Condition number σ_max/σ_min per role during training")
     return _save(fig, path)
 
 
@@ -251,7 +284,10 @@ def lr_sweep(groups: list[Group], path: Path) -> Path:
 FIGURES = {
     "loss_vs_step.png": ("Train and validation loss against step.", lambda b, g, p: loss_curves(b, p, "step")),
     "loss_vs_time.png": ("Train and validation loss against training time.", lambda b, g, p: loss_curves(b, p, "time")),
-    "spectra_final.png": ("Per-matrix singular values at the end.", lambda b, g, p: spectra_final(b, p)),
+    "spectra_final.png": (
+        "Singular values at the end: attention/FFN per experiment, embedding and head apart.",
+        lambda b, g, p: spectra_final(b, p),
+    ),
     "spectra_evolution.png": (
         "Singular values of the attention/FFN matrices during training.",
         lambda b, g, p: spectra_evolution(b, p),
@@ -259,7 +295,7 @@ FIGURES = {
     "fro_norm.png": ("Frobenius norm per role against step.", lambda b, g, p: fro_norms(b, p)),
     "grad_norm.png": ("Gradient norm per role against step.", lambda b, g, p: grad_norms(b, p)),
     "condition_number.png": (
-        "Largest condition number of the attention/FFN matrices.",
+        "Largest condition number per role (attention, FFN, embedding, head) against step.",
         lambda b, g, p: condition_numbers(b, p),
     ),
     "tokens_per_sec.png": ("Training throughput per experiment.", lambda b, g, p: tokens_per_sec(b, p)),
