@@ -301,3 +301,45 @@ def test_every_experiment_has_a_colour_of_its_own():
 
     colours = {to_rgba(_color(exp)) for exp in TRAIN_EXPERIMENTS}
     assert len(colours) == len(TRAIN_EXPERIMENTS)
+
+
+def test_steps_and_seconds_to_the_baseline_loss_interpolate_between_evaluations(tmp_path):
+    from modman.experiments.report.analysis import seconds_at_step, steps_to_reach
+
+    make_run(tmp_path, "baseline", val=2.0)
+    (run,), _ = load_runs(tmp_path)
+    assert steps_to_reach(run, 2.5) == 50  # an evaluation hits it
+    assert steps_to_reach(run, 2.25) == pytest.approx(75)  # halfway between 2.5 at 50 and 2.0 at 100
+    assert steps_to_reach(run, 1.0) == math.inf
+    assert seconds_at_step(run, 75) == pytest.approx(0.75) and seconds_at_step(run, math.inf) == math.inf
+
+
+def test_a_tune_folder_reports_lrs_edges_and_every_number_in_json(tmp_path):
+    for seed in (0, 1, 2):
+        make_run(tmp_path, "baseline", seed=seed, val=2.0 + 0.001 * seed)
+        make_run(tmp_path, "muon_all", seed=seed, val=1.80 + 0.001 * seed, lr_scale=2.0)
+    make_run(tmp_path, "muon_all", seed=0, val=1.70, lr_scale=4.0)  # one seed only: informs, does not win
+    make_run(tmp_path, "muon_all", seed=0, val=1.95, lr_scale=1.0)
+    make_run(tmp_path, "hyperball", seed=0, val=1.79)
+    analyze(tmp_path)
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "| muon_all | 1x, 2x, 4x | 2x | yes |" in report
+    assert "| baseline |" in report and "steps to baseline's final val" in report
+    assert "| hyperball | 1.790 | 1.801 ± 0.001 | lower than muon_all |" in report
+    data = json.loads((tmp_path / "report" / "summary.json").read_text())
+    muon = data["experiments"]["muon_all"]
+    assert muon["lr_multiplier"] == 2.0 and muon["seeds"] == 3
+    assert muon["final_val_loss"]["mean"] == pytest.approx(1.801)
+    assert muon["steps_to_target"]["mean"] < 100 and muon["table"]["final val loss"] == "1.801 ± 0.001"
+    assert data["context"]["preset"] == "tiny" and data["target"]["final_val_loss"] == pytest.approx(2.001)
+    assert len(data["settings"]) == 5 and {v["key"] for v in data["verdicts"]} >= {"H1", "H4"}
+
+
+def test_a_folder_mixing_presets_or_step_counts_is_refused(tmp_path):
+    make_run(tmp_path, "baseline")
+    other = make_run(tmp_path, "muon_all")
+    summary = json.loads((other / "summary.json").read_text())
+    summary["config"]["max_steps"] = 200
+    (other / "summary.json").write_text(json.dumps(summary))
+    with pytest.raises(ValueError, match="differ in preset, model, max_steps.*max_steps=200"):
+        analyze(tmp_path)

@@ -34,6 +34,10 @@ __all__ = [
     "val_curve",
     "final_spectra",
     "compare",
+    "CONTEXT",
+    "check_one_context",
+    "steps_to_reach",
+    "seconds_at_step",
 ]
 
 MATRIX_ROLES = ("attention", "ffn")
@@ -271,12 +275,62 @@ def group_runs(runs: list[Run]) -> list[Group]:
 
 
 def best_groups(groups: list[Group]) -> dict[str, Group]:
-    """Each experiment's group with the lowest mean final validation loss (diverged counts as infinite)."""
+    """Each experiment's group with the lowest mean final validation loss (diverged counts as infinite) among
+    its groups with the most seeds: a tune's one-seed grid points inform the choice of lr, the seeded ones
+    carry the verdict."""
+    most = {g.exp: max(len(h.runs) for h in groups if h.exp == g.exp) for g in groups}
     best: dict[str, Group] = {}
     for g in groups:
-        if g.exp not in best or g.val_loss.mean < best[g.exp].val_loss.mean:
+        if len(g.runs) == most[g.exp] and (g.exp not in best or g.val_loss.mean < best[g.exp].val_loss.mean):
             best[g.exp] = g
     return best
+
+
+# What makes runs comparable at all: a folder mixing these is refused (its verdicts would mix corpora or budgets).
+CONTEXT = ("preset", "model", "max_steps", "data", "batch_size", "dtype")
+
+
+def check_one_context(runs: list[Run]) -> dict[str, Any]:
+    """The settings of CONTEXT all runs share; a UserError naming the kinds when they do not share them."""
+    kinds: dict[str, list[str]] = {}
+    for run in runs:
+        context = {k: run.config.get(k) for k in CONTEXT}
+        kinds.setdefault(json.dumps(context, sort_keys=True), []).append(run.path.name)
+    if len(kinds) > 1:
+        listed = "; ".join(
+            f"{', '.join(f'{k}={v}' for k, v in json.loads(key).items())} ({len(names)} runs, e.g. {names[0]})"
+            for key, names in kinds.items()
+        )
+        raise UserError(
+            f"the runs in this folder differ in {', '.join(CONTEXT)} and cannot share one verdict: {listed}; "
+            "analyze each kind in a folder of its own"
+        )
+    return json.loads(next(iter(kinds)))
+
+
+def steps_to_reach(run: Run, target: float) -> float:
+    """The first step at which the validation loss is at or below ``target`` (linear between evaluations;
+    inf if never)."""
+    prev = None
+    for step, loss in val_curve(run):
+        if loss <= target:
+            if prev is None or prev[1] == loss:
+                return float(step)
+            (s0, l0) = prev
+            return s0 + (step - s0) * (l0 - target) / (l0 - loss)
+        prev = (step, loss)
+    return math.inf
+
+
+def seconds_at_step(run: Run, step: float) -> float:
+    """Training seconds at ``step`` (linear between log steps; inf for inf)."""
+    if not math.isfinite(step):
+        return math.inf
+    curve = [(0, 0.0)] + [(s, sec) for s, _, sec in train_curve(run)]
+    for (s0, t0), (s1, t1) in zip(curve, curve[1:]):
+        if s0 <= step <= s1:
+            return t0 + (t1 - t0) * ((step - s0) / (s1 - s0) if s1 > s0 else 0.0)
+    return curve[-1][1] if curve and step >= curve[-1][0] else math.inf
 
 
 def compare(a: Stat, b: Stat, tol: float) -> int:

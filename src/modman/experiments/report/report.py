@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import UserError
-from ..common.files import write_text_atomic
+from ..common.files import write_json_atomic, write_text_atomic
 from ..llm.recipes import TRAIN_EXPERIMENTS
 from .analysis import (
     Group,
     best_groups,
+    check_one_context,
     group_runs,
     load_runs,
     loss_spike,
@@ -27,10 +28,18 @@ from .analysis import (
 )
 from .figures import write_figures
 from .hypotheses import LOSS_TOL, judge_all
+from .numbers import LR_HEADER, TARGET_EXP, family_rows, lr_rows, summary_json, to_target
 
 __all__ = ["analyze", "build_blocks", "render_markdown", "render_html"]
 
 Block = tuple  # ("h", level, text) | ("p", text) | ("table", header, rows) | ("img", file, caption) | ("ul", items)
+
+
+def _machine_text(machine: dict[str, Any] | None) -> str:
+    if not machine:
+        return "the machine of the runs"
+    m = machine
+    return f"{m.get('platform')}, {m.get('device')}, {m.get('threads')} threads, torch {m.get('torch')}"
 
 
 def _ordered(best: dict[str, Group]) -> dict[str, Group]:
@@ -38,8 +47,15 @@ def _ordered(best: dict[str, Group]) -> dict[str, Group]:
     return dict(sorted(best.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0])))
 
 
+def _reach(stat) -> str:
+    if stat is None or math.isnan(stat.mean):
+        return "-"
+    return "never" if math.isinf(stat.mean) else stat.fmt(".0f")
+
+
 def summary_rows(best: dict[str, Group]) -> list[list[str]]:
     rows = []
+    _, reach = to_target(best)
     for exp, g in best.items():
         tps = g.tokens_per_sec
         ppl = g.stat(
@@ -52,6 +68,8 @@ def summary_rows(best: dict[str, Group]) -> list[list[str]]:
                 str(len(g.runs)),
                 f"{g.diverged}/{len(g.runs)}",
                 g.val_loss.fmt(),
+                _reach(reach[exp][0] if exp in reach else None),
+                _reach(reach[exp][1] if exp in reach else None),
                 ppl.fmt(".2f"),
                 f"{tps.mean:.0f}" if math.isfinite(tps.mean) else "-",
                 relative_speed(g, best),
@@ -69,6 +87,8 @@ SUMMARY_HEADER = [
     "seeds",
     "diverged",
     "final val loss",
+    f"steps to {TARGET_EXP}'s final val",
+    "seconds to it",
     "val ppl",
     "tokens/s",
     "vs baseline",
@@ -86,8 +106,13 @@ def build_blocks(
     best: dict[str, Group],
     figures: dict[str, str],
     verdicts: list,
+    context: dict[str, Any] | None = None,
+    machine: dict[str, Any] | None = None,
 ) -> list[Block]:
     blocks: list[Block] = [("h", 1, f"modman report: {root}")]
+    if context:
+        shown = {k: ("embedded Shakespeare" if k == "data" and v is None else v) for k, v in context.items()}
+        blocks.append(("p", "Runs: " + ", ".join(f"{k} {v}" for k, v in shown.items()) + "."))
     seeds = sorted({len(g.runs) for g in groups})
     blocks.append(
         (
@@ -106,11 +131,33 @@ def build_blocks(
         ("table", SUMMARY_HEADER, summary_rows(best)),
         (
             "p",
+            f"Equal steps: the final val loss. Equal loss: the steps and training seconds to reach {TARGET_EXP}'s "
+            "final val loss (linear between evaluations; never: not within the run), the seconds as the runs "
+            f"measured them on {_machine_text(machine)} (one run at a time; a shared machine makes them noisy). "
             "worst cond.: largest σ_max/σ_min among attention and FFN matrices at the end; norm growth: "
             "largest final / initial Frobenius norm among them; largest loss spike: largest rise of the "
             "logged train loss above its best value so far, after warmup.",
         ),
     ]
+    family = family_rows(best, LOSS_TOL)
+    if family:
+        blocks += [
+            ("h", 2, "Manifold Muon and the constrained-Muon family against Muon"),
+            ("table", ["experiment", "final val loss", "muon_all", "verdict"], family),
+        ]
+    lr_table = lr_rows(groups, best)
+    if lr_table:
+        blocks += [
+            ("h", 2, "Learning rates"),
+            (
+                "p",
+                "Multipliers of each experiment's default lr that were tried (a tune scales the attention and "
+                "FFN matrices' lrs; modular's whole-network lr), the best by mean final val loss among the "
+                "settings with the most seeds, and whether it is interior to what was tried; in brackets the "
+                "seeds behind each number. Figure lr_sweep.png draws the curves.",
+            ),
+            ("table", LR_HEADER, lr_table),
+        ]
     if len(groups) > len(best):
         blocks += [
             ("h", 2, "Every setting"),
@@ -205,13 +252,17 @@ def analyze(root: str | Path, *, html_page: bool = False) -> dict[str, Any]:
             f"{root}: no finished runs to analyze ({detail}); train some with modman train or "
             "modman sweep --out " + str(root)
         )
+    context = check_one_context(runs)
+    machine = {k: runs[0].summary.get("versions", {}).get(k) for k in ("platform", "device", "threads", "torch")}
     groups = group_runs(runs)
     best = _ordered(best_groups(groups))
     out = root / "report"
     figures = write_figures(best, groups, out)
     verdicts = judge_all(best, groups)
-    blocks = build_blocks(root, runs, problems, groups, best, figures, verdicts)
+    blocks = build_blocks(root, runs, problems, groups, best, figures, verdicts, context, machine)
     write_text_atomic(out / "report.md", render_markdown(blocks))
+    table = {r[0]: {"table": dict(zip(SUMMARY_HEADER[1:], r[1:]))} for r in summary_rows(best)}
+    write_json_atomic(out / "summary.json", summary_json(context, machine, best, groups, verdicts, table))
     page = None
     if html_page:
         page = out / "report.html"

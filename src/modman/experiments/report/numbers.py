@@ -1,0 +1,131 @@
+"""The report's numbers beyond the summary table: how fast each experiment reaches the baseline's final loss,
+which learning rates were tried and whether the best is interior, and the JSON that holds every number shown."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from .analysis import Group, Stat, compare, seconds_at_step, steps_to_reach
+
+__all__ = ["TARGET_EXP", "to_target", "lr_multiplier", "lr_rows", "LR_HEADER", "family_rows", "summary_json"]
+
+# The constrained-Muon family, each judged against Muon on the same matrices.
+FAMILY = ("manifold_muon", "spectral_sphere", "hyperball", "spel")
+
+TARGET_EXP = "baseline"  # "equal loss": steps and seconds each experiment needs to reach this one's final val loss
+
+
+def to_target(best: dict[str, Group]) -> tuple[float | None, dict[str, tuple[Stat, Stat]]]:
+    """The target (the baseline's mean final val loss at its best setting) and, per experiment, the steps and the
+    training seconds its runs need to reach it (mean ± sd over seeds; inf where a run never does)."""
+    if TARGET_EXP not in best or not math.isfinite(best[TARGET_EXP].val_loss.mean):
+        return None, {}
+    target = best[TARGET_EXP].val_loss.mean
+    out = {}
+    for exp, g in best.items():
+        steps = [steps_to_reach(r, target) for r in g.runs]
+        out[exp] = (Stat.of(steps), Stat.of([seconds_at_step(r, s) for r, s in zip(g.runs, steps)]))
+    return target, out
+
+
+def lr_multiplier(group: Group) -> float:
+    """The tune's multiplier of a group: its matrix lr scale times its lr scale (1 for untuned runs)."""
+    return float(group.settings.get("matrix_lr_scale", 1.0)) * float(group.settings.get("lr_scale", 1.0))
+
+
+LR_HEADER = ["experiment", "multipliers tried", "best", "interior?", "val at best −1 / best / +1 (mean ± sd)"]
+
+
+def lr_rows(groups: list[Group], best: dict[str, Group]) -> list[list[str]]:
+    """One row per experiment whose groups differ in their lr multiplier (a tune or an lr sweep)."""
+    rows = []
+    for exp, b in best.items():
+        mine = sorted((g for g in groups if g.exp == exp), key=lr_multiplier)
+        tried = sorted({lr_multiplier(g) for g in mine})
+        if len(tried) < 2:
+            continue
+        m = lr_multiplier(b)
+        i = tried.index(m)
+        interior = 0 < i < len(tried) - 1
+        cells = []
+        for j in (i - 1, i, i + 1):
+            at = [g for g in mine if 0 <= j < len(tried) and lr_multiplier(g) == tried[j]]
+            cells.append(max(at, key=lambda g: len(g.runs)).val_loss.fmt() + f" ({len(at[0].runs)})" if at else "-")
+        rows.append(
+            [
+                exp,
+                ", ".join(f"{t:g}x" for t in tried),
+                f"{m:g}x",
+                "yes" if interior else "**no: the best is on the grid's edge**",
+                " / ".join(cells),
+            ]
+        )
+    return rows
+
+
+def family_rows(best: dict[str, Group], tol: float) -> list[list[str]]:
+    """One line per member of the constrained-Muon family present: its final val loss against muon_all's, called
+    only beyond the seeds' spread (at least ``tol``)."""
+    if "muon_all" not in best:
+        return []
+    ref = best["muon_all"].val_loss
+    words = {-1: "lower than muon_all", 0: "within the spread of muon_all", 1: "higher than muon_all"}
+    return [
+        [exp, best[exp].val_loss.fmt(), ref.fmt(), words[compare(best[exp].val_loss, ref, tol)]]
+        for exp in FAMILY
+        if exp in best
+    ]
+
+
+def _num(x: float) -> float | None:
+    return x if isinstance(x, (int, float)) and math.isfinite(x) else None
+
+
+def _stat(s: Stat) -> dict[str, Any]:
+    return {"mean": _num(s.mean), "sd": _num(s.sd), "n": s.n, "infinite": bool(s.mean == math.inf)}
+
+
+def summary_json(
+    context: dict[str, Any],
+    machine: dict[str, Any],
+    best: dict[str, Group],
+    groups: list[Group],
+    verdicts: list,
+    extra: dict[str, dict[str, Any]],
+) -> dict[str, Any]:
+    """Every number of the report's tables, for re-plotting: the context, the machine, each experiment at its best
+    setting (with ``extra[exp]``: the summary table's per-experiment numbers), every setting, the verdicts."""
+    target, reach = to_target(best)
+    return {
+        "context": context,
+        "machine": machine,
+        "target": {"experiment": TARGET_EXP, "final_val_loss": target},
+        "experiments": {
+            exp: {
+                "setting": g.label,
+                "settings": g.settings,
+                "lr_multiplier": lr_multiplier(g),
+                "seeds": len(g.runs),
+                "diverged": g.diverged,
+                "final_val_loss": _stat(g.val_loss),
+                "tokens_per_sec": _stat(g.tokens_per_sec),
+                "steps_to_target": _stat(reach[exp][0]) if exp in reach else None,
+                "seconds_to_target": _stat(reach[exp][1]) if exp in reach else None,
+                **extra.get(exp, {}),
+            }
+            for exp, g in best.items()
+        },
+        "settings": [
+            {
+                "experiment": g.exp,
+                "setting": g.label,
+                "lr_multiplier": lr_multiplier(g),
+                "seeds": len(g.runs),
+                "diverged": g.diverged,
+                "final_val_loss": _stat(g.val_loss),
+            }
+            for g in groups
+        ],
+        "verdicts": [{"key": v.key, "title": v.title, "verdict": v.verdict, "why": v.reason} for v in verdicts],
+    }
