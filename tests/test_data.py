@@ -28,3 +28,33 @@ def test_user_file_round_trip(tmp_path):
 def test_directory_is_not_a_data_file(tmp_path):
     with pytest.raises(DataError, match="not a file"):
         load_text_bytes(tmp_path)
+
+
+def test_the_python_stdlib_corpus_is_sorted_utf8_without_site_packages(tmp_path):
+    from modman.experiments.common.data import DataError, python_stdlib_text
+
+    (tmp_path / "b").mkdir()
+    (tmp_path / "site-packages").mkdir()
+    (tmp_path / "b" / "z.py").write_text("z = 1")
+    (tmp_path / "a.py").write_text("a = 1\n")
+    (tmp_path / "site-packages" / "c.py").write_text("third_party = 1\n")
+    (tmp_path / "latin.py").write_bytes("# -*- coding: latin-1 -*-\nx = 'é'\n".encode("latin-1"))
+    text, info = python_stdlib_text(tmp_path)
+    assert text == b"a = 1\nz = 1\n"  # a.py, b/z.py (newline added); latin.py skipped; site-packages left out
+    assert info["files"] == 2 and info["skipped"] == ["latin.py"]
+    with pytest.raises(DataError, match="no UTF-8 .py files"):
+        python_stdlib_text(tmp_path / "site-packages" / "nothing")
+
+
+def test_modman_corpus_writes_the_file_and_names_the_python(tmp_path, capsys, monkeypatch):
+    import modman.experiments.common.data as data
+    from modman.cli import main
+
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "os.py").write_text("import sys\n")
+    real = data.python_stdlib_text
+    monkeypatch.setattr(data, "python_stdlib_text", lambda root=None: real(tmp_path / "lib"))
+    assert main(["corpus", "python-stdlib", "--out", str(tmp_path / "out" / "stdlib.txt")]) == 0
+    assert (tmp_path / "out" / "stdlib.txt").read_bytes() == b"import sys\n"
+    out = capsys.readouterr().out
+    assert "1 files of Python 3." in out and "sha256 " in out

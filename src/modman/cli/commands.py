@@ -188,6 +188,20 @@ def _run_lr_transfer(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_corpus(args: argparse.Namespace) -> int:
+    from ..experiments.common.data import python_stdlib_text, sha256
+    from ..experiments.common.files import atomic_file
+
+    text, info = python_stdlib_text()
+    with atomic_file(args.out, "wb") as fh:
+        fh.write(text)
+    print(
+        f"{args.out}: {len(text) / 1e6:.1f} MB, {info['files']} files of Python {info['python']}'s standard library "
+        f"({info['root']}; {len(info['skipped'])} not UTF-8, skipped), sha256 {sha256(text)}"
+    )
+    return 0
+
+
 def _run_roles(args: argparse.Namespace) -> int:
     import warnings
 

@@ -122,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_analyze(sub)
     _add_lr_transfer(sub)
     _add_roles(sub)
+    _add_corpus(sub)
     _add_bench(sub)
     return parser
 
@@ -323,6 +324,18 @@ def _add_roles(sub) -> None:
         help="modman (the built-in decoder), or a Hugging Face architecture: "
         "hf:gpt2|hf:llama|hf:qwen2|hf:qwen3|hf:mistral (default: modman)",
     )
+
+
+def _add_corpus(sub) -> None:
+    corpus = sub.add_parser(
+        "corpus",
+        help="write a second training corpus any machine has: the Python standard library's .py files",
+        description="Concatenate this Python's standard library .py files (site-packages left out, files that "
+        "are not UTF-8 skipped) in sorted path order into OUT, for modman train/tune --data OUT; prints the "
+        "Python version, the file count and the sha256.",
+    )
+    corpus.add_argument("name", choices=("python-stdlib",), help="the corpus to write (python-stdlib)")
+    corpus.add_argument("--out", required=True, metavar="FILE", help="the text file to write (replaced atomically)")
 
 
 def _add_bench(sub) -> None:
