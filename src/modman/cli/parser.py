@@ -147,11 +147,11 @@ def _add_train(sub) -> None:
 
     train = sub.add_parser(
         "train",
-        help="train the LLaMA-style decoder with one of the LLM experiment plan's experiments",
+        help="train the LLaMA-style decoder: the comparison, one experiment (--exp) or all of them (--all)",
         description="Train the byte-level LLaMA-style decoder on the embedded Shakespeare text "
-        "(or --data) with one experiment's per-role optimizers; writes "
-        "OUT/EXP/{metrics.jsonl,spectra.jsonl,summary.json,checkpoint-STEP/,"
-        "tensorboard/}. "
+        "(or --data) with each experiment's per-role optimizers, one run after the other; each writes "
+        "OUT/EXP/{metrics.jsonl,spectra.jsonl,summary.json,checkpoint-STEP/,tensorboard/}, and several "
+        f"runs end with OUT/report/report.html. Without --exp or --all: {', '.join(COMPARISON)}. "
         f"Experiments: {', '.join(EXPERIMENTS)}.",
     )
     add_dataclass_arguments(train, TrainConfig, suppress_defaults=True)
