@@ -255,3 +255,21 @@ def test_the_experiment_commands_name_the_extra_they_need(monkeypatch, capsys):
     assert main(TRAIN + ["--exp", "baseline", "--max-steps", "2"]) == 2
     err = capsys.readouterr().err
     assert "needs tensorboard" in err and "pip install 'modman[experiments]'" in err
+
+
+def test_a_report_the_folder_refuses_does_not_fail_the_training(tmp_path, capsys, monkeypatch):
+    import modman.cli.commands as commands
+    import modman.experiments.llm.runner as runner
+    from modman.errors import UserError
+
+    done = {"experiment": "baseline", "status": "finished", "steps": 2, "final_train_loss": 1.0}
+    done |= {"final_val_loss": 1.0, "final_val_ppl": 2.7, "tokens_per_sec": 1.0, "wall_seconds": 1.0}
+    monkeypatch.setattr(runner, "run_experiments", lambda *a, **k: ([done, dict(done, experiment="muon_all")], []))
+
+    def refuse(*args, **kwargs):
+        raise UserError("the runs in this folder differ in preset ... and cannot share one verdict")
+
+    monkeypatch.setattr(commands, "_report", refuse)
+    assert main(TRAIN + ["--max-steps", "2", "--out", str(tmp_path)]) == 0  # the runs are saved: not a failure
+    captured = capsys.readouterr()
+    assert "muon_all" in captured.out and "no report: the runs in this folder differ" in captured.err

@@ -74,7 +74,10 @@ def _run_train(args: argparse.Namespace) -> int:
     print(format_summaries(summaries))
     out = settings.get("out", TrainConfig.out)
     if len(summaries) > 1 and args.report:
-        _report(out, html_page=True)
+        try:  # the runs are done and saved; a folder the report refuses (runs of other settings) is not a failure
+            _report(out, html_page=True)
+        except UserError as e:
+            print(f"modman train: no report: {e}", file=sys.stderr)
     elif len(summaries) == 1:
         print(f"next: modman analyze {out} --html  (the report of every run in {out})", file=sys.stderr)
     return 3 if failed else 0
