@@ -21,7 +21,7 @@ from .config import RESUME_FREE, TrainConfig
 from .recipes import TRAIN_EXPERIMENTS
 from .train import TrainingDiverged, train
 
-__all__ = ["LrSetting", "parse_lrs", "parse_list", "sweep_configs", "run_sweep"]
+__all__ = ["LrSetting", "parse_lrs", "parse_list", "sweep_configs", "run_sweep", "ended_summary"]
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,7 @@ def sweep_configs(
     return configs
 
 
-def _ended(cfg: TrainConfig) -> dict | None:
+def ended_summary(cfg: TrainConfig) -> dict | None:
     """The summary of a run that already finished, or diverged, with these very settings; else None."""
     path = cfg.run_dir / "summary.json"
     try:
@@ -127,7 +127,7 @@ def run_sweep(configs: list[TrainConfig], log: Callable[[str], None] | None = No
         cfg.resolved_device()
     summaries = []
     for i, cfg in enumerate(configs, 1):
-        done = _ended(cfg)
+        done = ended_summary(cfg)
         if done is not None:
             log(f"[{i}/{len(configs)}] {cfg.run_dir}: {done['status']} before, skipped")
             summaries.append(done)

@@ -28,7 +28,7 @@ from ..common.data import load_text_bytes, sha256
 from ..common.files import write_json_atomic
 from .config import RESUME_FREE, TrainConfig
 from .recipes import TRAIN_EXPERIMENTS
-from .sweep import _ended
+from .sweep import ended_summary
 from .train import TrainingDiverged, train
 
 __all__ = ["TuneSpec", "knob", "run_name", "plan", "tune", "tune_summary", "format_tune"]
@@ -178,7 +178,7 @@ def tune(
         for exp, (runs, _) in plans.items():
             for k, seed in runs:
                 cfg = _config(settings, exp, k, seed)
-                summary = _ended(cfg)
+                summary = ended_summary(cfg)
                 if summary is not None:
                     ended[run_name(exp, k, seed)] = {**summary, "tune": [k, seed]}
                     found = True

@@ -51,7 +51,8 @@ def lr_rows(groups: list[Group], best: dict[str, Group]) -> list[list[str]]:
         cells = []
         for j in (i - 1, i, i + 1):
             at = [g for g in mine if 0 <= j < len(tried) and lr_multiplier(g) == tried[j]]
-            cells.append(max(at, key=lambda g: len(g.runs)).val_loss.fmt() + f" ({len(at[0].runs)})" if at else "-")
+            chosen = max(at, key=lambda g: len(g.runs)) if at else None
+            cells.append(f"{chosen.val_loss.fmt()} ({len(chosen.runs)})" if chosen else "-")
         rows.append(
             [
                 exp,
