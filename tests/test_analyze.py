@@ -343,3 +343,16 @@ def test_a_folder_mixing_presets_or_step_counts_is_refused(tmp_path):
     (other / "summary.json").write_text(json.dumps(summary))
     with pytest.raises(ValueError, match="differ in preset, model, max_steps.*max_steps=200"):
         analyze(tmp_path)
+
+
+def test_the_lr_figure_marks_diverged_settings(tmp_path, monkeypatch):
+    from modman.experiments.report import figures
+
+    for scale in (1.0, 2.0, 4.0):
+        make_run(tmp_path, "muon_all", lr_scale=scale, val=2.0 - 0.1 * scale, diverged=scale == 4.0)
+    runs, _ = load_runs(tmp_path)
+    drawn = {}
+    monkeypatch.setattr(figures, "_save", lambda fig, path: drawn.setdefault("fig", fig))
+    figures.lr_sweep(group_runs(runs), tmp_path / "lr.png")
+    markers = [line for line in drawn["fig"].axes[0].get_lines() if line.get_marker() == "x"]
+    assert len(markers) == 1 and list(markers[0].get_xdata()) == [0.04]  # the diverged 4x at its peak lr

@@ -259,6 +259,10 @@ def lr_sweep(groups: list[Group], path: Path) -> Path:
                 by_wd.setdefault(g.settings.get("weight_decay"), []).append(g)
         for i, (wd, gs) in enumerate(sorted(by_wd.items(), key=lambda kv: str(kv[0]))):
             pts = sorted((peak_lr(g), g.val_loss) for g in gs if math.isfinite(g.val_loss.mean))
+            lost = [peak_lr(g) for g in gs if not math.isfinite(g.val_loss.mean) and math.isfinite(peak_lr(g))]
+            if lost:  # diverged settings: an x near the top at their lr
+                top = ax.get_xaxis_transform()
+                ax.plot(lost, [0.96] * len(lost), "x", ms=9, mew=2, color=_color(exp), transform=top)
             if pts:
                 ax.errorbar(
                     [p[0] for p in pts],
@@ -275,7 +279,7 @@ def lr_sweep(groups: list[Group], path: Path) -> Path:
 
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("peak lr of the attention matrices")
-    ax.set_ylabel("final val loss (mean ± sd over seeds)")
+    ax.set_ylabel("final val loss (mean ± sd over seeds; x on top: diverged)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     return _save(fig, path)
