@@ -21,7 +21,7 @@ from .parser import add_dataclass_arguments, build_parser
 
 __all__ = ["main", "build_parser", "add_dataclass_arguments"]
 
-# Commands that log, plot or report: they need the ``experiments`` extra (numpy, tqdm, tensorboard, matplotlib).
+# Commands that log, plot or report: they need the ``experiments`` extra (tqdm, tensorboard, matplotlib).
 NEEDS_EXTRAS = ("demo", "train", "cifar", "sweep", "tune", "analyze", "lr-transfer")
 
 

@@ -9,7 +9,7 @@ from ..errors import UserError
 __all__ = ["EXTRA_MODULES", "require_extras"]
 
 # What the experiments import beyond torch: the ``experiments`` extra of pyproject.toml.
-EXTRA_MODULES = ("numpy", "tqdm", "tensorboard", "matplotlib")
+EXTRA_MODULES = ("tqdm", "tensorboard", "matplotlib")
 
 
 def require_extras(command: str) -> None:
