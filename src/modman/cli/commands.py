@@ -59,13 +59,22 @@ def _run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_train(args: argparse.Namespace) -> int:
+def _train_settings(args: argparse.Namespace, skip: tuple[str, ...] = ()) -> dict:
+    """TrainConfig settings from ``--config FILE``, overridden by the flags given (``skip``: set per run)."""
     from ..experiments.llm.config import TrainConfig
-    from ..experiments.llm.runner import format_summaries, load_config_file, run_experiments
+    from ..experiments.llm.runner import load_config_file
 
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    fields = {f.name for f in dataclasses.fields(TrainConfig)} - set(skip)
     settings = load_config_file(args.config) if args.config else {}
     settings.update({k: v for k, v in vars(args).items() if k in fields})
+    return settings
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from ..experiments.llm.config import TrainConfig
+    from ..experiments.llm.runner import format_summaries, run_experiments
+
+    settings = _train_settings(args)
     if args.all and "exp" in vars(args):  # a flag given on the command line (a --config file's exp yields to --all)
         raise UserError("give either --exp NAME or --all, not both")
     summaries, failed = run_experiments(settings, run_all=args.all, resume=args.resume)
@@ -113,13 +122,10 @@ def _run_cifar_sweep(cfg, args: argparse.Namespace) -> int:
 
 
 def _run_sweep(args: argparse.Namespace) -> int:
-    from ..experiments.llm.config import TrainConfig
-    from ..experiments.llm.runner import format_summaries, load_config_file
+    from ..experiments.llm.runner import format_summaries
     from ..experiments.llm.sweep import parse_list, parse_lrs, run_sweep, sweep_configs
 
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    settings = load_config_file(args.config) if args.config else {}
-    settings.update({k: v for k, v in vars(args).items() if k in fields and k != "exp"})
+    settings = _train_settings(args, skip=("exp",))
     exps = [e.strip() for e in args.exp.split(",") if e.strip()]
     configs = sweep_configs(
         settings,
@@ -138,13 +144,10 @@ def _run_sweep(args: argparse.Namespace) -> int:
 
 def _run_tune(args: argparse.Namespace) -> int:
     from ..experiments.llm.config import TrainConfig
-    from ..experiments.llm.runner import load_config_file
     from ..experiments.llm.sweep import parse_list
     from ..experiments.llm.tune import TuneSpec, format_tune, tune, tune_summary
 
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    settings = load_config_file(args.config) if args.config else {}
-    settings.update({k: v for k, v in vars(args).items() if k in fields and k != "exp"})
+    settings = _train_settings(args, skip=("exp",))
     exps = [e.strip() for e in args.exp.split(",") if e.strip()]
     if settings.get("model", "modman") != "modman" and "modular" in exps:
         exps.remove("modular")  # it trains its own modman.modular GPT
