@@ -43,6 +43,8 @@ def make_run(
     lr_scale: float = 1.0,
     diverged: bool = False,
     tps: float = 1000.0,
+    seconds_per_step: float = 0.01,
+    preset: str = "tiny",
 ) -> Path:
     """A run folder in the training framework's format, with the numbers the verdicts read set by hand."""
     run = root / f"{exp}--lr-{lr_scale}x--wd-{wd}--seed-{seed}"
@@ -58,7 +60,7 @@ def make_run(
             "lr": {r: 0.01 * lr_scale for r in set(MATRICES.values())},
             "grad_norm": {r: 1.0 / (i + 1) for r in set(MATRICES.values())},
             "tokens_per_sec": tps,
-            "train_seconds": step * 0.01,
+            "train_seconds": step * seconds_per_step,
         }
         if step in (50, 100):
             rec.update(val_loss=val if step == 100 else 2.5, val_ppl=math.exp(val))
@@ -90,7 +92,7 @@ def make_run(
     config = {
         "exp": exp,
         "max_steps": 100,
-        "preset": "tiny",
+        "preset": preset,
         "batch_size": 4,
         "lr": None,
         "lr_scale": lr_scale,
@@ -251,7 +253,7 @@ def test_missing_or_corrupt_files_are_named_and_skipped(tmp_path, capsys):
     text = "\n".join(problems)
     assert f"{bad_metrics / 'metrics.jsonl'}: line 2 is not JSON" in text
     assert f"{bad_summary / 'summary.json'}: not valid JSON" in text
-    assert f"{unfinished}: no summary.json" in text and f"{no_metrics}: no metrics.jsonl" in text
+    assert f"{unfinished / 'summary.json'}: not there: the run has not ended" in text and f"{no_metrics}: no metrics.jsonl" in text
     assert main(["analyze", str(tmp_path)]) == 0
     err = capsys.readouterr().err
     assert "line 2 is not JSON" in err and "skipped" in err

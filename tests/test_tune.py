@@ -7,7 +7,8 @@ import pytest
 
 from modman.cli import main
 from modman.errors import UserError
-from modman.experiments.llm.tune import TuneSpec, plan, run_name, tune, tune_summary
+from modman.experiments.llm.tune import TuneSpec, format_tune, plan, run_name, tune, tune_summary
+from modman.experiments.llm.tune_plan import chosen, seeded_mean
 
 SPEC = TuneSpec(("muon_all",), seeds=(0, 1, 2), points=5, max_extend=2)
 
@@ -51,7 +52,7 @@ def test_an_optimum_on_the_edge_extends_the_grid_up_to_max_extend():
         for (k, s), v in losses.items()
     }
     row = tune_summary(SPEC, summary)[0]
-    assert row["best_multiplier"] == 2.0**4 and not row["interior"] and row["seeds"] == 3
+    assert row["best_multiplier"] == 2.0**5 and not row["interior"] and row["seeds"] == 3  # lowest seeded mean
 
 
 def test_diverged_runs_count_as_worst_and_are_reported():
@@ -73,12 +74,29 @@ def test_diverged_runs_count_as_worst_and_are_reported():
     assert (1, 1) in order  # the diverging neighbour is still measured with every seed
 
 
+def test_the_chosen_setting_is_the_lowest_mean_over_every_seed():
+    losses = {(k, 0): bowl(1)(k, 0) for k in range(-2, 3)}
+    assert chosen(SPEC, losses) is None  # the seeds phase has not run
+    losses.update({(k, s): bowl(1)(k, s) for k in (0, 1, 2) for s in (1, 2)})
+    assert chosen(SPEC, losses) == (1, False)
+    losses[(2, 1)] = losses[(2, 2)] = 1.0  # the neighbour's seeds are better on average: the report would pick it
+    assert chosen(SPEC, losses) == (2, False) and seeded_mean(SPEC, losses, 2) == pytest.approx((2.1 + 2) / 3)
+    without = {(2, s): 1.2 for s in (0, 1)}
+    assert chosen(SPEC, losses, without) == (2, False)  # seed 2 missing without decay: not a candidate yet
+    without[(2, 2)] = 1.2
+    assert chosen(SPEC, losses, without) == (2, True)
+    losses[(0, 1)] = math.inf
+    assert seeded_mean(SPEC, losses, 0) == math.inf
+
+
 def test_bad_specs_are_refused():
     for kwargs in ({"points": 2}, {"max_extend": -1}, {"seeds": (0, 0)}):
         with pytest.raises(UserError):
             TuneSpec(("muon_all",), **kwargs)
     with pytest.raises(UserError, match="unknown experiment"):
         TuneSpec(("nope",))
+    with pytest.raises(UserError, match="--no-decay: stiefel_all not among"):
+        TuneSpec(("muon_all",), no_decay=("stiefel_all",))
 
 
 TINY = {"preset": "tiny", "batch_size": 4, "eval_batches": 1, "warmup_steps": 1, "max_steps": 2, "progress": False}
@@ -86,13 +104,16 @@ TINY = {"preset": "tiny", "batch_size": 4, "eval_batches": 1, "warmup_steps": 1,
 
 @pytest.mark.slow
 def test_tune_runs_resumes_and_refuses_a_folder_of_other_settings(tmp_path, capsys):
-    spec = TuneSpec(("baseline",), seeds=(0, 1), points=3, max_extend=0)
+    spec = TuneSpec(("baseline",), seeds=(0, 1), points=3, max_extend=0, no_decay=("baseline",))
     settings = dict(TINY, out=str(tmp_path))
     partial = tune(settings, spec, max_runs=2)
     assert len(partial) == 2
-    ended = tune(settings, spec)
-    assert set(partial) <= set(ended) and len(ended) in (6, 7)  # 7: the best on an edge, its outer neighbour too
+    ended = tune(settings, spec, timing=False)
+    assert set(partial) <= set(ended) and len(ended) in (8, 9)  # 9: the best on an edge, its outer neighbour too
     assert len(list(tmp_path.glob("*/summary.json"))) == len(ended)  # every run once, none trained twice
+    no_decay = [s for s in ended.values() if s["no_decay"]]
+    assert len(no_decay) == 2 and {s["config"]["weight_decay"] for s in no_decay} == {0.0}
+    assert all(s["config"]["weight_decay"] == 0.1 for s in ended.values() if not s["no_decay"])
     manifest = json.loads((tmp_path / "tune.json").read_text())
     assert manifest["settings"]["preset"] == "tiny" and len(manifest["settings"]["data_sha256"]) == 64
     with pytest.raises(UserError, match="max_steps: 2 there, 3 now"):
@@ -101,7 +122,33 @@ def test_tune_runs_resumes_and_refuses_a_folder_of_other_settings(tmp_path, caps
         tune(dict(settings, seed=1), spec)
     args = ["tune", "--exp", "baseline", "--seeds", "0,1", "--points", "3", "--max-extend", "0", "--out", str(tmp_path)]
     args += ["--preset", "tiny", "--batch-size", "4", "--eval-batches", "1", "--warmup-steps", "1", "--max-steps", "2"]
-    assert main(args + ["--no-progress"]) == 0  # every run ended: nothing trains, the table prints
+    assert main(args + ["--no-progress", "--no-timing"]) == 0  # every run ended: nothing trains, the table prints
     assert "baseline" in capsys.readouterr().out
     assert main(args[:-2] + ["--max-steps", "5", "--no-progress"]) == 2
     assert "holds a tune with other settings" in capsys.readouterr().err
+
+    # the timed phase: each best setting once more, apart from the seeds
+    assert not (tmp_path / "timed").exists() and not any(s["timed"] for s in ended.values())
+    rows = tune_summary(spec, ended)
+    assert rows[0]["done"] and not rows[0]["timed"]
+    ended = tune(settings, spec)  # only the timed run is left
+    (timed,) = [name for name, s in ended.items() if s["timed"]]
+    best, without = int(math.log2(rows[0]["best_multiplier"])), rows[0]["chosen_without_decay"]
+    assert timed == "timed/" + run_name("baseline", best, 0, without)
+    assert list((tmp_path / "timed").glob("*/summary.json")) == [tmp_path / timed / "summary.json"]
+    assert tune_summary(spec, ended)[0]["timed"] and "done, timed" in format_tune(tune_summary(spec, ended))
+    seeded = json.loads((tmp_path / run_name("baseline", best, 0, without) / "summary.json").read_text())
+    again = json.loads((tmp_path / timed / "summary.json").read_text())
+    assert again["final_val_loss"] == pytest.approx(seeded["final_val_loss"], abs=1e-4)  # the same run, re-timed
+    assert again["versions"]["cpu"] and tune(settings, spec).keys() == ended.keys()  # nothing left to run
+
+
+def test_a_manifest_older_than_a_setting_counts_it_at_its_default(tmp_path):
+    from modman.experiments.llm.tune import _check_manifest
+
+    manifest = {"settings": {"preset": "tiny"}, "seeds": [0], "points": 5, "max_extend": 3}
+    saved = dict(manifest, settings={"preset": "tiny"})
+    (tmp_path / "tune.json").write_text(json.dumps(saved))
+    _check_manifest(tmp_path / "tune.json", dict(manifest, settings={"preset": "tiny", "weight_decay": 0.1}))
+    with pytest.raises(UserError, match="weight_decay: 0.1 there, 0.0 now"):
+        _check_manifest(tmp_path / "tune.json", dict(manifest, settings={"preset": "tiny", "weight_decay": 0.0}))

@@ -9,6 +9,7 @@ from .commands import (
     _run_analyze,
     _run_bench,
     _run_cifar,
+    _run_compare,
     _run_corpus,
     _run_demo,
     _run_lr_transfer,
@@ -22,7 +23,7 @@ from .parser import add_dataclass_arguments, build_parser
 __all__ = ["main", "build_parser", "add_dataclass_arguments"]
 
 # Commands that log, plot or report: they need the ``experiments`` extra (tqdm, tensorboard, matplotlib).
-NEEDS_EXTRAS = ("demo", "train", "cifar", "sweep", "tune", "analyze", "lr-transfer")
+NEEDS_EXTRAS = ("demo", "train", "cifar", "sweep", "tune", "analyze", "compare", "lr-transfer")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         "sweep": _run_sweep,
         "tune": _run_tune,
         "analyze": _run_analyze,
+        "compare": _run_compare,
         "lr-transfer": _run_lr_transfer,
     }[args.command]
     try:

@@ -142,6 +142,10 @@ def _run_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+# H5 of the LLM experiment plan: a Stiefel experiment, manifold Muon, and the baseline as the control.
+NO_DECAY_DEFAULT = ("stiefel_all", "manifold_muon", "baseline")
+
+
 def _run_tune(args: argparse.Namespace) -> int:
     from ..experiments.llm.config import TrainConfig
     from ..experiments.llm.sweep import parse_list
@@ -151,10 +155,15 @@ def _run_tune(args: argparse.Namespace) -> int:
     exps = [e.strip() for e in args.exp.split(",") if e.strip()]
     if settings.get("model", "modman") != "modman" and "modular" in exps:
         exps.remove("modular")  # it trains its own modman.modular GPT
-    spec = TuneSpec(tuple(exps), tuple(parse_list(args.seeds, int, "--seeds")), args.points, args.max_extend)
+    if args.no_decay is None:
+        no_decay = [e for e in NO_DECAY_DEFAULT if e in exps]
+    else:
+        no_decay = [e.strip() for e in args.no_decay.split(",") if e.strip()]
+    seeds = tuple(parse_list(args.seeds, int, "--seeds"))
+    spec = TuneSpec(tuple(exps), seeds, args.points, args.max_extend, tuple(no_decay))
     if args.max_runs is not None and args.max_runs < 0:
         raise UserError(f"--max-runs must be >= 0; got {args.max_runs}")
-    ended = tune(settings, spec, max_runs=args.max_runs)
+    ended = tune(settings, spec, max_runs=args.max_runs, timing=args.timing)
     print(format_tune(tune_summary(spec, ended)))
     out = settings.get("out", TrainConfig.out)
     if args.analyze:
@@ -179,6 +188,16 @@ def _report(folder: str, html_page: bool = False) -> int:
 
 def _run_analyze(args: argparse.Namespace) -> int:
     return _report(args.dir, args.html)
+
+
+def _run_compare(args: argparse.Namespace) -> int:
+    from ..experiments.report.compare import write_comparison
+
+    labels = [x.strip() for x in args.labels.split(",")] if args.labels else None
+    path = write_comparison(args.dirs, args.out, labels)
+    print(path.read_text(), end="")
+    print(f"comparison: {path} (numbers: {path.with_suffix('.json')})", file=sys.stderr)
+    return 0
 
 
 def _run_lr_transfer(args: argparse.Namespace) -> int:

@@ -120,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sweep(sub)
     _add_tune(sub)
     _add_analyze(sub)
+    _add_compare(sub)
     _add_lr_transfer(sub)
     _add_roles(sub)
     _add_corpus(sub)
@@ -255,7 +256,8 @@ def _add_tune(sub) -> None:
         help="each experiment at its own lr: a factor-2 grid, then every seed at the best lr and its neighbours",
         description="Per experiment, train a factor-2 grid of lr multipliers around its defaults with the first "
         "seed (extended while the best sits on an edge), then every seed at the best multiplier and its two "
-        "neighbours. The multiplier scales the attention and FFN matrices' lrs (--matrix-lr-scale; modular: "
+        "neighbours, then each best setting once more into OUT/timed/ for its wall-clock seconds (keep the machine "
+        "otherwise idle then). The multiplier scales the attention and FFN matrices' lrs (--matrix-lr-scale; modular: "
         "--lr-scale). Runs are OUT/EXP--mlr-Mx--seed-S; finished runs are skipped, partial ones resumed, and a "
         "folder tuned with other settings is refused. modman analyze OUT reports on it.",
     )
@@ -279,6 +281,19 @@ def _add_tune(sub) -> None:
         default=None,
         help="stop after this many new runs; the next modman tune with the same flags continues (default: all)",
     )
+    tune.add_argument(
+        "--no-decay",
+        default=None,
+        help="experiments that also train every seed at their best lr with weight decay 0, comma-separated, for "
+        "H5 ('' for none; default: those of stiefel_all,manifold_muon,baseline that are tuned)",
+    )
+    tune.add_argument(
+        "--no-timing",
+        dest="timing",
+        action="store_false",
+        help="stop before the timed phase (each best setting trained again, one run at a time, into OUT/timed/ for "
+        "the report's seconds); a later modman tune without it runs that phase alone",
+    )
     _add_run_set_arguments(tune, "tune", ("exp", "name", "lr", "lr_scale", "matrix_lr_scale", "seed"))
 
 
@@ -292,6 +307,23 @@ def _add_analyze(sub) -> None:
     analyze.add_argument("dir", metavar="DIR", help="the --out folder of modman train or modman sweep")
     analyze.add_argument(
         "--html", action="store_true", help="also write DIR/report/report.html, one self-contained page"
+    )
+
+
+def _add_compare(sub) -> None:
+    compare = sub.add_parser(
+        "compare",
+        help="several reports in one table (e.g. a tune per corpus): does the answer hold?",
+        description="Read DIR/report/summary.json of each folder (written by modman analyze DIR) and write "
+        "OUT/comparison.md and OUT/comparison.json: per experiment its lr, final val loss and seconds to the "
+        "baseline's final val loss in every folder, with ranks, and whether its verdict against the baseline holds.",
+    )
+    compare.add_argument("dirs", metavar="DIR", nargs="+", help="folders analyzed by modman analyze (two or more)")
+    compare.add_argument(
+        "--labels", default=None, help="one label per folder, comma-separated (default: each folder's corpus)"
+    )
+    compare.add_argument(
+        "--out", default="runs/comparison", help="where to write the comparison (default: %(default)s)"
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import torch
 
 from ...errors import UserError
 
-__all__ = ["resolve_device", "run_versions"]
+__all__ = ["resolve_device", "run_versions", "cpu_name"]
 
 
 def resolve_device(spec: str) -> torch.device:
@@ -37,6 +38,17 @@ def _git_sha() -> str | None:
         return None
 
 
+def cpu_name() -> str:
+    """The processor's model name (Linux: /proc/cpuinfo), else what the platform module knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
 def run_versions(device: torch.device) -> dict[str, Any]:
     """Versions and machine facts that make a run reproducible (modded-nanogpt style)."""
     from importlib.metadata import PackageNotFoundError, version
@@ -56,6 +68,8 @@ def run_versions(device: torch.device) -> dict[str, Any]:
         "git_sha": _git_sha(),
         "device": str(device),
         "threads": torch.get_num_threads(),
+        "cpu": cpu_name(),
+        "cpus": os.cpu_count(),
     }
     if device.type == "cuda":
         info["device_name"] = torch.cuda.get_device_name(device)

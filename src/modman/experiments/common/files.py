@@ -22,6 +22,7 @@ __all__ = [
     "write_text_atomic",
     "write_json_atomic",
     "json_safe",
+    "read_json",
     "JsonlLog",
 ]
 
@@ -55,6 +56,17 @@ def write_text_atomic(path: str | Path, text: str) -> None:
 def write_json_atomic(path: str | Path, obj: Any) -> None:
     """``obj`` as indented JSON at ``path``, replaced atomically."""
     write_text_atomic(path, json.dumps(json_safe(obj), indent=2, allow_nan=False) + "\n")
+
+
+def read_json(path: Path, missing: str, fix: str = "") -> Any:
+    """The JSON in ``path``; a UserError ``"{path}: {missing}"`` when it is absent, one naming it with ``fix``
+    appended when it is not JSON."""
+    if not path.is_file():
+        raise UserError(f"{path}: {missing}")
+    try:
+        return json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: not valid JSON ({e})" + (f"; {fix}" if fix else "")) from None
 
 
 def json_safe(obj: Any) -> Any:

@@ -1,16 +1,18 @@
-"""``modman tune``: each experiment at its own learning rate, then seeds at the best lr and its two neighbours.
+"""``modman tune``: each experiment at its own learning rate, 3 seeds at the best, timed alone at the end.
 
-Per experiment, a factor-2 grid of lr multipliers ``2^k`` around its defaults (``points`` of them, k centred on 0)
-is trained with the first seed. While the best point (lowest final validation loss; a diverged run counts as
-infinitely bad) sits on the grid's edge, the grid grows by one point beyond that edge, up to ``max_extend`` times
-a side. Then every seed runs at the best multiplier and at its two neighbours. The multiplier scales the attention
-and FFN matrices' lrs (``--matrix-lr-scale``: the method's lr, embeddings and head keep AdamW's), except for
-``modular``, whose one lr steps the whole network (``--lr-scale``).
+The plan (``tune_plan``): a factor-2 grid of lr multipliers around each experiment's defaults with the first seed,
+extended while the best sits on an edge; every seed at the best multiplier and its two neighbours; for the
+``no_decay`` experiments every seed at the best again without weight decay (H5 of the LLM experiment plan); last,
+each experiment's chosen setting (lowest mean over the seeds) trained once more, one run after another, into
+``OUT/timed/``: its seconds are the report's wall-clock numbers, so keep the machine otherwise idle for that phase
+(``timing=False`` leaves it for a later call). The multiplier scales the attention and FFN matrices' lrs
+(``--matrix-lr-scale``: the method's lr; embeddings and head keep AdamW's), except for ``modular``, whose one lr
+steps the whole network (``--lr-scale``).
 
-Every run is an ordinary ``modman train`` run in ``OUT/EXP--mlr-2x--seed-S`` (``lr-2x`` for modular), so
-``modman analyze OUT`` reads a tune folder like a sweep. ``OUT/tune.json`` records what the runs share (preset,
-corpus digest, steps...): a folder tuned with other settings is refused, never mixed into one verdict. The plan
-is a function of the finished runs, so an interrupted tune continues where it stopped.
+Every run is an ordinary ``modman train`` run in ``OUT/EXP--mlr-2x--seed-S`` (``lr-2x`` for modular, ``--wd-0``
+without decay), so ``modman analyze OUT`` reads a tune folder like a sweep. ``OUT/tune.json`` records what the runs
+share (preset, corpus digest, steps...): a folder tuned with other settings is refused, never mixed into one
+verdict. The plan is a function of the finished runs, so an interrupted tune continues where it stopped.
 """
 
 from __future__ import annotations
@@ -27,85 +29,15 @@ from ...errors import UserError
 from ..common.data import load_text_bytes, sha256
 from ..common.files import write_json_atomic
 from .config import RESUME_FREE, TrainConfig
-from .recipes import TRAIN_EXPERIMENTS
 from .sweep import ended_summary
 from .train import TrainingDiverged, train
+from .tune_plan import Losses, TuneSpec, best_exponent, chosen, knob, plan, run_name, seeded_mean, selection_grid
 
-__all__ = ["TuneSpec", "knob", "run_name", "plan", "tune", "tune_summary", "format_tune"]
+__all__ = ["TuneSpec", "knob", "run_name", "plan", "tune", "tune_summary", "format_tune", "TIMED"]
 
 # Settings every run of a tune folder must share (the ones a run may change on resume aside).
 _PER_RUN = ("exp", "name", "seed", "lr_scale", "matrix_lr_scale")
-
-
-@dataclasses.dataclass(frozen=True)
-class TuneSpec:
-    """What a tune does: the experiments, its seeds, the initial grid size and how far it may extend."""
-
-    exps: tuple[str, ...]
-    seeds: tuple[int, ...] = (0, 1, 2)
-    points: int = 5
-    max_extend: int = 3
-
-    def __post_init__(self):
-        unknown = [e for e in self.exps if e not in TRAIN_EXPERIMENTS]
-        if unknown:
-            raise UserError(
-                f"--exp: unknown experiment(s) {', '.join(unknown)}; choose from {', '.join(TRAIN_EXPERIMENTS)}"
-            )
-        if not self.exps or not self.seeds or len(set(self.seeds)) != len(self.seeds):
-            raise UserError("modman tune needs at least one experiment and distinct --seeds, e.g. --seeds 0,1,2")
-        if self.points < 3:
-            raise UserError(f"--points must be >= 3 (a best point needs a neighbour on each side); got {self.points}")
-        if self.max_extend < 0:
-            raise UserError(f"--max-extend must be >= 0; got {self.max_extend}")
-
-    @property
-    def limits(self) -> tuple[int, int]:
-        """The smallest and largest exponent the grid may reach."""
-        return self.initial[0] - self.max_extend, self.initial[-1] + self.max_extend
-
-    @property
-    def initial(self) -> range:
-        """The exponents k of the first grid: ``points`` of them around 0 (5 → -2..2)."""
-        return range(-(self.points // 2), self.points - self.points // 2)
-
-
-def knob(exp: str) -> str:
-    """The TrainConfig field the tune's multiplier sets for ``exp``."""
-    return "lr_scale" if exp == "modular" else "matrix_lr_scale"
-
-
-def run_name(exp: str, k: int, seed: int) -> str:
-    """``muon_all--mlr-2x--seed-0``: the run folder of multiplier 2^k (``lr-`` for modular's whole-network lr)."""
-    return f"{exp}--{'lr' if knob(exp) == 'lr_scale' else 'mlr'}-{2.0**k:g}x--seed-{seed}"
-
-
-def selection_grid(spec: TuneSpec, losses: dict[tuple[int, int], float]) -> list[int]:
-    """The exponents the best multiplier is chosen from: the first grid and its extensions (first-seed runs within
-    ``max_extend`` of it; a neighbour run beyond the limits is measured, not chosen)."""
-    lo, hi = spec.limits
-    return sorted(set(spec.initial) | {k for k, s in losses if s == spec.seeds[0] and lo <= k <= hi})
-
-
-def plan(spec: TuneSpec, losses: dict[tuple[int, int], float]) -> tuple[list[tuple[int, int]], str]:
-    """The (k, seed) runs one experiment needs next, given its ended runs' final val losses (inf: diverged).
-
-    Returns ``(runs, phase)`` with phase ``"grid"`` (first seed, the grid or its extension), ``"seeds"`` (every
-    seed at the best multiplier and its neighbours) or ``"done"`` (no run left).
-    """
-    first = spec.seeds[0]
-    grid = selection_grid(spec, losses)
-    missing = [(k, first) for k in grid if (k, first) not in losses]
-    if missing:
-        return missing, "grid"
-    best = min(grid, key=lambda k: (losses[(k, first)], k))  # ties (every run diverged): the smallest lr
-    lo_limit, hi_limit = spec.limits
-    if best == grid[0] and best > lo_limit:
-        return [(best - 1, first)], "grid"
-    if best == grid[-1] and best < hi_limit:
-        return [(best + 1, first)], "grid"
-    runs = [(k, s) for k in (best - 1, best, best + 1) for s in spec.seeds if (k, s) not in losses]
-    return runs, "seeds" if runs else "done"
+TIMED = "timed"  # OUT/timed/: each experiment's best setting, trained again one run at a time for its seconds
 
 
 def _manifest(settings: dict[str, Any], spec: TuneSpec) -> dict[str, Any]:
@@ -125,7 +57,12 @@ def _check_manifest(path: Path, manifest: dict[str, Any]) -> None:
     except (ValueError, UnicodeDecodeError):
         raise UserError(f"{path} is not a tune manifest (not JSON); move it away or choose another --out") from None
     shared = saved.get("settings", {}) if isinstance(saved, dict) else {}
-    differ = [f"{k}: {shared.get(k)!r} there, {v!r} now" for k, v in manifest["settings"].items() if shared.get(k) != v]
+    defaults = dataclasses.asdict(TrainConfig())  # a setting newer than the manifest: it was at its default then
+    differ = [
+        f"{k}: {shared.get(k, defaults.get(k))!r} there, {v!r} now"
+        for k, v in manifest["settings"].items()
+        if shared.get(k, defaults.get(k)) != v
+    ]
     for key in ("seeds", "points", "max_extend"):
         if saved.get(key) != manifest[key]:
             differ.append(f"{key}: {saved.get(key)!r} there, {manifest[key]!r} now")
@@ -136,15 +73,21 @@ def _check_manifest(path: Path, manifest: dict[str, Any]) -> None:
         )
 
 
-def _config(settings: dict[str, Any], exp: str, k: int, seed: int) -> TrainConfig:
-    return TrainConfig(**{**settings, knob(exp): 2.0**k, "exp": exp, "seed": seed, "name": run_name(exp, k, seed)})
+Run = tuple[int, int, bool]  # (k, seed, without weight decay?)
 
 
-def _losses(exp: str, ended: dict[str, dict]) -> dict[tuple[int, int], float]:
-    """Final val loss per (k, seed) of ``exp``'s ended runs (inf where it diverged)."""
-    out: dict[tuple[int, int], float] = {}
+def _config(settings: dict[str, Any], exp: str, run: Run) -> TrainConfig:
+    k, seed, no_decay = run
+    extra = {"weight_decay": 0.0} if no_decay else {}
+    name = run_name(exp, k, seed, no_decay)
+    return TrainConfig(**{**settings, **extra, knob(exp): 2.0**k, "exp": exp, "seed": seed, "name": name})
+
+
+def _losses(exp: str, ended: dict[str, dict], no_decay: bool = False) -> Losses:
+    """Final val loss per (k, seed) of ``exp``'s ended untimed runs, with or without decay (inf: diverged)."""
+    out: Losses = {}
     for summary in ended.values():
-        if summary["experiment"] != exp:
+        if summary["experiment"] != exp or summary.get("timed") or summary.get("no_decay", False) != no_decay:
             continue
         loss = summary.get("final_val_loss")
         k, seed = summary["tune"]
@@ -155,11 +98,43 @@ def _losses(exp: str, ended: dict[str, dict]) -> dict[tuple[int, int], float]:
     return out
 
 
+def _plans(spec: TuneSpec, ended: dict[str, dict], decay: bool, timing: bool) -> dict[str, tuple[list[Run], str]]:
+    """Each experiment's next runs and their phase: grid, seeds, no-decay, timed (once every other is done)."""
+    plans: dict[str, tuple[list[Run], str]] = {}
+    for exp in spec.exps:
+        losses = _losses(exp, ended)
+        runs, phase = plan(spec, losses)
+        plans[exp] = ([(k, s, False) for k, s in runs], phase)
+        if phase == "done" and decay and exp in spec.no_decay:
+            k = _seeded_best(spec, losses)
+            nd = _losses(exp, ended, no_decay=True)
+            todo = [(k, s, True) for s in spec.seeds if (k, s) not in nd]
+            if todo:
+                plans[exp] = (todo, NO_DECAY)
+    if timing and all(phase == "done" for _, phase in plans.values()):
+        for exp in spec.exps:  # every seed has run: each chosen setting once more, for its seconds
+            pick = chosen(spec, _losses(exp, ended), _losses(exp, ended, no_decay=True))
+            if pick is not None and _key(exp, (pick[0], spec.seeds[0], pick[1]), True) not in ended:
+                plans[exp] = ([(pick[0], spec.seeds[0], pick[1])], TIMED)
+    return plans
+
+
+def _seeded_best(spec: TuneSpec, losses: Losses) -> int:
+    pick = chosen(spec, losses)
+    assert pick is not None  # called once the seeds phase is done
+    return pick[0]
+
+
 def tune(
-    settings: dict[str, Any], spec: TuneSpec, log: Callable[[str], None] | None = None, max_runs: int | None = None
+    settings: dict[str, Any],
+    spec: TuneSpec,
+    log: Callable[[str], None] | None = None,
+    max_runs: int | None = None,
+    timing: bool = True,
 ) -> dict[str, dict]:
     """Run the tune, or continue it; returns ``{run name: summary}`` of every ended run of the plan (each summary
-    with ``tune: [k, seed]``). ``max_runs`` stops after that many new runs (a later call continues)."""
+    with ``tune: [k, seed]``, ``no_decay`` and ``timed``; the timed runs named ``timed/NAME``). ``max_runs`` stops
+    after that many new runs, ``timing=False`` before the timed phase (a later call continues)."""
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
     for key in _PER_RUN + ("lr",):
         if key in settings:
@@ -167,55 +142,71 @@ def tune(
     out = Path(settings.get("out", TrainConfig.out))
     manifest = _manifest(settings, spec)
     _check_manifest(out / "tune.json", manifest)
-    _config(settings, spec.exps[0], 0, spec.seeds[0]).resolved_device()  # an unusable --device fails first
+    _config(settings, spec.exps[0], (0, spec.seeds[0], False)).resolved_device()  # an unusable --device fails first
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "tune.json", manifest)
+    timed_settings = {**settings, "out": str(out / TIMED)}
+    decay = float(manifest["settings"]["weight_decay"]) != 0.0  # already 0: the no-decay phase has nothing to add
     ended: dict[str, dict] = {}
     new_runs = 0
     while True:
-        plans = {exp: plan(spec, _losses(exp, ended)) for exp in spec.exps}
+        plans = _plans(spec, ended, decay, timing)
         found = False  # runs of the plan that ended before (an earlier call): read, then plan again
-        for exp, (runs, _) in plans.items():
-            for k, seed in runs:
-                cfg = _config(settings, exp, k, seed)
-                summary = ended_summary(cfg)
+        for exp, (runs, phase) in plans.items():
+            for run in runs:
+                summary = ended_summary(_config(timed_settings if phase == TIMED else settings, exp, run))
                 if summary is not None:
-                    ended[run_name(exp, k, seed)] = {**summary, "tune": [k, seed]}
+                    ended[_key(exp, run, phase == TIMED)] = _tagged(summary, run, phase == TIMED)
                     found = True
         if found:
             continue
-        todo = sorted(
-            ((phase != "grid", i, exp, runs[0]) for i, (exp, (runs, phase)) in enumerate(plans.items()) if runs)
-        )  # every experiment's grid before anyone's seeds
+        todo = sorted((PHASES.index(phase), i, exp) for i, (exp, (runs, phase)) in enumerate(plans.items()) if runs)
         if not todo or (max_runs is not None and new_runs >= max_runs):
             return ended
-        _, _, exp, (k, seed) = todo[0]
-        cfg = _config(settings, exp, k, seed)
+        _, _, exp = todo[0]  # every experiment's grid before anyone's seeds, the timed runs last
+        (run, *_), phase = plans[exp]
+        cfg = _config(timed_settings if phase == TIMED else settings, exp, run)
         left = sum(len(runs) for runs, _ in plans.values())
         walls = [s["wall_seconds"] for s in ended.values() if isinstance(s.get("wall_seconds"), (int, float))]
         eta = f", ETA {left * sum(walls) / len(walls) / 60:.0f}+ min" if walls else ""
-        log(f"modman tune [{len(ended)} ended, {left}+ to run{eta}]: {cfg.run_dir} ({plans[exp][1]})")
+        why = "timed: keep the machine otherwise idle, its seconds are the report's" if phase == TIMED else phase
+        log(f"modman tune [{len(ended)} ended, {left}+ to run{eta}]: {cfg.run_dir} ({why})")
         try:
             summary = train(cfg, resume=True)
         except TrainingDiverged as e:
             log(f"  {e}")
             summary = json.loads((cfg.run_dir / "summary.json").read_text())
-        ended[run_name(exp, k, seed)] = {**summary, "tune": [k, seed]}
+        ended[_key(exp, run, phase == TIMED)] = _tagged(summary, run, phase == TIMED)
         new_runs += 1
 
 
+NO_DECAY = "no-decay"
+PHASES = ("grid", "seeds", NO_DECAY, TIMED)
+
+
+def _tagged(summary: dict, run: Run, timed: bool) -> dict:
+    return {**summary, "tune": [run[0], run[1]], "no_decay": run[2], "timed": timed}
+
+
+def _key(exp: str, run: Run, timed: bool) -> str:
+    name = run_name(exp, *run)
+    return f"{TIMED}/{name}" if timed else name
+
+
 def tune_summary(spec: TuneSpec, ended: dict[str, dict]) -> list[dict[str, Any]]:
-    """Per experiment: the best multiplier, whether it is interior, and the final val loss over seeds there."""
+    """Per experiment: the best multiplier (the chosen setting's once every seed ran, else the grid's), whether it is
+    interior to the grid, the final val loss over seeds there, with and without weight decay, and its phase."""
     rows = []
     for exp in spec.exps:
-        losses = _losses(exp, ended)
+        losses, nd = _losses(exp, ended), _losses(exp, ended, no_decay=True)
         grid = [k for k in selection_grid(spec, losses) if (k, spec.seeds[0]) in losses]
-        if not grid:
+        pick = chosen(spec, losses, nd)
+        best = pick[0] if pick else best_exponent(spec, losses)
+        if best is None:
             continue
-        runs, phase = plan(spec, losses)
-        best = min(grid, key=lambda k: (losses[(k, spec.seeds[0])], k))
         at_best = [losses[(best, s)] for s in spec.seeds if (best, s) in losses]
         finite = [v for v in at_best if math.isfinite(v)]
+        without = seeded_mean(spec, nd, best)
         rows.append(
             {
                 "experiment": exp,
@@ -227,7 +218,10 @@ def tune_summary(spec: TuneSpec, ended: dict[str, dict]) -> list[dict[str, Any]]
                 "diverged": len(at_best) - len(finite),
                 "val_mean": sum(finite) / len(finite) if finite else None,
                 "val_sd": _sd(finite),
-                "done": phase == "done",
+                "no_decay_val_mean": without,
+                "chosen_without_decay": bool(pick and pick[1]),
+                "done": plan(spec, losses)[1] == "done",
+                "timed": bool(pick) and _key(exp, (best, spec.seeds[0], bool(pick and pick[1])), True) in ended,
             }
         )
     return rows
@@ -249,7 +243,9 @@ def format_tune(rows: list[dict[str, Any]]) -> str:
         val = (
             "-" if r["val_mean"] is None else f"{r['val_mean']:.3f}" + (f" ± {r['val_sd']:.3f}" if r["val_sd"] else "")
         )
-        status = "done" if r["done"] else "in progress"
+        status = ("done, timed" if r.get("timed") else "done, not timed") if r["done"] else "in progress"
+        if r.get("no_decay_val_mean") is not None:
+            status += f", wd 0: {r['no_decay_val_mean']:.3f}" + (" (chosen)" if r["chosen_without_decay"] else "")
         if r["diverged"]:
             status += f", {r['diverged']} diverged"
         best = f"{r['best_multiplier']:g}x"

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import UserError
+from ..common.files import read_json
 
 __all__ = [
     "Run",
@@ -38,7 +39,13 @@ __all__ = [
     "check_one_context",
     "steps_to_reach",
     "seconds_at_step",
+    "TIMED",
+    "attach_timed",
 ]
+
+# A tune's timed runs (OUT/timed/): each best setting trained again alone, for its wall-clock seconds. They are
+# not seeds of their group: they lend it their seconds.
+TIMED = "timed"
 
 MATRIX_ROLES = ("attention", "ffn")
 # Settings that do not define a group: runs differing only in these are seeds of one group.
@@ -84,12 +91,7 @@ def _read_jsonl(path: Path) -> list[dict]:
 
 def _load_run(folder: Path) -> Run:
     summary_path = folder / "summary.json"
-    if not summary_path.is_file():
-        raise UserError(f"{folder}: no summary.json (the run has not ended: finish it with --resume)")
-    try:
-        summary = json.loads(summary_path.read_text())
-    except (ValueError, UnicodeDecodeError) as e:
-        raise UserError(f"{summary_path}: not valid JSON ({e})") from None
+    summary = read_json(summary_path, "not there: the run has not ended (finish it with --resume)")
     missing = [
         k
         for k in ("experiment", "status", "config", "final_val_loss", "tokens_per_sec")
@@ -105,8 +107,9 @@ def _load_run(folder: Path) -> Run:
     return Run(folder, summary, metrics, spectra)
 
 
-def load_runs(root: str | Path) -> tuple[list[Run], list[str]]:
-    """Every run under ``root`` (any depth) and one line per folder that was skipped, saying why."""
+def load_runs(root: str | Path, timed: bool = False) -> tuple[list[Run], list[str]]:
+    """Every run under ``root`` (any depth) and one line per folder that was skipped, saying why; the timed runs
+    (under ``root/timed/``) only, with ``timed=True``."""
     root = Path(root)
     if not root.is_dir():
         raise UserError(f"{root}: not a folder of runs; give the --out folder of modman train or modman sweep")
@@ -115,7 +118,7 @@ def load_runs(root: str | Path) -> tuple[list[Run], list[str]]:
             p.parent
             for pattern in ("summary.json", "metrics.jsonl")
             for p in root.rglob(pattern)
-            if "report" not in p.relative_to(root).parts[:-1]
+            if "report" not in p.relative_to(root).parts[:-1] and (p.relative_to(root).parts[0] == TIMED) == timed
         }
     )
     runs, problems = [], []
@@ -226,6 +229,11 @@ class Group:
     settings: dict[str, Any]
     runs: list[Run] = field(default_factory=list)
     label: str = ""
+    timed: Run | None = None  # the same setting trained alone: its seconds stand for every seed's
+
+    def seconds_at(self, run: Run, step: float) -> float:
+        """Training seconds ``run`` took to reach ``step``, by the timed run's clock when there is one."""
+        return seconds_at_step(self.timed or run, step)
 
     def stat(self, fn) -> Stat:
         return Stat.of([fn(r) for r in self.runs])
@@ -242,7 +250,9 @@ class Group:
 
     @property
     def tokens_per_sec(self) -> Stat:
-        return self.stat(lambda r: r.summary["tokens_per_sec"] or math.nan)
+        """Over the seeds, or the timed run's alone."""
+        runs = [self.timed] if self.timed else self.runs
+        return Stat.of([r.summary["tokens_per_sec"] or math.nan for r in runs])
 
 
 def relative_speed(group: Group, best: dict[str, Group]) -> str:
@@ -272,6 +282,20 @@ def group_runs(runs: list[Run]) -> list[Group]:
         varying = sorted(k for k in g.settings if k != "exp" and any(p.get(k) != g.settings[k] for p in peers))
         g.label = ", ".join(f"{k}={g.settings[k]}" for k in varying) or "default"
     return sorted(out, key=lambda g: (g.exp, g.label))
+
+
+def attach_timed(groups: list[Group], timed: list[Run]) -> list[str]:
+    """Give each group the timed run of its setting (the newest when several); returns one line per timed run
+    that matches no group (a setting whose seeds are gone)."""
+    by_key: dict[str, Run] = {}
+    for run in sorted(timed, key=lambda r: r.path.stat().st_mtime if r.path.exists() else 0.0):
+        by_key[_key(run)] = run
+    unused = dict(by_key)
+    for g in groups:
+        g.timed = by_key.get(_key(g.runs[0])) if g.runs else None
+        if g.timed is not None:
+            unused.pop(_key(g.runs[0]), None)
+    return [f"{r.path}: a timed run of no setting in this folder; not used" for r in unused.values()]
 
 
 def best_groups(groups: list[Group]) -> dict[str, Group]:

@@ -84,16 +84,14 @@ def loss_curves(best: dict[str, Group], path: Path, against: str) -> Path:
         if against == "step":
             train = [[(s, loss) for s, loss, _ in train_curve(r)] for r in g.runs]
             val = [val_curve(r) for r in g.runs]
-        else:  # wall time differs per seed: plot each seed, no band
-            train = [[(t, loss) for _, loss, t in train_curve(r)] for r in g.runs[:1]]
-            val = [
-                list(zip(_seconds_at(r, [s for s, _ in val_curve(r)]), [v for _, v in val_curve(r)]))
-                for r in g.runs[:1]
-            ]
+        else:  # wall time differs per seed: one run, the timed one when there is one
+            one = [g.timed] if g.timed else g.runs[:1]
+            train = [[(t, loss) for _, loss, t in train_curve(r)] for r in one]
+            val = [list(zip(_seconds_at(r, [s for s, _ in val_curve(r)]), [v for _, v in val_curve(r)])) for r in one]
         _plot_band(axes[0], train, exp)
         _plot_band(axes[1], val, exp, marker="o", markersize=3)
     for ax, what in zip(axes, ("train loss", "validation loss")):
-        ax.set_xlabel("step" if against == "step" else "training seconds (first seed)")
+        ax.set_xlabel("step" if against == "step" else "training seconds (the timed run, else the first seed)")
         ax.set_ylabel(what)
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=8)

@@ -253,9 +253,9 @@ def h5(best: dict[str, Group], groups: list[Group]) -> Verdict:
             title,
             rule,
             INCONCLUSIVE,
-            "no Stiefel experiment was run both with and without weight "
-            "decay; run `modman sweep --exp stiefel_all,manifold_muon,baseline --weight-decays 0,0.1` into "
-            "this folder",
+            "no Stiefel experiment was run both with and without weight decay; run `modman tune` (its "
+            "--no-decay phase) or `modman sweep --exp stiefel_all,manifold_muon,baseline --weight-decays 0,0.1` "
+            "into this folder",
             ["experiment", "val loss, wd 0", "val loss, wd > 0"],
             rows,
         )

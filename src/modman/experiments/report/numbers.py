@@ -6,9 +6,18 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .analysis import Group, Stat, compare, seconds_at_step, steps_to_reach
+from .analysis import Group, Stat, compare, steps_to_reach
 
-__all__ = ["TARGET_EXP", "to_target", "lr_multiplier", "lr_rows", "LR_HEADER", "family_rows", "summary_json"]
+__all__ = [
+    "TARGET_EXP",
+    "to_target",
+    "headline",
+    "lr_multiplier",
+    "lr_rows",
+    "LR_HEADER",
+    "family_rows",
+    "summary_json",
+]
 
 # The constrained-Muon family, each judged against Muon on the same matrices.
 FAMILY = ("manifold_muon", "spectral_sphere", "hyperball", "spel")
@@ -18,15 +27,51 @@ TARGET_EXP = "baseline"  # "equal loss": steps and seconds each experiment needs
 
 def to_target(best: dict[str, Group]) -> tuple[float | None, dict[str, tuple[Stat, Stat]]]:
     """The target (the baseline's mean final val loss at its best setting) and, per experiment, the steps and the
-    training seconds its runs need to reach it (mean ± sd over seeds; inf where a run never does)."""
+    training seconds its runs need to reach it (mean ± sd over seeds; inf where a run never does; seconds by the
+    timed run's clock when the group has one)."""
     if TARGET_EXP not in best or not math.isfinite(best[TARGET_EXP].val_loss.mean):
         return None, {}
     target = best[TARGET_EXP].val_loss.mean
     out = {}
     for exp, g in best.items():
         steps = [steps_to_reach(r, target) for r in g.runs]
-        out[exp] = (Stat.of(steps), Stat.of([seconds_at_step(r, s) for r, s in zip(g.runs, steps)]))
+        out[exp] = (Stat.of(steps), Stat.of([g.seconds_at(r, s) for r, s in zip(g.runs, steps)]))
     return target, out
+
+
+def _winner(stats: dict[str, Stat], tol: float, unit: str, spec: str) -> str:
+    """``X (v) ahead of Y (w) beyond the spread`` or ``... within it``: the lowest mean and its runner-up."""
+    ranked = sorted((s.mean, exp) for exp, s in stats.items() if math.isfinite(s.mean))
+    if not ranked:
+        return "none"
+    first = ranked[0][1]
+    text = f"**{first}** ({stats[first].fmt(spec)}{unit})"
+    if len(ranked) == 1:
+        return text
+    second = ranked[1][1]
+    beyond = compare(stats[first], stats[second], tol) < 0
+    return text + (
+        f", then {second} ({stats[second].fmt(spec)}{unit}): "
+        + ("ahead beyond the seeds' spread" if beyond else "a tie within the seeds' spread")
+    )
+
+
+def headline(best: dict[str, Group], tol: float) -> list[str]:
+    """The report's answer, one line each: who has the lowest final val loss (equal steps) and who reaches the
+    baseline's final val loss in the fewest seconds (equal time), each against its runner-up."""
+    lines = [f"Equal steps (final val loss): {_winner({e: g.val_loss for e, g in best.items()}, tol, '', '.3f')}."]
+    target, reach = to_target(best)
+    if target is not None:
+        seconds = {e: r[1] for e, r in reach.items()}
+        secs_tol = 0.05 * min((s.mean for s in seconds.values() if math.isfinite(s.mean)), default=0.0)
+        lines.append(
+            f"Equal time (seconds to {TARGET_EXP}'s final val loss {target:.3f}): "
+            f"{_winner(seconds, secs_tol, ' s', '.0f')}."
+        )
+        never = [e for e, s in seconds.items() if s.mean == math.inf]
+        if never:
+            lines.append(f"Never within the run: {', '.join(never)}.")
+    return lines
 
 
 def lr_multiplier(group: Group) -> float:
@@ -113,6 +158,7 @@ def summary_json(
                 "tokens_per_sec": _stat(g.tokens_per_sec),
                 "steps_to_target": _stat(reach[exp][0]) if exp in reach else None,
                 "seconds_to_target": _stat(reach[exp][1]) if exp in reach else None,
+                "timed_run": str(g.timed.path) if g.timed else None,
                 **extra.get(exp, {}),
             }
             for exp, g in best.items()

@@ -17,6 +17,7 @@ from ..common.files import write_json_atomic, write_text_atomic
 from ..llm.recipes import TRAIN_EXPERIMENTS
 from .analysis import (
     Group,
+    attach_timed,
     best_groups,
     check_one_context,
     group_runs,
@@ -28,18 +29,39 @@ from .analysis import (
 )
 from .figures import write_figures
 from .hypotheses import LOSS_TOL, judge_all
-from .numbers import LR_HEADER, TARGET_EXP, family_rows, lr_rows, summary_json, to_target
+from .numbers import LR_HEADER, TARGET_EXP, family_rows, headline, lr_rows, summary_json, to_target
 
-__all__ = ["analyze", "build_blocks", "render_markdown", "render_html"]
+__all__ = ["machine_text", "analyze", "build_blocks", "render_markdown", "render_html"]
 
 Block = tuple  # ("h", level, text) | ("p", text) | ("table", header, rows) | ("img", file, caption) | ("ul", items)
 
 
-def _machine_text(machine: dict[str, Any] | None) -> str:
+def machine_text(machine: dict[str, Any] | None) -> str:
+    """The machine of a report's timings, as one phrase: cpu (cores), platform, device, threads, torch."""
     if not machine:
         return "the machine of the runs"
     m = machine
-    return f"{m.get('platform')}, {m.get('device')}, {m.get('threads')} threads, torch {m.get('torch')}"
+    cpu = f"{m['cpu']} ({m.get('cpus')} cores), " if m.get("cpu") else ""
+    return f"{cpu}{m.get('platform')}, {m.get('device')}, {m.get('threads')} threads, torch {m.get('torch')}"
+
+
+def _timing_text(best: dict[str, Group], machine: dict[str, Any] | None) -> str:
+    timed = [e for e, g in best.items() if g.timed]
+    where = machine_text(machine)
+    if timed and len(timed) == len(best):
+        return (
+            f"the seconds and tokens/s by each best setting's timed run: trained again on {where}, one run "
+            "after another with the machine otherwise idle"
+        )
+    if timed:
+        return (
+            f"the seconds and tokens/s by the timed runs of {', '.join(timed)} ({where}, one at a time, machine "
+            "otherwise idle); the others' by their own runs, which may have shared the machine: rough"
+        )
+    return (
+        f"the seconds as the runs measured them on {where}; runs that shared the machine measured slow, so "
+        "compare these only when the runs ran one at a time (a tune's timed phase does that)"
+    )
 
 
 def _ordered(best: dict[str, Group]) -> dict[str, Group]:
@@ -128,12 +150,13 @@ def build_blocks(
         blocks += [("h", 2, "Skipped"), ("ul", problems)]
     blocks += [
         ("h", 2, "Summary"),
+        ("ul", headline(best, LOSS_TOL)),
         ("table", SUMMARY_HEADER, summary_rows(best)),
         (
             "p",
             f"Equal steps: the final val loss. Equal loss: the steps and training seconds to reach {TARGET_EXP}'s "
-            "final val loss (linear between evaluations; never: not within the run), the seconds as the runs "
-            f"measured them on {_machine_text(machine)} (one run at a time; a shared machine makes them noisy). "
+            "final val loss (linear between evaluations; never: not within the run); "
+            f"{_timing_text(best, machine)}. Equal time in the list above: seconds within 5 % of each other tie. "
             "worst cond.: largest σ_max/σ_min among attention and FFN matrices at the end; norm growth: "
             "largest final / initial Frobenius norm among them; largest loss spike: largest rise of the "
             "logged train loss above its best value so far, after warmup.",
@@ -253,8 +276,15 @@ def analyze(root: str | Path, *, html_page: bool = False) -> dict[str, Any]:
             "modman sweep --out " + str(root)
         )
     context = check_one_context(runs)
-    machine = {k: runs[0].summary.get("versions", {}).get(k) for k in ("platform", "device", "threads", "torch")}
+    timed, timed_problems = load_runs(root, timed=True)
     groups = group_runs(runs)
+    if timed:
+        check_one_context(runs + timed)  # a timed run of another corpus or budget is refused like any run
+        problems += timed_problems + attach_timed(groups, timed)
+    clock = next((g.timed for g in groups if g.timed), runs[0])
+    machine = {
+        k: clock.summary.get("versions", {}).get(k) for k in ("cpu", "cpus", "platform", "device", "threads", "torch")
+    }
     best = _ordered(best_groups(groups))
     out = root / "report"
     figures = write_figures(best, groups, out)
