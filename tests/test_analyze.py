@@ -253,7 +253,8 @@ def test_missing_or_corrupt_files_are_named_and_skipped(tmp_path, capsys):
     text = "\n".join(problems)
     assert f"{bad_metrics / 'metrics.jsonl'}: line 2 is not JSON" in text
     assert f"{bad_summary / 'summary.json'}: not valid JSON" in text
-    assert f"{unfinished / 'summary.json'}: not there: the run has not ended" in text and f"{no_metrics}: no metrics.jsonl" in text
+    assert f"{unfinished / 'summary.json'}: not there: the run has not ended" in text
+    assert f"{no_metrics}: no metrics.jsonl" in text
     assert main(["analyze", str(tmp_path)]) == 0
     err = capsys.readouterr().err
     assert "line 2 is not JSON" in err and "skipped" in err
@@ -323,9 +324,11 @@ def test_a_tune_folder_reports_lrs_edges_and_every_number_in_json(tmp_path):
     make_run(tmp_path, "muon_all", seed=0, val=1.70, lr_scale=4.0)  # one seed only: informs, does not win
     make_run(tmp_path, "muon_all", seed=0, val=1.95, lr_scale=1.0)
     make_run(tmp_path, "hyperball", seed=0, val=1.79)
+    for seed in (0, 1, 2):  # the no-decay twin of the best: not a point of its lr curve
+        make_run(tmp_path, "muon_all", seed=seed, val=1.85, lr_scale=2.0, wd=0.0)
     analyze(tmp_path)
     report = (tmp_path / "report" / "report.md").read_text()
-    assert "| muon_all | 1x, 2x, 4x | 2x | yes |" in report
+    assert "| muon_all | 1x, 2x, 4x | 2x | yes | 1.950 (1) / 1.801 ± 0.001 (3) / 1.700 (1) |" in report
     assert "| baseline |" in report and "steps to baseline's final val" in report
     assert "| hyperball | 1.790 | 1.801 ± 0.001 | lower than muon_all |" in report
     data = json.loads((tmp_path / "report" / "summary.json").read_text())
@@ -334,7 +337,7 @@ def test_a_tune_folder_reports_lrs_edges_and_every_number_in_json(tmp_path):
     assert muon["final_val_loss"]["mean"] == pytest.approx(1.801)
     assert muon["steps_to_target"]["mean"] < 100 and muon["table"]["final val loss"] == "1.801 ± 0.001"
     assert data["context"]["preset"] == "tiny" and data["target"]["final_val_loss"] == pytest.approx(2.001)
-    assert len(data["settings"]) == 5 and {v["key"] for v in data["verdicts"]} >= {"H1", "H4"}
+    assert len(data["settings"]) == 6 and {v["key"] for v in data["verdicts"]} >= {"H1", "H4"}
 
 
 def test_a_folder_mixing_presets_or_step_counts_is_refused(tmp_path):

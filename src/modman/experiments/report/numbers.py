@@ -86,7 +86,8 @@ def lr_rows(groups: list[Group], best: dict[str, Group]) -> list[list[str]]:
     """One row per experiment whose groups differ in their lr multiplier (a tune or an lr sweep)."""
     rows = []
     for exp, b in best.items():
-        mine = sorted((g for g in groups if g.exp == exp), key=lr_multiplier)
+        others = _beside_lr(b)  # the best's other settings (weight decay...): its lr curve, not another's
+        mine = sorted((g for g in groups if g.exp == exp and _beside_lr(g) == others), key=lr_multiplier)
         tried = sorted({lr_multiplier(g) for g in mine})
         if len(tried) < 2:
             continue
@@ -108,6 +109,10 @@ def lr_rows(groups: list[Group], best: dict[str, Group]) -> list[list[str]]:
             ]
         )
     return rows
+
+
+def _beside_lr(group: Group) -> dict[str, Any]:
+    return {k: v for k, v in group.settings.items() if k not in ("lr", "lr_scale", "matrix_lr_scale")}
 
 
 def family_rows(best: dict[str, Group], tol: float) -> list[list[str]]:
