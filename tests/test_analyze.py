@@ -338,6 +338,10 @@ def test_a_tune_folder_reports_lrs_edges_and_every_number_in_json(tmp_path):
     assert muon["steps_to_target"]["mean"] < 100 and muon["table"]["final val loss"] == "1.801 ± 0.001"
     assert data["context"]["preset"] == "tiny" and data["target"]["final_val_loss"] == pytest.approx(2.001)
     assert len(data["settings"]) == 6 and {v["key"] for v in data["verdicts"]} >= {"H1", "H4"}
+    assert muon["learning_rates"]["interior?"] == "yes" and muon["learning_rates"]["multipliers tried"] == "1x, 2x, 4x"
+    assert data["experiments"]["hyperball"]["against_muon_all"] == "lower than muon_all"
+    h1 = next(v for v in data["verdicts"] if v["key"] == "H1")
+    assert h1["table"]["header"] and h1["table"]["rows"] and all(isinstance(c, str) for c in h1["table"]["rows"][0])
 
 
 def test_a_folder_mixing_presets_or_step_counts_is_refused(tmp_path):

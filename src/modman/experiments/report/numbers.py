@@ -179,5 +179,15 @@ def summary_json(
             }
             for g in groups
         ],
-        "verdicts": [{"key": v.key, "title": v.title, "verdict": v.verdict, "why": v.reason} for v in verdicts],
+        "verdicts": [
+            {
+                "key": v.key,
+                "title": v.title,
+                "verdict": v.verdict,
+                "why": v.reason,
+                "rule": v.rule,
+                "table": {"header": list(v.header), "rows": [list(r) for r in v.rows]},
+            }
+            for v in verdicts
+        ],
     }

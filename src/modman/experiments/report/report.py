@@ -291,7 +291,13 @@ def analyze(root: str | Path, *, html_page: bool = False) -> dict[str, Any]:
     verdicts = judge_all(best, groups)
     blocks = build_blocks(root, runs, problems, groups, best, figures, verdicts, context, machine)
     write_text_atomic(out / "report.md", render_markdown(blocks))
-    table = {r[0]: {"table": dict(zip(SUMMARY_HEADER[1:], r[1:]))} for r in summary_rows(best)}
+    table: dict[str, dict[str, Any]] = {
+        r[0]: {"table": dict(zip(SUMMARY_HEADER[1:], r[1:]))} for r in summary_rows(best)
+    }
+    for row in lr_rows(groups, best):  # every table's cells, as shown
+        table[row[0]]["learning_rates"] = dict(zip(LR_HEADER[1:], row[1:]))
+    for row in family_rows(best, LOSS_TOL):
+        table[row[0]]["against_muon_all"] = row[-1]
     write_json_atomic(out / "summary.json", summary_json(context, machine, best, groups, verdicts, table))
     page = None
     if html_page:
