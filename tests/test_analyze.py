@@ -315,6 +315,12 @@ def test_steps_and_seconds_to_the_baseline_loss_interpolate_between_evaluations(
     assert steps_to_reach(run, 2.25) == pytest.approx(75)  # halfway between 2.5 at 50 and 2.0 at 100
     assert steps_to_reach(run, 1.0) == math.inf
     assert seconds_at_step(run, 75) == pytest.approx(0.75) and seconds_at_step(run, math.inf) == math.inf
+    from modman.experiments.report.analysis import mean_val_curve
+
+    make_run(tmp_path, "baseline", seed=1, val=1.0)
+    runs, _ = load_runs(tmp_path)
+    assert mean_val_curve(runs) == [(0, 3.2), (50, 2.5), (100, 1.5)]
+    assert steps_to_reach(mean_val_curve(runs), 2.0) == pytest.approx(50 + 50 * 0.5 / 1.0)
 
 
 def test_a_tune_folder_reports_lrs_edges_and_every_number_in_json(tmp_path):
@@ -336,6 +342,8 @@ def test_a_tune_folder_reports_lrs_edges_and_every_number_in_json(tmp_path):
     assert muon["lr_multiplier"] == 2.0 and muon["seeds"] == 3
     assert muon["final_val_loss"]["mean"] == pytest.approx(1.801)
     assert muon["steps_to_target"]["mean"] < 100 and muon["table"]["final val loss"] == "1.801 ± 0.001"
+    base = data["experiments"]["baseline"]  # its seeds' mean curve ends at its own mean: reached at the last step
+    assert base["steps_to_target"]["mean"] == 100 and base["seconds_to_target"]["mean"] == pytest.approx(1.0)
     assert data["context"]["preset"] == "tiny" and data["target"]["final_val_loss"] == pytest.approx(2.001)
     assert len(data["settings"]) == 6 and {v["key"] for v in data["verdicts"]} >= {"H1", "H4"}
     assert muon["learning_rates"]["interior?"] == "yes" and muon["learning_rates"]["multipliers tried"] == "1x, 2x, 4x"

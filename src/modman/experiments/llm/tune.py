@@ -31,7 +31,7 @@ from ..common.files import write_json_atomic
 from .config import RESUME_FREE, TrainConfig
 from .sweep import ended_summary
 from .train import TrainingDiverged, train
-from .tune_plan import Losses, TuneSpec, best_exponent, chosen, knob, plan, run_name, seeded_mean, selection_grid
+from .tune_plan import Losses, TuneSpec, best_exponent, chosen, knob, plan, run_name, seeded_mean
 
 __all__ = ["TuneSpec", "knob", "run_name", "plan", "tune", "tune_summary", "format_tune", "TIMED"]
 
@@ -194,12 +194,12 @@ def _key(exp: str, run: Run, timed: bool) -> str:
 
 
 def tune_summary(spec: TuneSpec, ended: dict[str, dict]) -> list[dict[str, Any]]:
-    """Per experiment: the best multiplier (the chosen setting's once every seed ran, else the grid's), whether it is
-    interior to the grid, the final val loss over seeds there, with and without weight decay, and its phase."""
+    """Per experiment: the best multiplier (the chosen setting's once every seed ran, else the grid's), whether it
+    is interior to the multipliers tried, the final val loss over seeds there, with and without decay, its phase."""
     rows = []
     for exp in spec.exps:
         losses, nd = _losses(exp, ended), _losses(exp, ended, no_decay=True)
-        grid = [k for k in selection_grid(spec, losses) if (k, spec.seeds[0]) in losses]
+        grid = sorted({k for k, _ in losses})  # every exponent tried, a neighbour beyond the limits too
         pick = chosen(spec, losses, nd)
         best = pick[0] if pick else best_exponent(spec, losses)
         if best is None:

@@ -38,6 +38,7 @@ __all__ = [
     "CONTEXT",
     "check_one_context",
     "steps_to_reach",
+    "mean_val_curve",
     "seconds_at_step",
     "TIMED",
     "attach_timed",
@@ -332,11 +333,18 @@ def check_one_context(runs: list[Run]) -> dict[str, Any]:
     return json.loads(next(iter(kinds)))
 
 
-def steps_to_reach(run: Run, target: float) -> float:
-    """The first step at which the validation loss is at or below ``target`` (linear between evaluations;
-    inf if never)."""
+def mean_val_curve(runs: list[Run]) -> list[tuple[int, float]]:
+    """The seeds' mean validation loss at each step every run evaluated (a diverged run's curve ends early)."""
+    curves = [dict(val_curve(r)) for r in runs]
+    steps = sorted(set.intersection(*(set(c) for c in curves))) if curves else []
+    return [(s, statistics.fmean(c[s] for c in curves)) for s in steps]
+
+
+def steps_to_reach(run: Run | list[tuple[int, float]], target: float) -> float:
+    """The first step at which the validation loss (of a run, or a curve of ``(step, loss)``) is at or below
+    ``target`` (linear between evaluations; inf if never)."""
     prev = None
-    for step, loss in val_curve(run):
+    for step, loss in val_curve(run) if isinstance(run, Run) else run:
         if loss <= target:
             if prev is None or prev[1] == loss:
                 return float(step)

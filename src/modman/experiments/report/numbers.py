@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .analysis import Group, Stat, compare, steps_to_reach
+from .analysis import Group, Stat, compare, mean_val_curve, steps_to_reach
 
 __all__ = [
     "TARGET_EXP",
@@ -26,16 +26,17 @@ TARGET_EXP = "baseline"  # "equal loss": steps and seconds each experiment needs
 
 
 def to_target(best: dict[str, Group]) -> tuple[float | None, dict[str, tuple[Stat, Stat]]]:
-    """The target (the baseline's mean final val loss at its best setting) and, per experiment, the steps and the
-    training seconds its runs need to reach it (mean ± sd over seeds; inf where a run never does; seconds by the
-    timed run's clock when the group has one)."""
+    """The target (the baseline's mean final val loss at its best setting) and, per experiment, the step at which
+    its seeds' mean validation curve reaches it (inf: never within the run) and the training seconds to that step
+    (by the timed run's clock when the group has one, else mean ± sd over the seeds' clocks)."""
     if TARGET_EXP not in best or not math.isfinite(best[TARGET_EXP].val_loss.mean):
         return None, {}
     target = best[TARGET_EXP].val_loss.mean
     out = {}
     for exp, g in best.items():
-        steps = [steps_to_reach(r, target) for r in g.runs]
-        out[exp] = (Stat.of(steps), Stat.of([g.seconds_at(r, s) for r, s in zip(g.runs, steps)]))
+        step = steps_to_reach(mean_val_curve(g.runs), target)
+        clocks = [g.timed] if g.timed else g.runs
+        out[exp] = (Stat.of([step]), Stat.of([g.seconds_at(r, step) for r in clocks]))
     return target, out
 
 

@@ -154,8 +154,9 @@ def build_blocks(
         ("table", SUMMARY_HEADER, summary_rows(best)),
         (
             "p",
-            f"Equal steps: the final val loss. Equal loss: the steps and training seconds to reach {TARGET_EXP}'s "
-            "final val loss (linear between evaluations; never: not within the run); "
+            f"Equal steps: the final val loss. Equal loss: the step at which the seeds' mean validation curve "
+            f"reaches {TARGET_EXP}'s final val loss (linear between evaluations; never: not within the run) and the "
+            "training seconds to that step; "
             f"{_timing_text(best, machine)}. Equal time in the list above: seconds within 5 % of each other tie. "
             "worst cond.: largest σ_max/σ_min among attention and FFN matrices at the end; norm growth: "
             "largest final / initial Frobenius norm among them; largest loss spike: largest rise of the "
