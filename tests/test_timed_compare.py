@@ -26,6 +26,10 @@ def tuned_folder(root, muon_val=1.80, timed=True):
 
 
 def test_timed_runs_set_the_seconds_and_throughput_but_are_not_seeds(tmp_path):
+    from modman.experiments.llm import tune
+    from modman.experiments.report import analysis
+
+    assert analysis.TIMED == tune.TIMED  # where the tune writes them is where the report looks
     tuned_folder(tmp_path)
     result = analyze(tmp_path)
     assert result["runs"] == 6 and not result["skipped"]

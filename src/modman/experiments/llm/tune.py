@@ -38,6 +38,8 @@ __all__ = ["TuneSpec", "knob", "run_name", "plan", "tune", "tune_summary", "form
 # Settings every run of a tune folder must share (the ones a run may change on resume aside).
 _PER_RUN = ("exp", "name", "seed", "lr_scale", "matrix_lr_scale")
 TIMED = "timed"  # OUT/timed/: each experiment's best setting, trained again one run at a time for its seconds
+NO_DECAY = "no-decay"
+PHASES = ("grid", "seeds", NO_DECAY, TIMED)  # the order runs are taken in, across experiments
 
 
 def _manifest(settings: dict[str, Any], spec: TuneSpec) -> dict[str, Any]:
@@ -178,10 +180,6 @@ def tune(
             summary = json.loads((cfg.run_dir / "summary.json").read_text())
         ended[_key(exp, run, phase == TIMED)] = _tagged(summary, run, phase == TIMED)
         new_runs += 1
-
-
-NO_DECAY = "no-decay"
-PHASES = ("grid", "seeds", NO_DECAY, TIMED)
 
 
 def _tagged(summary: dict, run: Run, timed: bool) -> dict:
