@@ -257,7 +257,8 @@ def _add_tune(sub) -> None:
         description="Per experiment, train a factor-2 grid of lr multipliers around its defaults with the first "
         "seed (extended while the best sits on an edge), then every seed at the best multiplier and its two "
         "neighbours, then each best setting once more into OUT/timed/ for its wall-clock seconds (keep the machine "
-        "otherwise idle then). The multiplier scales the attention and FFN matrices' lrs (--matrix-lr-scale; modular: "
+        "otherwise idle then). Several modman tune processes may share OUT (one per GPU, say): each trains the runs it "
+        "claims. The multiplier scales the attention and FFN matrices' lrs (--matrix-lr-scale; modular: "
         "--lr-scale). Runs are OUT/EXP--mlr-Mx--seed-S; finished runs are skipped, partial ones resumed, and a "
         "folder tuned with other settings is refused. modman analyze OUT reports on it.",
     )

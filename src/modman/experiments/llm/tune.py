@@ -12,15 +12,20 @@ steps the whole network (``--lr-scale``).
 Every run is an ordinary ``modman train`` run in ``OUT/EXP--mlr-2x--seed-S`` (``lr-2x`` for modular, ``--wd-0``
 without decay), so ``modman analyze OUT`` reads a tune folder like a sweep. ``OUT/tune.json`` records what the runs
 share (preset, corpus digest, steps...): a folder tuned with other settings is refused, never mixed into one
-verdict. The plan is a function of the finished runs, so an interrupted tune continues where it stopped.
+verdict. The plan is a function of the finished runs, so an interrupted tune continues where it stopped, and
+several ``modman tune`` processes may share one folder (one per GPU, say): each claims the run it trains
+(``claims``), takes the next unclaimed one, and waits when every run left is another's; one of them times the
+best settings, once no other trains.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,6 +33,7 @@ from typing import Any
 from ...errors import UserError
 from ..common.data import load_text_bytes, sha256
 from ..common.files import write_json_atomic
+from .claims import claimed, held_elsewhere
 from .config import RESUME_FREE, TrainConfig
 from .sweep import ended_summary
 from .train import TrainingDiverged, train
@@ -40,6 +46,7 @@ _PER_RUN = ("exp", "name", "seed", "lr_scale", "matrix_lr_scale")
 TIMED = "timed"  # OUT/timed/: each experiment's best setting, trained again one run at a time for its seconds
 NO_DECAY = "no-decay"
 PHASES = ("grid", "seeds", NO_DECAY, TIMED)  # the order runs are taken in, across experiments
+POLL_S = 30.0  # how often a tune process whose every run left is another's looks again
 
 
 def _manifest(settings: dict[str, Any], spec: TuneSpec) -> dict[str, Any]:
@@ -150,36 +157,76 @@ def tune(
     timed_settings = {**settings, "out": str(out / TIMED)}
     decay = float(manifest["settings"]["weight_decay"]) != 0.0  # already 0: the no-decay phase has nothing to add
     ended: dict[str, dict] = {}
-    new_runs = 0
-    while True:
-        plans = _plans(spec, ended, decay, timing)
-        found = False  # runs of the plan that ended before (an earlier call): read, then plan again
-        for exp, (runs, phase) in plans.items():
-            for run in runs:
-                summary = ended_summary(_config(timed_settings if phase == TIMED else settings, exp, run))
-                if summary is not None:
-                    ended[_key(exp, run, phase == TIMED)] = _tagged(summary, run, phase == TIMED)
-                    found = True
-        if found:
-            continue
-        todo = sorted((PHASES.index(phase), i, exp) for i, (exp, (runs, phase)) in enumerate(plans.items()) if runs)
-        if not todo or (max_runs is not None and new_runs >= max_runs):
-            return ended
-        _, _, exp = todo[0]  # every experiment's grid before anyone's seeds, the timed runs last
-        (run, *_), phase = plans[exp]
-        cfg = _config(timed_settings if phase == TIMED else settings, exp, run)
-        left = sum(len(runs) for runs, _ in plans.values())
-        walls = [s["wall_seconds"] for s in ended.values() if isinstance(s.get("wall_seconds"), (int, float))]
-        eta = f", ETA {left * sum(walls) / len(walls) / 60:.0f}+ min" if walls else ""
-        why = "timed: keep the machine otherwise idle, its seconds are the report's" if phase == TIMED else phase
-        log(f"modman tune [{len(ended)} ended, {left}+ to run{eta}]: {cfg.run_dir} ({why})")
-        try:
-            summary = train(cfg, resume=True)
-        except TrainingDiverged as e:
-            log(f"  {e}")
-            summary = json.loads((cfg.run_dir / "summary.json").read_text())
-        ended[_key(exp, run, phase == TIMED)] = _tagged(summary, run, phase == TIMED)
-        new_runs += 1
+    new_runs, waiting = 0, False
+    with contextlib.ExitStack() as timing_lock:
+        timing_held = False
+        while True:
+            plans = _plans(spec, ended, decay, timing)
+            found = False  # runs that ended before (an earlier call, another process): read, then plan again
+            for exp, (runs, phase) in plans.items():
+                for run in runs:
+                    summary = ended_summary(_config(timed_settings if phase == TIMED else settings, exp, run))
+                    if summary is not None:
+                        ended[_key(exp, run, phase == TIMED)] = _tagged(summary, run, phase == TIMED)
+                        found = True
+            if found:
+                continue
+            todo = sorted(  # every experiment's grid before anyone's seeds, the timed runs last
+                (PHASES.index(phase), i, j, exp, run)
+                for i, (exp, (runs, phase)) in enumerate(plans.items())
+                for j, run in enumerate(runs)
+            )
+            if not todo or (max_runs is not None and new_runs >= max_runs):
+                return ended
+            if PHASES[todo[0][0]] == TIMED and not timing_held:
+                if not timing_lock.enter_context(claimed(out / TIMED)):
+                    log(f"modman tune: another modman tune process times the runs of {out}; this one stops")
+                    return ended
+                timing_held = True
+                _wait_alone(out, log)
+            ran = False
+            for p, _, _, exp, run in todo:
+                phase = PHASES[p]
+                cfg = _config(timed_settings if phase == TIMED else settings, exp, run)
+                with claimed(cfg.run_dir) as mine:
+                    if not mine:
+                        continue  # another modman tune process trains it
+                    if ended_summary(cfg) is None:  # else it ended meanwhile: read it on the next round
+                        log(_progress(ended, len(todo), cfg, phase))
+                        ended[_key(exp, run, phase == TIMED)] = _tagged(_train(cfg, log), run, phase == TIMED)
+                        new_runs += 1
+                    ran, waiting = True, False
+                break
+            if not ran:  # every run left is another process's: wait for one to end
+                if not waiting:
+                    log(f"modman tune: every run left ({len(todo)}) is another modman tune process's; waiting")
+                waiting = True
+                time.sleep(POLL_S)
+
+
+def _progress(ended: dict[str, dict], left: int, cfg: TrainConfig, phase: str) -> str:
+    walls = [s["wall_seconds"] for s in ended.values() if isinstance(s.get("wall_seconds"), (int, float))]
+    eta = f", ETA {left * sum(walls) / len(walls) / 60:.0f}+ min" if walls else ""
+    why = "timed: keep the machine otherwise idle, its seconds are the report's" if phase == TIMED else phase
+    return f"modman tune [{len(ended)} ended, {left}+ to run{eta}]: {cfg.run_dir} ({why})"
+
+
+def _train(cfg: TrainConfig, log: Callable[[str], None]) -> dict:
+    try:
+        return train(cfg, resume=True)
+    except TrainingDiverged as e:
+        log(f"  {e}")
+        return json.loads((cfg.run_dir / "summary.json").read_text())
+
+
+def _wait_alone(out: Path, log: Callable[[str], None]) -> None:
+    """Wait until no other process trains a run of ``out``: the timed runs measure an otherwise idle tune."""
+    told = False
+    while busy := [p for p in held_elsewhere(out) if p != out / TIMED]:
+        if not told:
+            log(f"modman tune: timing waits for {len(busy)} run(s) of other processes, e.g. {busy[0]}")
+            told = True
+        time.sleep(POLL_S)
 
 
 def _tagged(summary: dict, run: Run, timed: bool) -> dict:
