@@ -55,6 +55,15 @@ def test_an_optimum_on_the_edge_extends_the_grid_up_to_max_extend():
     assert row["best_multiplier"] == 2.0**5 and not row["interior"] and row["seeds"] == 3  # lowest seeded mean
 
 
+def test_when_the_seeds_prefer_a_neighbour_its_other_side_is_seeded_too():
+    def loss(k, s):  # seed 0 prefers k = 1, the other seeds k = 2 by far
+        return bowl(1)(k, s) if s == 0 or k != 2 else 1.0
+
+    order, losses = run_plan(SPEC, loss)
+    assert {(3, s) for s in (0, 1, 2)} <= set(order)  # k = 2 won on the seeds: k = 3 is seeded as well
+    assert chosen(SPEC, losses) == (2, False) and (4, 0) not in losses
+
+
 def test_diverged_runs_count_as_worst_and_are_reported():
     def loss(k, s):
         return math.inf if k >= 1 else bowl(0)(k, s)
@@ -80,6 +89,8 @@ def test_the_chosen_setting_is_the_lowest_mean_over_every_seed():
     losses.update({(k, s): bowl(1)(k, s) for k in (0, 1, 2) for s in (1, 2)})
     assert chosen(SPEC, losses) == (1, False)
     losses[(2, 1)] = losses[(2, 2)] = 1.0  # the neighbour's seeds are better on average: the report would pick it
+    assert chosen(SPEC, losses) is None  # ... once its other side is seeded too
+    losses.update({(3, s): bowl(1)(3, s) for s in (0, 1, 2)})
     assert chosen(SPEC, losses) == (2, False) and seeded_mean(SPEC, losses, 2) == pytest.approx((2.1 + 2) / 3)
     without = {(2, s): 1.2 for s in (0, 1)}
     assert chosen(SPEC, losses, without) == (2, False)  # seed 2 missing without decay: not a candidate yet

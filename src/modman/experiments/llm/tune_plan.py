@@ -4,7 +4,8 @@ Per experiment, exponents ``k`` of lr multipliers ``2^k``:
 
 1. *grid*: ``points`` exponents around 0 with the first seed; while the best (lowest final val loss, a diverged
    run counting as infinitely bad) is on an edge, one more beyond it, up to ``max_extend`` a side;
-2. *seeds*: every seed at the grid's best exponent and its two neighbours;
+2. *seeds*: every seed at the grid's best exponent and its two neighbours — and, when the mean over the seeds
+   prefers a neighbour, at that one's neighbours too, so the chosen exponent is seeded on both sides;
 3. *no-decay* (the experiments of ``no_decay``): every seed at the best seeded exponent with weight decay 0;
 4. the *chosen setting* — lowest mean over every seed among the fully seeded settings, the rule the report
    uses to pick an experiment's best — is what the tune's timed phase trains again for its seconds.
@@ -91,22 +92,36 @@ def plan(spec: TuneSpec, losses: Losses) -> tuple[list[tuple[int, int]], str]:
     """The (k, seed) runs one experiment needs next for its grid and seeds.
 
     Returns ``(runs, phase)`` with phase ``"grid"`` (first seed, the grid or its extension), ``"seeds"`` (every
-    seed at the best multiplier and its neighbours) or ``"done"`` (no run left).
+    seed at the centre and its two neighbours, the centre being the grid's best, then the lowest mean over every
+    seed when that moved: so the chosen lr ends with seeded neighbours on both sides, within the grid's limits
+    plus one) or ``"done"`` (no run left).
     """
     first = spec.seeds[0]
     grid = selection_grid(spec, losses)
     missing = [(k, first) for k in grid if (k, first) not in losses]
     if missing:
         return missing, "grid"
-    best = best_exponent(spec, losses)
-    assert best is not None  # the grid is complete and never empty
+    centre = best_exponent(spec, losses)
+    assert centre is not None  # the grid is complete and never empty
     lo_limit, hi_limit = spec.limits
-    if best == grid[0] and best > lo_limit:
-        return [(best - 1, first)], "grid"
-    if best == grid[-1] and best < hi_limit:
-        return [(best + 1, first)], "grid"
-    runs = [(k, s) for k in (best - 1, best, best + 1) for s in spec.seeds if (k, s) not in losses]
-    return runs, "seeds" if runs else "done"
+    if centre == grid[0] and centre > lo_limit:
+        return [(centre - 1, first)], "grid"
+    if centre == grid[-1] and centre < hi_limit:
+        return [(centre + 1, first)], "grid"
+    while True:
+        runs = [(k, s) for k in (centre - 1, centre, centre + 1) for s in spec.seeds if (k, s) not in losses]
+        if runs:
+            return runs, "seeds"
+        moved = _seeded_best(spec, losses)  # the seeds may disagree with the first seed's choice
+        if moved == centre or not lo_limit <= moved <= hi_limit:
+            return [], "done"
+        centre = moved
+
+
+def _seeded_best(spec: TuneSpec, losses: Losses) -> int:
+    """The exponent with the lowest mean over every seed (ties: the smaller) among the fully seeded ones."""
+    means = {k: m for k in {k for k, _ in losses} if (m := seeded_mean(spec, losses, k)) is not None}
+    return min(means, key=lambda k: (means[k], k))
 
 
 def seeded_mean(spec: TuneSpec, losses: Losses, k: int) -> float | None:
