@@ -41,7 +41,9 @@ def test_timed_runs_set_the_seconds_and_throughput_but_are_not_seeds(tmp_path):
     assert muon["tokens_per_sec"]["mean"] == 400.0 and base["tokens_per_sec"]["mean"] == 500.0
     report = (tmp_path / "report" / "report.md").read_text()
     assert "by each best setting's timed run" in report
-    assert "- Equal steps (final val loss): **muon_all** (1.801 ± 0.001), then baseline" in report
+    assert (
+        "- Equal steps (final val loss): **muon_all** (1.801 ± 0.001), then baseline (2.001 ± 0.001): ahead" in report
+    )
 
 
 def test_without_timed_runs_the_report_says_its_seconds_are_rough(tmp_path):

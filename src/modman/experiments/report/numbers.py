@@ -53,7 +53,7 @@ def _winner(stats: dict[str, Stat], tol: float, unit: str, spec: str) -> str:
     beyond = compare(stats[first], stats[second], tol) < 0
     return text + (
         f", then {second} ({stats[second].fmt(spec)}{unit}): "
-        + ("ahead beyond the seeds' spread" if beyond else "a tie within the seeds' spread")
+        + ("ahead, beyond the spread rule" if beyond else "a tie under the spread rule")
     )
 
 
