@@ -369,7 +369,15 @@ def test_the_lr_figure_marks_diverged_settings(tmp_path, monkeypatch):
         make_run(tmp_path, "muon_all", lr_scale=scale, val=2.0 - 0.1 * scale, diverged=scale == 4.0)
     runs, _ = load_runs(tmp_path)
     drawn = {}
-    monkeypatch.setattr(figures, "_save", lambda fig, path: drawn.setdefault("fig", fig))
+    monkeypatch.setattr(figures, "_save", lambda fig, path: drawn.__setitem__("fig", fig))
     figures.lr_sweep(group_runs(runs), tmp_path / "lr.png")
     markers = [line for line in drawn["fig"].axes[0].get_lines() if line.get_marker() == "x"]
     assert len(markers) == 1 and list(markers[0].get_xdata()) == [0.04]  # the diverged 4x at its peak lr
+    groups = group_runs(runs)
+    figures.lr_sweep(groups, tmp_path / "lr.png", best_groups(groups))  # best: 2x, between 1x and the diverged 4x
+    ax = drawn["fig"].axes[0]
+    assert ax.get_title() == "muon_all" and [
+        list(line.get_xdata()) for line in ax.get_lines() if line.get_marker() == "*"
+    ] == [[0.02]]
+    figures.lr_sweep(groups, tmp_path / "lr.png", {"muon_all": groups[0]})  # a best at the lowest lr tried
+    assert drawn["fig"].axes[0].get_title() == "muon_all (best on the edge)"

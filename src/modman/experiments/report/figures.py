@@ -247,10 +247,14 @@ def peak_lr(group: Group) -> float:
     return max(lrs) if lrs else math.nan
 
 
-def lr_sweep(groups: list[Group], path: Path) -> Path:
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for exp in dict.fromkeys(g.exp for g in groups):
+def lr_sweep(groups: list[Group], path: Path, best: dict[str, Group] | None = None) -> Path:
+    """A panel per experiment tried at several lrs: final val loss against peak lr (one curve per weight decay),
+    the best setting starred, diverged settings as x on top, and the title saying when the best is on the edge."""
+    best = best or {}
+    order = list(dict.fromkeys([*best, *(g.exp for g in groups)]))  # the report's order, then the rest
+    exps = [e for e in order if sum(h.exp == e for h in groups) > 1]
+    fig, axes = _panel_grid(len(exps), 3.6, 2.8)
+    for ax, exp in zip(axes, exps):
         by_wd: dict = {}
         for g in groups:
             if g.exp == exp:
@@ -259,8 +263,9 @@ def lr_sweep(groups: list[Group], path: Path) -> Path:
             pts = sorted((peak_lr(g), g.val_loss) for g in gs if math.isfinite(g.val_loss.mean))
             lost = [peak_lr(g) for g in gs if not math.isfinite(g.val_loss.mean) and math.isfinite(peak_lr(g))]
             if lost:  # diverged settings: an x near the top at their lr
-                top = ax.get_xaxis_transform()
-                ax.plot(lost, [0.96] * len(lost), "x", ms=9, mew=2, color=_color(exp), transform=top)
+                ax.plot(
+                    lost, [0.96] * len(lost), "x", ms=9, mew=2, color=_color(exp), transform=ax.get_xaxis_transform()
+                )
             if pts:
                 ax.errorbar(
                     [p[0] for p in pts],
@@ -269,17 +274,30 @@ def lr_sweep(groups: list[Group], path: Path) -> Path:
                     capsize=3,
                     color=_color(exp),
                     marker="o",
+                    markersize=4,
                     linestyle=("-", "--", ":", "-.")[i % 4],
-                    label=exp if len(by_wd) == 1 else f"{exp}, wd {wd}",
+                    label=f"wd {wd}",
                 )
-    ax.set_xscale("log")
+        title = exp
+        b = best.get(exp)
+        if b is not None and math.isfinite(b.val_loss.mean):
+            ax.plot([peak_lr(b)], [b.val_loss.mean], "*", ms=14, color="gold", mec="black", zorder=5)
+            tried = [peak_lr(g) for g in by_wd[b.settings.get("weight_decay")]]
+            if peak_lr(b) in (min(tried), max(tried)):
+                title += " (best on the edge)"
+        ax.set_title(title, fontsize=9, color="firebrick" if "edge" in title else "black")
+        ax.set_xscale("log")
+        ax.grid(alpha=0.3)
+        if len(by_wd) > 1:
+            ax.legend(fontsize=6)
     from matplotlib.ticker import NullFormatter
 
-    ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.set_xlabel("peak lr of the attention matrices")
-    ax.set_ylabel("final val loss (mean ± sd over seeds; x on top: diverged)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    for ax in axes[: len(exps)]:
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.tick_params(labelsize=7)
+    fig.supxlabel("peak lr of the attention matrices", fontsize=9)
+    fig.supylabel("final val loss (mean ± sd over seeds)", fontsize=9)
+    fig.suptitle("Final validation loss against lr (★ best setting; x on top: diverged)", fontsize=10)
     return _save(fig, path)
 
 
@@ -302,8 +320,8 @@ FIGURES = {
     ),
     "tokens_per_sec.png": ("Training throughput per experiment.", lambda b, g, p: tokens_per_sec(b, p)),
     "lr_sweep.png": (
-        "Final validation loss against learning rate (every setting in the folder).",
-        lambda b, g, p: lr_sweep(g, p),
+        "Final validation loss against learning rate, a panel per experiment (every setting; ★ the best).",
+        lambda b, g, p: lr_sweep(g, p, b),
     ),
 }
 
