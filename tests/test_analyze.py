@@ -381,3 +381,18 @@ def test_the_lr_figure_marks_diverged_settings(tmp_path, monkeypatch):
     ] == [[0.02]]
     figures.lr_sweep(groups, tmp_path / "lr.png", {"muon_all": groups[0]})  # a best at the lowest lr tried
     assert drawn["fig"].axes[0].get_title() == "muon_all (best on the edge)"
+
+
+def test_loss_figures_zoom_on_the_end_of_training(tmp_path, monkeypatch):
+    from modman.experiments.report import figures
+
+    make_run(tmp_path, "baseline", val=2.0)
+    make_run(tmp_path, "muon_all", val=1.8)
+    runs, _ = load_runs(tmp_path)
+    drawn = {}
+    monkeypatch.setattr(figures, "_save", lambda fig, path: drawn.__setitem__("fig", fig))
+    figures.loss_curves(best_groups(group_runs(runs)), tmp_path / "loss.png", "step")
+    train_ax, val_ax = drawn["fig"].axes[:2]
+    assert train_ax.get_ylim()[1] < 2.9  # the first steps' plunge (from 3.0) is cut
+    assert train_ax.get_ylim()[0] < 2.3 < train_ax.get_ylim()[1]  # the final train losses stay in view
+    assert val_ax.get_ylim()[0] < 1.8 < 2.0 < val_ax.get_ylim()[1]  # three evaluations: too few to zoom on

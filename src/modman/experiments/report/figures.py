@@ -79,17 +79,22 @@ def _seconds_at(run, steps):
 def loss_curves(best: dict[str, Group], path: Path, against: str) -> Path:
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    drawn: list[list[list[tuple[float, float]]]] = [[], []]
     for exp, g in best.items():
         train: list[list[tuple[float, float]]]
         if against == "step":
             train = [[(s, loss) for s, loss, _ in train_curve(r)] for r in g.runs]
-            val = [val_curve(r) for r in g.runs]
+            val = [[(float(s), v) for s, v in val_curve(r)] for r in g.runs]
         else:  # wall time differs per seed: one run, the timed one when there is one
             one = [g.timed] if g.timed else g.runs[:1]
             train = [[(t, loss) for _, loss, t in train_curve(r)] for r in one]
             val = [list(zip(_seconds_at(r, [s for s, _ in val_curve(r)]), [v for _, v in val_curve(r)])) for r in one]
         _plot_band(axes[0], train, exp)
         _plot_band(axes[1], val, exp, marker="o", markersize=3)
+        drawn[0] += train
+        drawn[1] += val
+    for ax, curves in zip(axes, drawn):
+        _zoom_on_the_end(ax, curves)
     for ax, what in zip(axes, ("train loss", "validation loss")):
         ax.set_xlabel("step" if against == "step" else "training seconds (the timed run, else the first seed)")
         ax.set_ylabel(what)
@@ -97,6 +102,16 @@ def loss_curves(best: dict[str, Group], path: Path, against: str) -> Path:
     axes[1].legend(fontsize=8)
     fig.suptitle(f"Loss against {'step' if against == 'step' else 'wall time'} (best setting of each experiment)")
     return _save(fig, path)
+
+
+def _zoom_on_the_end(ax, curves: list[list[tuple[float, float]]]) -> None:
+    """Clip the y axis above at the highest loss any curve still has a fifth of its way in: the first steps'
+    plunge from ~5.5 would squash the differences the comparison is about."""
+    late = [c[len(c) // 5][1] for c in curves if len(c) >= 5 and math.isfinite(c[len(c) // 5][1])]
+    ends = [min(v for _, v in c) for c in curves if c and all(math.isfinite(v) for _, v in c)]
+    if late and ends:
+        top, bottom = max(late), min(ends)
+        ax.set_ylim(bottom - 0.05 * (top - bottom), top)
 
 
 def _panel_grid(n: int, width: float = 4.0, height: float = 3.2):
