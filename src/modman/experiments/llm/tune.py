@@ -37,7 +37,7 @@ from .claims import claimed, held_elsewhere
 from .config import RESUME_FREE, TrainConfig
 from .sweep import ended_summary
 from .train import TrainingDiverged, train
-from .tune_plan import Losses, TuneSpec, best_exponent, chosen, knob, plan, run_name, seeded_mean
+from .tune_plan import Losses, TuneSpec, best_exponent, chosen, knob, plan, run_name, seeded_best, seeded_mean
 
 __all__ = ["TuneSpec", "knob", "run_name", "plan", "tune", "tune_summary", "format_tune", "TIMED"]
 
@@ -115,7 +115,7 @@ def _plans(spec: TuneSpec, ended: dict[str, dict], decay: bool, timing: bool) ->
         runs, phase = plan(spec, losses)
         plans[exp] = ([(k, s, False) for k, s in runs], phase)
         if phase == "done" and decay and exp in spec.no_decay:
-            k = _seeded_best(spec, losses)
+            k = seeded_best(spec, losses)
             nd = _losses(exp, ended, no_decay=True)
             todo = [(k, s, True) for s in spec.seeds if (k, s) not in nd]
             if todo:
@@ -126,12 +126,6 @@ def _plans(spec: TuneSpec, ended: dict[str, dict], decay: bool, timing: bool) ->
             if pick is not None and _key(exp, (pick[0], spec.seeds[0], pick[1]), True) not in ended:
                 plans[exp] = ([(pick[0], spec.seeds[0], pick[1])], TIMED)
     return plans
-
-
-def _seeded_best(spec: TuneSpec, losses: Losses) -> int:
-    pick = chosen(spec, losses)
-    assert pick is not None  # called once the seeds phase is done
-    return pick[0]
 
 
 def tune(

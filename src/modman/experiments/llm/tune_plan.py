@@ -19,7 +19,17 @@ import math
 from ...errors import UserError
 from .recipes import TRAIN_EXPERIMENTS
 
-__all__ = ["TuneSpec", "knob", "run_name", "selection_grid", "best_exponent", "plan", "seeded_mean", "chosen"]
+__all__ = [
+    "TuneSpec",
+    "knob",
+    "run_name",
+    "selection_grid",
+    "best_exponent",
+    "plan",
+    "seeded_mean",
+    "seeded_best",
+    "chosen",
+]
 
 Losses = dict[tuple[int, int], float]  # (k, seed) -> final val loss, inf where the run diverged
 
@@ -112,13 +122,13 @@ def plan(spec: TuneSpec, losses: Losses) -> tuple[list[tuple[int, int]], str]:
         runs = [(k, s) for k in (centre - 1, centre, centre + 1) for s in spec.seeds if (k, s) not in losses]
         if runs:
             return runs, "seeds"
-        moved = _seeded_best(spec, losses)  # the seeds may disagree with the first seed's choice
+        moved = seeded_best(spec, losses)  # the seeds may disagree with the first seed's choice
         if moved == centre or not lo_limit <= moved <= hi_limit:
             return [], "done"
         centre = moved
 
 
-def _seeded_best(spec: TuneSpec, losses: Losses) -> int:
+def seeded_best(spec: TuneSpec, losses: Losses) -> int:
     """The exponent with the lowest mean over every seed (ties: the smaller) among the fully seeded ones."""
     means = {k: m for k in {k for k, _ in losses} if (m := seeded_mean(spec, losses, k)) is not None}
     return min(means, key=lambda k: (means[k], k))

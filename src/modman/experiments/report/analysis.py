@@ -293,9 +293,9 @@ def attach_timed(groups: list[Group], timed: list[Run]) -> list[str]:
         by_key[_key(run)] = run
     unused = dict(by_key)
     for g in groups:
-        g.timed = by_key.get(_key(g.runs[0])) if g.runs else None
-        if g.timed is not None:
-            unused.pop(_key(g.runs[0]), None)
+        key = _key(g.runs[0]) if g.runs else ""
+        g.timed = by_key.get(key)
+        unused.pop(key, None)
     return [f"{r.path}: a timed run of no setting in this folder; not used" for r in unused.values()]
 
 

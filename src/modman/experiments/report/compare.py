@@ -17,6 +17,7 @@ from ..common.files import read_json, write_json_atomic, write_text_atomic
 from ..llm.recipes import TRAIN_EXPERIMENTS
 from .analysis import Stat, compare
 from .hypotheses import LOSS_TOL
+from .numbers import stat_json
 from .report import machine_text
 
 __all__ = ["load_report", "label_of", "comparison", "render_comparison", "write_comparison"]
@@ -103,9 +104,9 @@ def comparison(folders: list[str | Path], labels: list[str] | None = None) -> di
                 "per_folder": {
                     c["label"]: {
                         "lr_multiplier": c["lr"].get(e),
-                        "final_val_loss": _json_stat(c["val"].get(e)),
+                        "final_val_loss": stat_json(c["val"][e]) if e in c["val"] else None,
                         "val_rank": c["val_rank"].get(e),
-                        "seconds_to_target": _json_stat(c["seconds"].get(e)),
+                        "seconds_to_target": stat_json(c["seconds"][e]) if e in c["seconds"] else None,
                         "seconds_rank": c["seconds_rank"].get(e),
                         "timed": c["timed"].get(e),
                         "vs_baseline": c["vs_baseline"].get(e),
@@ -128,18 +129,6 @@ def comparison(folders: list[str | Path], labels: list[str] | None = None) -> di
         "winners": winners,
         "rows": rows,
         "rule": f"vs baseline: lower / higher only beyond the seeds' spread (sd sum, at least {LOSS_TOL}), else tie",
-    }
-
-
-def _json_stat(s: Stat | None) -> dict[str, Any] | None:
-    if s is None:
-        return None
-    finite = math.isfinite(s.mean)
-    return {
-        "mean": s.mean if finite else None,
-        "sd": s.sd if finite else None,
-        "n": s.n,
-        "infinite": s.mean == math.inf,
     }
 
 

@@ -17,6 +17,7 @@ __all__ = [
     "LR_HEADER",
     "family_rows",
     "summary_json",
+    "stat_json",
 ]
 
 # The constrained-Muon family, each judged against Muon on the same matrices.
@@ -134,7 +135,8 @@ def _num(x: float) -> float | None:
     return x if isinstance(x, (int, float)) and math.isfinite(x) else None
 
 
-def _stat(s: Stat) -> dict[str, Any]:
+def stat_json(s: Stat) -> dict[str, Any]:
+    """A Stat as JSON: mean and sd (None where not finite), n, and whether the mean is +inf."""
     return {"mean": _num(s.mean), "sd": _num(s.sd), "n": s.n, "infinite": bool(s.mean == math.inf)}
 
 
@@ -160,10 +162,10 @@ def summary_json(
                 "lr_multiplier": lr_multiplier(g),
                 "seeds": len(g.runs),
                 "diverged": g.diverged,
-                "final_val_loss": _stat(g.val_loss),
-                "tokens_per_sec": _stat(g.tokens_per_sec),
-                "steps_to_target": _stat(reach[exp][0]) if exp in reach else None,
-                "seconds_to_target": _stat(reach[exp][1]) if exp in reach else None,
+                "final_val_loss": stat_json(g.val_loss),
+                "tokens_per_sec": stat_json(g.tokens_per_sec),
+                "steps_to_target": stat_json(reach[exp][0]) if exp in reach else None,
+                "seconds_to_target": stat_json(reach[exp][1]) if exp in reach else None,
                 "timed_run": str(g.timed.path) if g.timed else None,
                 **extra.get(exp, {}),
             }
@@ -176,7 +178,7 @@ def summary_json(
                 "lr_multiplier": lr_multiplier(g),
                 "seeds": len(g.runs),
                 "diverged": g.diverged,
-                "final_val_loss": _stat(g.val_loss),
+                "final_val_loss": stat_json(g.val_loss),
             }
             for g in groups
         ],
