@@ -44,6 +44,7 @@ def test_timed_runs_set_the_seconds_and_throughput_but_are_not_seeds(tmp_path):
     assert (
         "- Equal steps (final val loss): **muon_all** (1.801 ± 0.001), then baseline (2.001 ± 0.001): ahead" in report
     )
+    assert [f"- {line}" in report for line in data["headline"]] == [True, True]  # the JSON holds the headline too
 
 
 def test_without_timed_runs_the_report_says_its_seconds_are_rough(tmp_path):
@@ -70,22 +71,45 @@ def test_compare_ranks_each_folder_and_says_whether_a_verdict_holds(tmp_path, ca
     analyze(tuned_folder(tmp_path / "a"))
     analyze(tuned_folder(tmp_path / "b", muon_val=2.3))  # on b muon_all loses to the baseline
     result = comparison([tmp_path / "a", tmp_path / "b"], ["prose", "code"])
-    assert result["winners"] == {
-        "prose": {"equal_steps": "muon_all", "equal_time": "muon_all"},
-        "code": {"equal_steps": "baseline", "equal_time": "baseline"},
-    }
+    first = {"winner": "muon_all", "runner_up": "baseline", "beyond_spread": True}
+    assert result["winners"]["prose"]["equal_steps"] == first
+    assert result["winners"]["code"]["equal_steps"]["winner"] == "baseline"
+    assert result["winners"]["code"]["equal_time"] == {"winner": "baseline", "runner_up": None, "beyond_spread": True}
     rows = {r["experiment"]: r for r in result["rows"]}
     assert rows["muon_all"]["per_folder"]["prose"]["vs_baseline"] == "lower"
     assert rows["muon_all"]["per_folder"]["code"]["vs_baseline"] == "higher" and not rows["muon_all"]["holds"]
     assert rows["muon_all"]["per_folder"]["code"]["seconds_to_target"]["infinite"]
-    assert rows["baseline"]["holds"] and rows["muon_all"]["per_folder"]["prose"]["lr_multiplier"] == 2.0
+    assert rows["baseline"]["per_folder"]["code"]["vs_baseline"] == "reference" and not rows["baseline"]["holds"]
+    assert rows["muon_all"]["per_folder"]["prose"]["lr_multiplier"] == 2.0
     path = write_comparison([tmp_path / "a", tmp_path / "b"], tmp_path / "out", ["prose", "code"])
     text = path.read_text()
-    assert "muon_all on prose; baseline on code — not the same everywhere" in text
+    assert (
+        "- Equal steps (lowest final val loss): **muon_all** on prose (ahead of baseline beyond the spread); "
+        "**baseline** on code (ahead of muon_all beyond the spread) — not the same everywhere." in text
+    )
     assert "| muon_all | 2x | 1.801 ± 0.001 (1) |" in text and "| never (2) |" not in text
     assert json.loads((tmp_path / "out" / "comparison.json").read_text())["rows"] == result["rows"]
     assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--labels", "p,c", "--out", str(tmp_path)]) == 0
     assert "| experiment | p: lr |" in capsys.readouterr().out
+
+
+def test_an_experiment_run_on_one_corpus_only_is_named_not_run_on_the_other(tmp_path):
+    tuned_folder(tmp_path / "a", timed=False)
+    for seed in (0, 1, 2):
+        make_run(tmp_path / "a", "stiefel_all", seed=seed, val=1.9 + 0.001 * seed)
+    make_run(tmp_path / "b", "baseline", val=2.0)
+    make_run(tmp_path / "b", "muon_all", val=1.99, lr_scale=2.0)  # one seed: a tie within the 0.01 floor
+    analyze(tmp_path / "a")
+    analyze(tmp_path / "b")
+    result = comparison([tmp_path / "a", tmp_path / "b"], ["prose", "code"])
+    rows = {r["experiment"]: r for r in result["rows"]}
+    assert rows["stiefel_all"]["not_run"] == ["code"] and not rows["stiefel_all"]["holds"]
+    assert rows["stiefel_all"]["per_folder"]["code"]["vs_baseline"] is None
+    tie = {"winner": "muon_all", "runner_up": "baseline", "beyond_spread": False}
+    assert result["winners"]["code"]["equal_steps"] == tie
+    text = write_comparison([tmp_path / "a", tmp_path / "b"], tmp_path / "out", ["prose", "code"]).read_text()
+    assert "| stiefel_all |" in text and "| lower / not run |" in text and "None" not in text
+    assert "**muon_all** on code (a tie with baseline under the spread rule)" in text
 
 
 def test_compare_refuses_unanalyzed_folders_and_bad_labels(tmp_path, capsys):

@@ -17,7 +17,7 @@ from ..common.files import read_json, write_json_atomic, write_text_atomic
 from ..llm.recipes import TRAIN_EXPERIMENTS
 from .analysis import Stat, compare
 from .hypotheses import LOSS_TOL
-from .numbers import stat_json
+from .numbers import TARGET_EXP, leader, seconds_tol, stat_json
 from .report import machine_text
 
 __all__ = ["load_report", "label_of", "comparison", "render_comparison", "write_comparison"]
@@ -58,6 +58,13 @@ def _ranks(values: dict[str, float]) -> dict[str, int]:
     return {e: i + 1 for i, (_, e) in enumerate(order)}
 
 
+def _vs_baseline(exp: str, val: Stat, base: Stat | None) -> str | None:
+    """lower / tie / higher against the baseline beyond the seeds' spread; "reference" for the baseline itself."""
+    if base is None:
+        return None
+    return "reference" if exp == TARGET_EXP else VERDICT[compare(val, base, LOSS_TOL)]
+
+
 def comparison(folders: list[str | Path], labels: list[str] | None = None) -> dict[str, Any]:
     """Every number of the comparison: per folder its label, context, machine and target; per experiment and
     folder its lr multiplier, final val loss, seconds to the target, ranks and verdict against the baseline."""
@@ -91,13 +98,14 @@ def comparison(folders: list[str | Path], labels: list[str] | None = None) -> di
                 "seconds": secs,
                 "lr": {e: ex[e].get("lr_multiplier") for e in ex},
                 "timed": {e: bool(ex[e].get("timed_run")) for e in ex},
-                "vs_baseline": {e: VERDICT[compare(val[e], base, LOSS_TOL)] if base else None for e in ex},
+                "vs_baseline": {e: _vs_baseline(e, val[e], base) for e in ex},
             }
         )
     rows = []
     for e in exps:
         verdicts = [c["vs_baseline"].get(e) for c in columns]
         known = [v for v in verdicts if v is not None]
+        missing = [c["label"] for c in columns if e not in c["val"]]
         rows.append(
             {
                 "experiment": e,
@@ -113,16 +121,20 @@ def comparison(folders: list[str | Path], labels: list[str] | None = None) -> di
                     }
                     for c in columns
                 },
-                "holds": len(known) == len(columns) and len(set(known)) == 1,
+                "not_run": missing,
+                "holds": len(known) == len(columns) and len(set(known)) == 1 and e != TARGET_EXP,
             }
         )
-    winners = {
-        c["label"]: {
-            "equal_steps": min(c["val_rank"], key=c["val_rank"].get) if c["val_rank"] else None,
-            "equal_time": min(c["seconds_rank"], key=c["seconds_rank"].get) if c["seconds_rank"] else None,
-        }
-        for c in columns
-    }
+    winners = {}
+    for c in columns:
+        per_kind = {}
+        for kind, stats, tol in (
+            ("equal_steps", c["val"], LOSS_TOL),
+            ("equal_time", c["seconds"], seconds_tol(c["seconds"])),
+        ):
+            first, second, beyond = leader(stats, tol)
+            per_kind[kind] = {"winner": first, "runner_up": second, "beyond_spread": beyond}
+        winners[c["label"]] = per_kind
     return {
         "folders": [str(f) for f in folders],
         "columns": [{k: c[k] for k in ("label", "context", "machine", "target")} for c in columns],
@@ -147,8 +159,21 @@ def render_comparison(result: dict[str, Any]) -> str:
     lines = ["# Does the answer hold across corpora?", ""]
     for kind, words in (("equal_steps", "Equal steps (lowest final val loss)"), ("equal_time", "Equal time")):
         who = [result["winners"][label][kind] for label in labels]
-        same = "the same everywhere" if len(set(who)) == 1 else "not the same everywhere"
-        lines.append(f"- {words}: " + "; ".join(f"{w} on {label}" for w, label in zip(who, labels)) + f" — {same}.")
+        parts = []
+        for w, label in zip(who, labels):
+            if w["winner"] is None:
+                parts.append(f"none on {label}")
+                continue
+            call = ""
+            if w["runner_up"] is not None:
+                call = (
+                    f" (ahead of {w['runner_up']} beyond the spread)"
+                    if w["beyond_spread"]
+                    else (f" (a tie with {w['runner_up']} under the spread rule)")
+                )
+            parts.append(f"**{w['winner']}** on {label}{call}")
+        same = "the same everywhere" if len({w["winner"] for w in who}) == 1 else "not the same everywhere"
+        lines.append(f"- {words}: " + "; ".join(parts) + f" — {same}.")
     lines.append("")
     header = ["experiment"]
     for label in labels:
@@ -161,8 +186,9 @@ def render_comparison(result: dict[str, Any]) -> str:
             f = row["per_folder"][label]
             cells.append("-" if f["lr_multiplier"] is None else f"{f['lr_multiplier']:g}x")
             cells.append(_cell(f["final_val_loss"], ".3f", f["val_rank"]))
-            cells.append(_cell(f["seconds_to_target"], ".0f", f["seconds_rank"]) + ("" if f["timed"] else " *"))
-        verdicts = " / ".join(str(row["per_folder"][label]["vs_baseline"]) for label in labels)
+            seconds = _cell(f["seconds_to_target"], ".0f", f["seconds_rank"])
+            cells.append(seconds + ("" if f["timed"] or seconds == "-" else " *"))
+        verdicts = " / ".join(row["per_folder"][label]["vs_baseline"] or "not run" for label in labels)
         cells.append(verdicts + (" (holds)" if row["holds"] else ""))
         lines.append("| " + " | ".join(cells) + " |")
     lines += [

@@ -12,6 +12,8 @@ __all__ = [
     "TARGET_EXP",
     "to_target",
     "headline",
+    "leader",
+    "seconds_tol",
     "lr_multiplier",
     "lr_rows",
     "LR_HEADER",
@@ -41,17 +43,30 @@ def to_target(best: dict[str, Group]) -> tuple[float | None, dict[str, tuple[Sta
     return target, out
 
 
-def _winner(stats: dict[str, Stat], tol: float, unit: str, spec: str) -> str:
-    """``X (v) ahead of Y (w) beyond the spread`` or ``... within it``: the lowest mean and its runner-up."""
+def leader(stats: dict[str, Stat], tol: float) -> tuple[str | None, str | None, bool]:
+    """The lowest finite mean, its runner-up, and whether the first is ahead beyond the spread rule."""
     ranked = sorted((s.mean, exp) for exp, s in stats.items() if math.isfinite(s.mean))
     if not ranked:
-        return "none"
-    first = ranked[0][1]
-    text = f"**{first}** ({stats[first].fmt(spec)}{unit})"
+        return None, None, False
     if len(ranked) == 1:
+        return ranked[0][1], None, True
+    first, second = ranked[0][1], ranked[1][1]
+    return first, second, compare(stats[first], stats[second], tol) < 0
+
+
+def seconds_tol(seconds: dict[str, Stat]) -> float:
+    """Equal time's tie rule: seconds within 5 % of the fastest tie."""
+    return 0.05 * min((s.mean for s in seconds.values() if math.isfinite(s.mean)), default=0.0)
+
+
+def _winner(stats: dict[str, Stat], tol: float, unit: str, spec: str) -> str:
+    """``X (v), then Y (w): ahead, beyond the spread rule`` or ``... a tie under the spread rule``."""
+    first, second, beyond = leader(stats, tol)
+    if first is None:
+        return "none"
+    text = f"**{first}** ({stats[first].fmt(spec)}{unit})"
+    if second is None:
         return text
-    second = ranked[1][1]
-    beyond = compare(stats[first], stats[second], tol) < 0
     return text + (
         f", then {second} ({stats[second].fmt(spec)}{unit}): "
         + ("ahead, beyond the spread rule" if beyond else "a tie under the spread rule")
@@ -65,10 +80,9 @@ def headline(best: dict[str, Group], tol: float) -> list[str]:
     target, reach = to_target(best)
     if target is not None:
         seconds = {e: r[1] for e, r in reach.items()}
-        secs_tol = 0.05 * min((s.mean for s in seconds.values() if math.isfinite(s.mean)), default=0.0)
         lines.append(
             f"Equal time (seconds to {TARGET_EXP}'s final val loss {target:.3f}): "
-            f"{_winner(seconds, secs_tol, ' s', '.0f')}."
+            f"{_winner(seconds, seconds_tol(seconds), ' s', '.0f')}."
         )
         never = [e for e, s in seconds.items() if s.mean == math.inf]
         if never:

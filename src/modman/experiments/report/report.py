@@ -38,11 +38,17 @@ Block = tuple  # ("h", level, text) | ("p", text) | ("table", header, rows) | ("
 
 def machine_text(machine: dict[str, Any] | None) -> str:
     """The machine of a report's timings, as one phrase: cpu (cores), platform, device, threads, torch."""
-    if not machine:
-        return "the machine of the runs"
-    m = machine
-    cpu = f"{m['cpu']} ({m.get('cpus')} cores), " if m.get("cpu") else ""
-    return f"{cpu}{m.get('platform')}, {m.get('device')}, {m.get('threads')} threads, torch {m.get('torch')}"
+    m = machine or {}
+    threads = m.get("threads")
+    parts = [
+        m.get("cpu") and (f"{m['cpu']} ({m['cpus']} cores)" if m.get("cpus") else m["cpu"]),
+        m.get("platform"),
+        m.get("device"),
+        threads and f"{threads} thread{'s' if threads != 1 else ''}",
+        m.get("torch") and f"torch {m['torch']}",
+    ]
+    known = [str(p) for p in parts if p]
+    return ", ".join(known) if known else "the machine of the runs"
 
 
 def _timing_text(best: dict[str, Group], machine: dict[str, Any] | None) -> str:
@@ -299,7 +305,9 @@ def analyze(root: str | Path, *, html_page: bool = False) -> dict[str, Any]:
         table[row[0]]["learning_rates"] = dict(zip(LR_HEADER[1:], row[1:]))
     for row in family_rows(best, LOSS_TOL):
         table[row[0]]["against_muon_all"] = row[-1]
-    write_json_atomic(out / "summary.json", summary_json(context, machine, best, groups, verdicts, table))
+    data = summary_json(context, machine, best, groups, verdicts, table)
+    data["headline"] = headline(best, LOSS_TOL)  # the report's first lines, as shown
+    write_json_atomic(out / "summary.json", data)
     page = None
     if html_page:
         page = out / "report.html"
