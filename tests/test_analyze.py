@@ -396,3 +396,24 @@ def test_loss_figures_zoom_on_the_end_of_training(tmp_path, monkeypatch):
     assert train_ax.get_ylim()[1] < 2.9  # the first steps' plunge (from 3.0) is cut
     assert train_ax.get_ylim()[0] < 2.3 < train_ax.get_ylim()[1]  # the final train losses stay in view
     assert val_ax.get_ylim()[0] < 1.8 < 2.0 < val_ax.get_ylim()[1]  # three evaluations: too few to zoom on
+
+
+def test_condition_numbers_past_float32_precision_are_drawn_at_the_cap(tmp_path, monkeypatch):
+    from modman.experiments.report import figures
+
+    run = make_run(tmp_path, "baseline")
+    lines = [json.loads(line) for line in (run / "spectra.jsonl").read_text().splitlines()]
+    for s in lines:
+        if s["role"] == "head":
+            s["condition_number"] = 1e40  # a byte head's unused rows: singular in float32
+    (run / "spectra.jsonl").write_text("".join(json.dumps(s) + "\n" for s in lines))
+    runs, _ = load_runs(tmp_path)
+    drawn = {}
+    monkeypatch.setattr(figures, "_save", lambda fig, path: drawn.__setitem__("fig", fig))
+    figures.condition_numbers(best_groups(group_runs(runs)), tmp_path / "cond.png")
+    attention, _, _, head, legend = drawn["fig"].axes[:5]
+    head_y = [y for line in head.get_lines() for y in line.get_ydata()]
+    assert max(head_y) == pytest.approx(figures.COND_CAP) and max(head_y) < 1e7  # capped, not 1e40
+    assert [y for line in attention.get_lines() for y in line.get_ydata()] == [10.0] * 3  # below the cap: as logged
+    assert legend.get_legend() is not None and attention.get_legend() is None  # the legend off the curves
+    assert "singular at float32 precision" in drawn["fig"].texts[0].get_text()

@@ -173,6 +173,15 @@ def spectra_final(best: dict[str, Group], path: Path) -> Path:
     return _save(fig, path)
 
 
+def _legend_panel(axes: list, n: int) -> None:
+    """The legend of axes[0] in the free panel axes[n] (a grid made with n + 1 panels), off the curves."""
+    panel = axes[n]
+    panel.set_visible(True)
+    panel.axis("off")
+    handles, labels = axes[0].get_legend_handles_labels()
+    panel.legend(handles, labels, loc="center", fontsize=8, ncol=2, frameon=False)
+
+
 def _by_step(run, roles, key, reduce):
     steps: dict[int, list[float]] = {}
     for s in run.spectra:
@@ -200,7 +209,7 @@ def spectra_evolution(best: dict[str, Group], path: Path) -> Path:
 
 
 def fro_norms(best: dict[str, Group], path: Path) -> Path:
-    fig, axes = _panel_grid(len(ROLE_PANELS), 4.5)
+    fig, axes = _panel_grid(len(ROLE_PANELS) + 1, 4.5)
     for ax, role in zip(axes, ROLE_PANELS):
         for exp, g in best.items():
             curves = [_by_step(r, (role,), "fro_norm", lambda v: math.sqrt(sum(x * x for x in v))) for r in g.runs]
@@ -208,12 +217,12 @@ def fro_norms(best: dict[str, Group], path: Path) -> Path:
         ax.set_title(f"{role}: Frobenius norm of all its matrices", fontsize=9)
         ax.set_xlabel("step", fontsize=8)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
+    _legend_panel(axes, len(ROLE_PANELS))
     return _save(fig, path)
 
 
 def grad_norms(best: dict[str, Group], path: Path) -> Path:
-    fig, axes = _panel_grid(len(ROLE_PANELS), 4.5)
+    fig, axes = _panel_grid(len(ROLE_PANELS) + 1, 4.5)
     for ax, role in zip(axes, ROLE_PANELS):
         for exp, g in best.items():
             curves = [
@@ -225,22 +234,42 @@ def grad_norms(best: dict[str, Group], path: Path) -> Path:
         ax.set_yscale("log")
         ax.set_xlabel("step", fontsize=8)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
+    _legend_panel(axes, len(ROLE_PANELS))
     return _save(fig, path)
 
 
+# Condition numbers above 1/ε of float32 (~8.4e6) only say "singular at float32 precision" (a byte head's unused
+# rows give 1e32..1e48); the figure draws them at this cap so the meaningful range keeps its scale.
+COND_CAP = 1.0 / float(np.finfo(np.float32).eps)
+
+
+def _largest(values: list) -> float | None:
+    known = [v for v in values if v is not None]
+    return max(known) if known else None
+
+
 def condition_numbers(best: dict[str, Group], path: Path) -> Path:
-    """Per role, the largest condition number σ_max/σ_min of its matrices against step (mean band over seeds)."""
-    fig, axes = _panel_grid(len(ROLE_PANELS), 4.5)
+    """Per role, the largest condition number σ_max/σ_min of its matrices against step (mean band over seeds),
+    drawn at most at COND_CAP; the legend sits in a panel of its own."""
+    fig, axes = _panel_grid(len(ROLE_PANELS) + 1, 4.5)
+    capped = False
     for ax, role in zip(axes, ROLE_PANELS):
+        here = False
         for exp, g in best.items():
-            _plot_band(ax, [_by_step(r, (role,), "condition_number", max) for r in g.runs], exp)
+            # null: σ_min = 0 (a zero-initialised matrix), no finite number to draw
+            curves = [_by_step(r, (role,), "condition_number", _largest) for r in g.runs]
+            here |= any(y > COND_CAP for c in curves for _, y in c if y is not None)
+            _plot_band(ax, [[(x, min(y, COND_CAP)) for x, y in c if y is not None] for c in curves], exp)
+        if here:
+            ax.axhline(COND_CAP, color="grey", lw=0.8, ls=":")
+        capped |= here
         ax.set_yscale("log")
         ax.set_title(f"{role}: largest condition number", fontsize=9)
         ax.set_xlabel("step", fontsize=8)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
-    fig.suptitle("Condition number σ_max/σ_min per role during training")
+    _legend_panel(axes, len(ROLE_PANELS))
+    cap = f" (dotted: values ≥ {COND_CAP:.1e}, singular at float32 precision, drawn there)" if capped else ""
+    fig.suptitle("Condition number σ_max/σ_min per role during training" + cap, fontsize=11)
     return _save(fig, path)
 
 
