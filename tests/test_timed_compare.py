@@ -99,12 +99,14 @@ def test_an_experiment_run_on_one_corpus_only_is_named_not_run_on_the_other(tmp_
         make_run(tmp_path / "a", "stiefel_all", seed=seed, val=1.9 + 0.001 * seed)
     make_run(tmp_path / "b", "baseline", val=2.0)
     make_run(tmp_path / "b", "muon_all", val=1.99, lr_scale=2.0)  # one seed: a tie within the 0.01 floor
+    make_run(tmp_path / "b", "spectral_all", diverged=True)  # NaN: called diverged, never a tie
     analyze(tmp_path / "a")
     analyze(tmp_path / "b")
     result = comparison([tmp_path / "a", tmp_path / "b"], ["prose", "code"])
     rows = {r["experiment"]: r for r in result["rows"]}
     assert rows["stiefel_all"]["not_run"] == ["code"] and not rows["stiefel_all"]["holds"]
     assert rows["stiefel_all"]["per_folder"]["code"]["vs_baseline"] is None
+    assert rows["spectral_all"]["per_folder"]["code"]["vs_baseline"] == "diverged"
     tie = {"winner": "muon_all", "runner_up": "baseline", "beyond_spread": False}
     assert result["winners"]["code"]["equal_steps"] == tie
     text = write_comparison([tmp_path / "a", tmp_path / "b"], tmp_path / "out", ["prose", "code"]).read_text()
