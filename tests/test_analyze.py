@@ -211,6 +211,13 @@ def test_groups_stats_and_best_setting(tmp_path):
     assert compare(Stat(1.0, 0.0, 1), Stat(1.005, 0.0, 1), 0.01) == 0
 
 
+def test_settings_are_listed_by_value_not_by_their_text(tmp_path):
+    for lr_scale in (16.0, 2.0, 0.25, 8.0):
+        make_run(tmp_path, "modular", lr_scale=lr_scale)
+    labels = [g.label for g in group_runs(load_runs(tmp_path)[0])]
+    assert labels == ["lr_scale=0.25", "lr_scale=2.0", "lr_scale=8.0", "lr_scale=16.0"]  # as text, 16 came before 2
+
+
 def test_per_run_measures(tmp_path):
     make_run(tmp_path, "baseline", spike=0.3, growth=1.7)
     (run,) = load_runs(tmp_path)[0]

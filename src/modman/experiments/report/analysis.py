@@ -278,11 +278,20 @@ def group_runs(runs: list[Run]) -> list[Group]:
         key = _key(run)
         groups.setdefault(key, Group(run.exp, json.loads(key))).runs.append(run)
     out = list(groups.values())
+    order: dict[int, tuple] = {}
     for g in out:
         peers = [h.settings for h in out if h.exp == g.exp]
         varying = sorted(k for k in g.settings if k != "exp" and any(p.get(k) != g.settings[k] for p in peers))
         g.label = ", ".join(f"{k}={g.settings[k]}" for k in varying) or "default"
-    return sorted(out, key=lambda g: (g.exp, g.label))
+        order[id(g)] = (g.exp, *(_sortable(g.settings[k]) for k in varying))
+    return sorted(out, key=lambda g: order[id(g)])
+
+
+def _sortable(value: object) -> tuple[int, float, str]:
+    """A setting's value as a sort key: numbers by size (2 before 16), anything else by its text after them."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return (0, float(value), "")
+    return (1, 0.0, str(value))
 
 
 def attach_timed(groups: list[Group], timed: list[Run]) -> list[str]:
