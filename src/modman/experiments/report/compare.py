@@ -60,10 +60,10 @@ def _ranks(values: dict[str, float]) -> dict[str, int]:
 
 def _vs_baseline(exp: str, val: Stat, base: Stat | None) -> str | None:
     """lower / tie / higher against the baseline beyond the seeds' spread; "reference" for the baseline itself,
-    "diverged" when no seed of the experiment's best setting ended with a finite loss."""
+    "diverged" when a seed of the experiment's best setting diverged (its mean is infinite, or nan with none left)."""
     if base is None:
         return None
-    if not math.isfinite(val.mean):  # a diverged seed makes the mean infinite (no seed finished: nan)
+    if not math.isfinite(val.mean):
         return "diverged"
     return "reference" if exp == TARGET_EXP else VERDICT[compare(val, base, LOSS_TOL)]
 
